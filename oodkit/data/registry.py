@@ -1,0 +1,158 @@
+"""Data sets by name.
+
+A *spec* is one of:
+
+* a registered name (``oodkit datasets`` lists them): torchvision's sets, read from
+  their own files under the data root (``--download`` fetches them where a network
+  exists), data that ships with installed packages, and synthetic sets;
+* any name with ``ROOT/<name>_<split>.npz`` arrays (the layout of ``shared/data``),
+  registered or not; these take precedence over torchvision's files;
+* ``npz:PATH`` or ``folder:PATH`` (``{split}`` in PATH is replaced by the split; without
+  it the one file or folder serves as the whole set, split 80/20 when a train/test split
+  is needed).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import sources
+from .sources import DataNotFound, ImageSet
+
+__all__ = ["load_dataset", "list_datasets", "default_root", "REGISTRY"]
+
+TORCHVISION = ("cifar10", "cifar100", "svhn", "mnist", "fashionmnist", "celeba", "textures")
+
+REGISTRY: dict[str, str] = {
+    "cifar10": "CIFAR-10, 32x32 RGB, 50k/10k (torchvision)",
+    "cifar100": "CIFAR-100, 32x32 RGB, 50k/10k (torchvision)",
+    "svhn": "SVHN cropped digits, 32x32 RGB, 73k/26k (torchvision)",
+    "mnist": "MNIST, 28x28 grey, 60k/10k (torchvision)",
+    "fashionmnist": "Fashion-MNIST, 28x28 grey, 60k/10k (torchvision)",
+    "celeba": "CelebA faces, centre crop 140 -> 64x64 RGB (torchvision)",
+    "textures": "DTD textures, resized and cropped to 64x64 RGB (torchvision)",
+    "digits": "scikit-learn's 8x8 digits, all classes, 1198/599 (ships with scikit-learn)",
+    "digits-0to4": "scikit-learn's 8x8 digits 0-4 (ships with scikit-learn)",
+    "digits-5to9": "scikit-learn's 8x8 digits 5-9 (ships with scikit-learn)",
+    "sample-patches": "8x8 grey patches of scikit-learn's two sample photographs",
+    "letters": "letters A-Z, a-z drawn in matplotlib's DejaVu fonts, 8x8 grey",
+    "noise": "i.i.d. uniform pixels, shaped like the in-distribution set",
+    "constant": "one grey level or colour per image, shaped like the in-distribution set",
+}
+
+PACKAGED = {
+    "digits": lambda split: sources.digits(split),
+    "digits-0to4": lambda split: sources.digits(split, classes=range(5), name="digits-0to4"),
+    "digits-5to9": lambda split: sources.digits(split, classes=range(5, 10), name="digits-5to9"),
+    "sample-patches": lambda split: sources.sample_patches(split),
+    "letters": lambda split: sources.letters(split),
+}
+
+SYNTHETIC_N = 1000
+
+
+def default_root() -> Path:
+    """``$OODKIT_DATA`` if set, else ``./data``."""
+    return Path(os.environ.get("OODKIT_DATA", "data"))
+
+
+def _holdout(ds: ImageSet, split: str) -> ImageSet:
+    idx = np.random.default_rng(0).permutation(len(ds))
+    cut = int(round(0.8 * len(ds)))
+    return ds.subset(np.sort(idx[:cut] if split == "train" else idx[cut:]))
+
+
+def load_dataset(
+    spec: str,
+    split: str = "test",
+    root=None,
+    download: bool = False,
+    like: ImageSet | None = None,
+    holdout: bool = False,
+) -> ImageSet:
+    """Load ``split`` ("train" or "test") of the data set named by ``spec`` as uint8
+    (N, H, W, C). ``like`` gives synthetic sets their size and channels (default 32x32
+    RGB). ``holdout``: split a single-file generic spec 80/20 into train / test."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(root) if root is not None else default_root()
+
+    for prefix, reader in (("npz:", sources.read_npz), ("folder:", sources.read_folder)):
+        if spec.startswith(prefix):
+            raw = spec[len(prefix):]
+            if not raw:
+                raise ValueError(f"{prefix} needs a path, as in {prefix}PATH")
+            if "{split}" in raw:
+                return reader(raw.format(split=split), name=Path(raw).stem.replace("{split}", split))
+            ds = reader(raw)
+            return _holdout(ds, split) if holdout else ds
+
+    if spec in sources_synthetic():
+        size, channels = (like.size, like.channels) if like is not None else (32, 3)
+        return sources.synthetic(spec, split, SYNTHETIC_N, size, channels)
+    if spec in PACKAGED:
+        return PACKAGED[spec](split)
+
+    npz = root / f"{spec}_{split}.npz"
+    if npz.is_file():
+        return sources.read_npz(npz, name=spec)
+    if spec in TORCHVISION:
+        try:
+            return sources.torchvision_set(spec, split, root, download=download)
+        except DataNotFound:
+            how = (
+                "the download failed (is there a network?)" if download
+                else "pass --download (download=True) where a network exists"
+            )
+            raise DataNotFound(
+                f"{spec} ({split}) not found: looked for {npz} and torchvision's files "
+                f"({sources._tv_hint(spec)}) under {root}; {how}, or write the arrays there "
+                f"(for example with shared/data/materialize.py)"
+            ) from None
+    raise DataNotFound(
+        f"unknown data set {spec!r}: not registered (see `oodkit datasets`) and no {npz}; "
+        "use a registered name, npz:PATH or folder:PATH"
+    )
+
+
+def sources_synthetic():
+    return ("noise", "constant")
+
+
+def list_datasets(root=None) -> list[dict]:
+    """Every registered name and every ``<name>_<split>.npz`` under ``root``, with the
+    splits found locally ("built-in" for data that needs no files)."""
+    root = Path(root) if root is not None else default_root()
+    rows = []
+    npz_names: dict[str, list] = {}
+    if root.is_dir():
+        for p in sorted(root.glob("*_*.npz")):
+            name, _, split = p.stem.rpartition("_")
+            npz_names.setdefault(name, []).append(split)
+    for name, desc in REGISTRY.items():
+        if name in PACKAGED or name in sources_synthetic():
+            local = "built-in"
+        elif name in npz_names:
+            local = "npz: " + ",".join(npz_names[name])
+        else:
+            local = "torchvision files" if _torchvision_present(name, root) else "-"
+        rows.append({"name": name, "description": desc, "available": local})
+    for name, splits in npz_names.items():
+        if name not in REGISTRY:
+            rows.append({"name": name, "description": f"arrays under {root}", "available": "npz: " + ",".join(splits)})
+    return rows
+
+
+def _torchvision_present(name: str, root: Path) -> bool:
+    marker = {
+        "cifar10": "cifar-10-batches-py",
+        "cifar100": "cifar-100-python",
+        "svhn": "test_32x32.mat",
+        "mnist": "MNIST/raw",
+        "fashionmnist": "FashionMNIST/raw",
+        "celeba": "celeba",
+        "textures": "dtd",
+    }[name]
+    return (root / marker).exists()

@@ -1,0 +1,221 @@
+"""Readers for every place images come from: torchvision's on-disk formats, ``.npz``
+arrays, image folders, the data that ships inside installed packages, and synthetic
+sets. Each returns an :class:`ImageSet` of uint8 (N, H, W, C) images."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ImageSet", "DataNotFound", "read_npz", "read_folder", "torchvision_set", "digits", "sample_patches", "letters", "synthetic"]
+
+
+class DataNotFound(FileNotFoundError):
+    """A data set that is not on disk (and was not, or could not be, downloaded)."""
+
+
+@dataclass
+class ImageSet:
+    images: np.ndarray  # uint8 (N, H, W, C)
+    labels: np.ndarray | None
+    name: str
+
+    def __post_init__(self):
+        a = self.images
+        if a.ndim == 3:
+            self.images = a = a[..., None]
+        if a.dtype != np.uint8 or a.ndim != 4 or a.shape[-1] not in (1, 3):
+            raise ValueError(f"{self.name}: images must be uint8 (N, H, W, 1|3), got {a.dtype} {a.shape}")
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels).astype(np.int64)
+            if len(self.labels) != len(a):
+                raise ValueError(f"{self.name}: {len(a)} images but {len(self.labels)} labels")
+
+    def __len__(self):
+        return len(self.images)
+
+    @property
+    def size(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[-1]
+
+    def subset(self, idx, name=None) -> "ImageSet":
+        return ImageSet(self.images[idx], None if self.labels is None else self.labels[idx], name or self.name)
+
+
+def read_npz(path, name=None) -> ImageSet:
+    """Arrays file with ``images`` uint8 (N, H, W[, C]) and optionally ``labels`` (N,)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFound(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "images" not in z.files:
+                raise ValueError(f"{path} has no 'images' array (has {z.files})")
+            images = z["images"]
+            labels = z["labels"] if "labels" in z.files else None
+    except (ValueError, OSError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+    if images.dtype != np.uint8:
+        raise ValueError(f"{path}: 'images' must be uint8 pixels, got {images.dtype}")
+    return ImageSet(images, labels, name or path.stem)
+
+
+def read_folder(path, name=None, max_size: int = 64) -> ImageSet:
+    """An ImageFolder (``class/xxx.png``) or a flat folder of images. Images of mixed
+    sizes are centre-cropped square and resized to the smallest side (at most
+    ``max_size``); grayscale stays one channel only if every image is grayscale."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DataNotFound(f"no such folder: {path}")
+    exts = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in exts)
+    if not files:
+        raise DataNotFound(f"no images ({', '.join(sorted(exts))}) under {path}")
+    classes = sorted({p.parent.relative_to(path).as_posix() for p in files})
+    pils = [Image.open(p) for p in files]
+    gray = all(im.mode in ("L", "1", "I;16", "I") for im in pils)
+    side = min(max_size, min(min(im.size) for im in pils))
+    arrays = []
+    for im in pils:
+        im = im.convert("L" if gray else "RGB")
+        w, h = im.size
+        s = min(w, h)
+        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        if s != side:
+            im = im.resize((side, side), Image.BILINEAR)
+        arrays.append(np.asarray(im))
+    labels = np.array([classes.index(p.parent.relative_to(path).as_posix()) for p in files])
+    return ImageSet(np.stack(arrays), labels, name or path.name)
+
+
+# -- torchvision -----------------------------------------------------------------------
+def _tv_hint(name: str) -> str:
+    return {
+        "cifar10": "cifar-10-batches-py/",
+        "cifar100": "cifar-100-python/",
+        "svhn": "train_32x32.mat / test_32x32.mat",
+        "mnist": "MNIST/raw/*-ubyte",
+        "fashionmnist": "FashionMNIST/raw/*-ubyte",
+        "celeba": "celeba/img_align_celeba/ and its list files",
+        "textures": "dtd/dtd/images/",
+    }[name]
+
+
+def torchvision_set(name: str, split: str, root, download: bool = False) -> ImageSet:
+    """Read one of torchvision's data sets from its own on-disk files under ``root``."""
+    import torchvision.datasets as tvd
+    import torchvision.transforms as T
+
+    train = split == "train"
+    root = str(root)
+    try:
+        if name in ("cifar10", "cifar100"):
+            cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+            ds = cls(root, train=train, download=download)
+            return ImageSet(np.asarray(ds.data), np.asarray(ds.targets), name)
+        if name == "svhn":
+            ds = tvd.SVHN(root, split=split, download=download)
+            return ImageSet(np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1)), np.asarray(ds.labels), name)
+        if name in ("mnist", "fashionmnist"):
+            cls = tvd.MNIST if name == "mnist" else tvd.FashionMNIST
+            ds = cls(root, train=train, download=download)
+            return ImageSet(ds.data.numpy(), ds.targets.numpy(), name)
+        if name == "celeba":
+            tf = T.Compose([T.CenterCrop(140), T.Resize(64)])
+            ds = tvd.CelebA(root, split="valid" if split == "val" else split, download=download, transform=tf)
+        elif name == "textures":
+            tf = T.Compose([T.Resize(64), T.CenterCrop(64)])
+            ds = tvd.DTD(root, split=split, download=download, transform=tf)
+        else:
+            raise KeyError(name)
+    except RuntimeError as e:  # torchvision's "Dataset not found or corrupted"
+        raise DataNotFound(str(e).splitlines()[0]) from None
+    images = np.stack([np.asarray(ds[i][0].convert("RGB")) for i in range(len(ds))])
+    return ImageSet(images, None, name)
+
+
+# -- data that ships with installed packages ------------------------------------------
+DIGITS_TEST_FRACTION = 1 / 3
+
+
+def digits(split: str, classes=None, name="digits") -> ImageSet:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 17 grey levels scaled
+    to 0..255); a fixed stratified third is the test split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(images)), test_size=DIGITS_TEST_FRACTION, random_state=0, stratify=d.target
+    )
+    idx = idx_train if split == "train" else idx_test
+    if classes is not None:
+        idx = idx[np.isin(d.target[idx], list(classes))]
+    return ImageSet(images[idx], d.target[idx], name)
+
+
+def sample_patches(split: str, n: int = 600, size: int = 8) -> ImageSet:
+    """Grey patches of the two photographs that ship with scikit-learn (a Chinese temple,
+    a flower), downsampled 8x first so that a patch holds structure rather than flat
+    colour: real natural-image content for the embedded benchmark."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    patches = []
+    for img in load_sample_images().images:
+        pil = Image.fromarray(img).convert("L")
+        pil = pil.resize((pil.width // 8, pil.height // 8), Image.BILINEAR)
+        a = np.asarray(pil)
+        for _ in range(n // 2):
+            i, j = rng.integers(0, a.shape[0] - size), rng.integers(0, a.shape[1] - size)
+            patches.append(a[i : i + size, j : j + size])
+    return ImageSet(np.stack(patches), None, "sample-patches")
+
+
+def letters(split: str, size: int = 8) -> ImageSet:
+    """Letters A-Z and a-z drawn in matplotlib's bundled DejaVu fonts, light on dark like
+    the digits, with small random shifts and scales: real glyphs, not digits."""
+    import matplotlib
+    from PIL import Image, ImageDraw, ImageFont
+
+    font_dir = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    fonts = sorted(font_dir.glob("DejaVuSans*.ttf"))[:4] or sorted(font_dir.glob("*.ttf"))[:4]
+    rng = np.random.default_rng(2 if split == "train" else 3)
+    chars = [chr(c) for c in range(ord("A"), ord("Z") + 1)] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    out = []
+    big = 32
+    for font_path in fonts:
+        for ch in chars:
+            for _ in range(3):
+                font = ImageFont.truetype(str(font_path), int(rng.integers(20, 28)))
+                canvas = Image.new("L", (big, big), 0)
+                draw = ImageDraw.Draw(canvas)
+                l, t, r, b = draw.textbbox((0, 0), ch, font=font)
+                x = (big - (r - l)) // 2 - l + int(rng.integers(-2, 3))
+                y = (big - (b - t)) // 2 - t + int(rng.integers(-2, 3))
+                draw.text((x, y), ch, fill=255, font=font)
+                out.append(np.asarray(canvas.resize((size, size), Image.BILINEAR)))
+    return ImageSet(np.stack(out), None, "letters")
+
+
+def synthetic(kind: str, split: str, n: int, size: int, channels: int) -> ImageSet:
+    """``noise``: i.i.d. uniform pixels; ``constant``: one random grey level (or colour)
+    per image. Seeded per split, so a split is the same every time."""
+    rng = np.random.default_rng({"train": 10, "test": 11}.get(split, 12) + (0 if kind == "noise" else 100))
+    if kind == "noise":
+        images = rng.integers(0, 256, size=(n, size, size, channels), dtype=np.uint8)
+    elif kind == "constant":
+        levels = rng.integers(0, 256, size=(n, 1, 1, channels), dtype=np.uint8)
+        images = np.broadcast_to(levels, (n, size, size, channels)).copy()
+    else:
+        raise KeyError(kind)
+    return ImageSet(images, None, kind)

@@ -1,0 +1,190 @@
+"""Classification diffusion model (Yadin, Elata & Michaeli, NeurIPS 2024).
+
+A network with no time input classifies the noise level of its input among the
+``T+2`` classes of a :class:`~oodkit.NoiseSchedule`. A fixed cumulative sum over its
+raw outputs gives ``f(x)``, with ``f(x)[t] = log p(t | x)`` up to a constant shared by
+all t. From that one forward pass:
+
+* Eq. 10: ``log p_t(x) = f(x)[t] - f(x)[T+1] + log N(x; 0, I)`` for every level t;
+* Theorem 3.1: ``E[eps | x_t] = sqrt(1 - abar_t) * (grad_x F(x_t, t) + x_t)`` with
+  ``F(x, t) = f(x)[T+1] - f(x)[t]`` (one more backward pass).
+
+Images are (B, C, H, W) scaled to [-1, 1]; log-densities are in nats, float64.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..schedules import NoiseSchedule
+from .sampling import sample_loop
+
+__all__ = ["CDM", "log_std_normal"]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def log_std_normal(x: torch.Tensor) -> torch.Tensor:
+    """``log N(x; 0, I)`` per image in nats, float64 (B,)."""
+    x = x.reshape(x.shape[0], -1).double()
+    return -0.5 * (x * x).sum(dim=1) - 0.5 * x.shape[1] * LOG_2PI
+
+
+class CDM(nn.Module):
+    """Classification diffusion model around any ``net``: (B, C, H, W) -> (B, T+2).
+
+    ``net`` must treat batch elements independently (GroupNorm, not BatchNorm), since
+    Theorem 3.1 takes per-image input gradients of a batch sum.
+
+    Args:
+        net: the classifier; its raw outputs are the log-ratios between neighbouring
+            levels, which the model turns into ``f(x)`` by a cumulative sum.
+        schedule: the noise schedule; ``net`` must output ``schedule.T + 2`` values.
+        ce_weight: weight of the cross-entropy term in :meth:`loss` (paper: 0.001).
+        image_shape: (C, H, W) the model was trained on; inferred from a UNet's config,
+            and used to refuse inputs of another shape.
+    """
+
+    kind = "cdm"
+
+    def __init__(self, net: nn.Module, schedule: NoiseSchedule, ce_weight: float = 1e-3, image_shape=None):
+        super().__init__()
+        self.net = net
+        self.schedule = schedule
+        self.ce_weight = float(ce_weight)
+        if image_shape is None and hasattr(net, "config"):
+            cfg = net.config
+            image_shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
+            if getattr(cfg, "num_classes", schedule.num_classes) != schedule.num_classes:
+                raise ValueError(
+                    f"net has {cfg.num_classes} outputs but the schedule has {schedule.num_classes} classes (T+2)"
+                )
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
+
+    @property
+    def T(self) -> int:
+        return self.schedule.T
+
+    def _check(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+            shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+            raise ValueError(f"expected images of shape (B, C, H, W), got {shape}")
+        if self.image_shape is not None and tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"this model takes images of shape {self.image_shape} (C, H, W), got {tuple(x.shape[1:])}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"images must be floating point in [-1, 1], got {x.dtype}")
+
+    # -- one forward pass ------------------------------------------------------------
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``f(x)``: (B, T+2), ``log p(t | x)`` up to a per-row constant (float32 or wider)."""
+        self._check(x)
+        raw = self.net(x)
+        if raw.shape != (x.shape[0], self.schedule.num_classes):
+            raise ValueError(
+                f"net returned shape {tuple(raw.shape)}, expected ({x.shape[0]}, {self.schedule.num_classes})"
+            )
+        if raw.dtype in (torch.float16, torch.bfloat16):
+            raw = raw.float()
+        return torch.cumsum(raw, dim=1)
+
+    @staticmethod
+    def levels_from_logits(logits: torch.Tensor, log_gauss: torch.Tensor) -> torch.Tensor:
+        """Eq. 10 on cached logits: ``log p_t(x)`` (B, T+2) in nats, float64."""
+        f = logits.double()
+        return f - f[:, -1:] + log_gauss.double()[:, None]
+
+    @torch.no_grad()
+    def log_prob_levels(self, x: torch.Tensor) -> torch.Tensor:
+        """``log p_t(x)`` for every level t = 0..T+1: (B, T+2) in nats, float64."""
+        return self.levels_from_logits(self.logits(x), log_std_normal(x))
+
+    @torch.no_grad()
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``log p_data(x)`` by Eq. 10 in one forward pass: (B,) nats, float64."""
+        f = self.logits(x).double()
+        return f[:, 0] - f[:, -1] + log_std_normal(x)
+
+    @torch.no_grad()
+    def bpd(self, x: torch.Tensor) -> torch.Tensor:
+        """Bits per dimension of 8-bit data: ``-log p(x) / (d ln 2) + 7`` (B,), float64."""
+        d = x[0].numel()
+        return -self.log_prob(x) / (d * math.log(2)) + 7.0
+
+    @torch.no_grad()
+    def noise_posterior(self, x: torch.Tensor) -> torch.Tensor:
+        """``p(t | x)`` under a uniform prior over levels: (B, T+2), rows sum to 1."""
+        return torch.softmax(self.logits(x).double(), dim=1)
+
+    # -- Theorem 3.1 ------------------------------------------------------------------
+    def logits_and_eps(self, x_t: torch.Tensor, t: torch.Tensor, create_graph: bool = False):
+        """One forward and one backward pass: ``(f(x_t) (B, T+2), E[eps | x_t] (B, C, H, W))``."""
+        t = torch.as_tensor(t, device=x_t.device).long()
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        with torch.enable_grad():
+            x = x_t if (create_graph and x_t.requires_grad) else x_t.detach().requires_grad_(True)
+            f = self.logits(x)
+            big_f = f[:, -1] - f.gather(1, t[:, None]).squeeze(1)
+            (grad,) = torch.autograd.grad(big_f.sum(), x, create_graph=create_graph)
+        _, sigma = self.schedule.coefficients(t, x_t)
+        eps = sigma * (grad.to(x_t.dtype) + x)
+        if not create_graph:
+            eps, f = eps.detach(), f.detach()
+        return f, eps
+
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """``E[eps | x_t]`` by Theorem 3.1 (B, C, H, W). Works inside ``torch.no_grad()``."""
+        return self.logits_and_eps(x_t, t, create_graph=create_graph)[1]
+
+    # -- training -------------------------------------------------------------------
+    def loss(self, x0: torch.Tensor, generator: torch.Generator | None = None):
+        """``ce_weight * CE(f(x_t), t) + MSE(eps, eps_hat)`` with t uniform over all T+2
+        classes. Returns ``(loss, {"ce": ..., "mse": ...})`` (scalars, parts detached).
+
+        The MSE is averaged over pixels and over the batch, counting t = 0 images as
+        zero: their input holds no noise to predict. At t = T+1 it vanishes by
+        construction (eps_hat = x_t = eps).
+        """
+        self._check(x0)
+        b = x0.shape[0]
+        t = torch.randint(0, self.schedule.num_classes, (b,), generator=generator, device="cpu").to(x0.device)
+        eps = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
+        x_t = self.schedule.q_sample(x0, t, eps).requires_grad_(True)
+        f, eps_hat = self.logits_and_eps(x_t, t, create_graph=True)
+        ce = F.cross_entropy(f.float(), t)
+        per_image = ((eps - eps_hat.float()) ** 2).flatten(1).mean(1)
+        mse = (per_image * (t > 0)).mean()
+        loss = self.ce_weight * ce + mse
+        return loss, {"ce": ce.detach(), "mse": mse.detach()}
+
+    # -- sampling -------------------------------------------------------------------
+    def sample(
+        self,
+        n: int,
+        steps: int | None = None,
+        method: str = "ddpm",
+        generator: torch.Generator | None = None,
+        device=None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Draw ``n`` images (n, C, H, W) in [-1, 1] with DDPM ancestral sampling
+        (``method="ddpm"``) or deterministic DDIM (``"ddim"``) over ``steps`` levels
+        (all T by default), eps from Theorem 3.1."""
+        if self.image_shape is None:
+            raise ValueError("model has no image_shape; construct it with image_shape=(C, H, W)")
+        etas = {"ddpm": 1.0, "ddim": 0.0}
+        if method not in etas:
+            raise ValueError(f"method must be one of {sorted(etas)}, got {method!r}")
+        device = device or next(self.parameters()).device
+        return sample_loop(
+            self.eps, self.schedule, (n, *self.image_shape), steps=steps, eta=etas[method],
+            generator=generator, device=device, progress=progress,
+        )
+
+    def config(self) -> dict:
+        return {"ce_weight": self.ce_weight, "image_shape": list(self.image_shape) if self.image_shape else None}

@@ -1,0 +1,266 @@
+"""Training loop shared by every model kind (anything with ``loss(x0, generator)``).
+
+Determinism is by construction rather than by saved RNG state: the data order of an
+epoch and every step's noise and dropout are seeded from ``(seed, step, rank)``, so a
+run resumed from a checkpoint continues bit-for-bit on the same device.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
+from .data.images import to_float
+from .schedules import NoiseSchedule
+
+__all__ = ["TrainConfig", "train", "fit_model", "TrainingDiverged", "default_device"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. ``steps`` counts optimizer steps in all (a resumed run
+    continues up to it); ``batch_size`` is the global batch, split across DDP ranks."""
+
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 2e-4
+    warmup: int = 100
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    hflip: bool = False
+    amp: bool = True  # bf16 autocast, on CUDA only
+    save_every: int = 500
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _batch_indices(n: int, batch: int, step: int, seed: int) -> torch.Tensor:
+    """Indices of global batch ``step``: epochs are seeded permutations, so any step's
+    batch is known without replaying the run."""
+    per_epoch = max(1, n // batch)
+    epoch, pos = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(seed, epoch, 7)))
+    if n < batch:  # small data: sample with replacement inside the epoch
+        return torch.randint(0, n, (batch,), generator=torch.Generator().manual_seed(_seed(seed, step, 8)))
+    return perm[pos * batch : (pos + 1) * batch]
+
+
+class _Objective(nn.Module):
+    """Wraps ``model.loss`` as ``forward`` so that DistributedDataParallel sees it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x0, generator):
+        return self.model.loss(x0, generator=generator)
+
+
+class _Stop:
+    """Turns SIGTERM into KeyboardInterrupt so that a killed run saves first."""
+
+    def __enter__(self):
+        self.prev = None
+        if threading.current_thread() is threading.main_thread():
+            self.prev = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def __exit__(self, *exc):
+        if self.prev is not None:
+            signal.signal(signal.SIGTERM, self.prev)
+        return False
+
+
+def _dist_info():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def maybe_init_distributed(device: torch.device) -> bool:
+    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        return True
+    return False
+
+
+def train(
+    model,
+    images: torch.Tensor,
+    config: TrainConfig | None = None,
+    out=None,
+    resume: bool = False,
+    device=None,
+    progress: bool = True,
+    data_info: dict | None = None,
+):
+    """Train ``model`` on ``images`` (uint8 or float (N, C, H, W) at the model's size).
+
+    Writes checkpoints to ``out`` every ``save_every`` steps, at the end, and when the
+    run is interrupted (Ctrl-C or SIGTERM). With ``resume`` it continues from ``out``.
+    Under ``torchrun`` it trains with DistributedDataParallel (rank 0 writes).
+    Returns the model in eval mode carrying its EMA weights.
+    """
+    cfg = config or TrainConfig()
+    device = torch.device(device) if device is not None else default_device()
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    maybe_init_distributed(device)
+    rank, world = _dist_info()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch size {cfg.batch_size} does not split over {world} processes")
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"training images must be (N, C, H, W), got {tuple(images.shape)}")
+    if model.image_shape is not None and tuple(images.shape[1:]) != tuple(model.image_shape):
+        raise ValueError(f"training images {tuple(images.shape[1:])} do not match the model's {model.image_shape}")
+
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start = 0
+    out = Path(out) if out is not None else None
+    if resume:
+        if out is None or not out.exists():
+            raise CheckpointError(f"--resume: no checkpoint at {out}")
+        ckpt = load_checkpoint(out)
+        state = ckpt.get("train_state") or {}
+        if "optimizer" not in state:
+            raise CheckpointError(f"{out} holds no training state to resume from")
+        model.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        ema = {k: v.to(device) for k, v in ckpt["ema_state_dict"].items()}
+        start = int(state["step"])
+
+    objective = _Objective(model)
+    if world > 1:  # DDP broadcasts rank 0's weights here
+        objective = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if not resume:
+        ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    use_amp = cfg.amp and device.type == "cuda"
+    local = cfg.batch_size // world
+    info = dict(data_info or {})
+
+    def save(step):
+        if out is None or rank != 0:
+            return
+        state = {"step": step, "optimizer": opt.state_dict(), "config": asdict(cfg), "world_size": world}
+        save_checkpoint(out, model, ema_state_dict=ema, train_state=state, data=info)
+
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not progress or rank != 0, dynamic_ncols=True)
+    step, t0, seen = start, time.perf_counter(), 0
+    try:
+        with _Stop():
+            while step < cfg.steps:
+                idx = _batch_indices(images.shape[0], cfg.batch_size, step, cfg.seed)[rank * local : (rank + 1) * local]
+                x0 = to_float(images[idx]).to(device)
+                gen = torch.Generator().manual_seed(_seed(cfg.seed, step, rank, 1))
+                if cfg.hflip:
+                    flip = torch.rand(x0.shape[0], generator=gen) < 0.5
+                    x0 = torch.where(flip.to(device)[:, None, None, None], x0.flip(-1), x0)
+                for g in opt.param_groups:
+                    g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+                devices = [device.index or 0] if device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(_seed(cfg.seed, step, rank, 2))
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                        loss, parts = objective(x0, gen)
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"loss became {loss.item()} at step {step}: lower --lr (now {cfg.lr:g}) or --grad-clip"
+                            + (f"; the last good checkpoint is {out}" if out is not None and out.exists() else "")
+                        )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                step += 1
+                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+                with torch.no_grad():
+                    for k, v in model.state_dict().items():
+                        if v.is_floating_point():
+                            ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+                        else:
+                            ema[k].copy_(v)
+                seen += x0.shape[0] * world
+                bar.update(1)
+                if step % 10 == 0 or step == cfg.steps:
+                    rate = seen / max(1e-9, time.perf_counter() - t0)
+                    bar.set_postfix(loss=f"{loss.item():.4f}", ce=f"{parts['ce'].item():.3f}",
+                                    mse=f"{parts['mse'].item():.4f}", img_s=f"{rate:.0f}")
+                if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+                    save(step)
+    except KeyboardInterrupt:
+        save(step)
+        bar.close()
+        if out is not None and rank == 0:
+            print(f"\ninterrupted at step {step}: saved {out}; continue with --resume")
+        raise
+    bar.close()
+    save(step)
+    model.load_state_dict(ema)
+    model.train_steps = step
+    return model.eval()
+
+
+def fit_model(
+    images: torch.Tensor,
+    kind: str = "cdm",
+    net: str = "small",
+    T: int = 1000,
+    schedule: str = "uniform",
+    config: TrainConfig | None = None,
+    out=None,
+    resume: bool = False,
+    device=None,
+    progress: bool = True,
+    data_info: dict | None = None,
+    net_overrides: dict | None = None,
+):
+    """Build a model for ``images`` (N, C, H, W) from a network preset and train it."""
+    from .nn.unet import PRESETS, UNetConfig
+
+    if net not in PRESETS:
+        raise ValueError(f"unknown network preset {net!r}; choose one of {sorted(PRESETS)}")
+    sched = NoiseSchedule.from_name(schedule, T)
+    c, h, w = images.shape[1:]
+    net_cfg = UNetConfig(**{**PRESETS[net], **(net_overrides or {})}, in_channels=c, image_size=h,
+                         num_classes=sched.num_classes if kind == "cdm" else None)
+    seed = (config or TrainConfig()).seed
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # same initial weights on every rank and every rerun
+        model = build_model(kind, net_cfg.to_dict(), sched)
+    info = {"image_size": h, "channels": c, **(data_info or {})}
+    return train(model, images, config, out=out, resume=resume, device=device, progress=progress, data_info=info)

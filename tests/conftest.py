@@ -1,0 +1,14 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def tiny_digits():
+    """Digits 0-4 as uint8 (N, 1, 8, 8) training images."""
+    from oodkit.data import as_images, load_dataset
+
+    return as_images(load_dataset("digits-0to4", "train").images)
