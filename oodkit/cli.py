@@ -56,7 +56,7 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 @click.option("--data", "data_spec", required=True, help="Data set name, npz:PATH or folder:PATH (train split).")
 @data_root_option
 @download_option
-@click.option("--net", default="small", show_default=True, help="UNet preset: tiny, small or paper.")
+@click.option("--net", default="small", show_default=True, help="UNet preset: tiny, compact, small or paper.")
 @click.option("--image-size", type=int, default=None, help="Resize images to this square size (default: native).")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Convert images to 1 or 3 channels.")
 @click.option("--schedule", type=click.Choice(["uniform", "linear", "cosine"]), default="uniform", show_default=True)
@@ -92,6 +92,77 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
     model = fit_model(x, kind=kind, net=net, T=T, schedule=schedule, config=cfg, out=out, resume=resume,
                       device=device, progress=not quiet, data_info={"dataset": data_spec})
     click.echo(f"wrote {out} (step {model.train_steps})")
+
+
+def _split_list(value):
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@main.command()
+@click.argument("spec")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="Trained checkpoint; absent: train one on IN's training split (cached).")
+@data_root_option
+@download_option
+@click.option("--detectors", default=None,
+              help="Comma-separated detectors (default: loglik,posterior,expected-t,typicality,complexity,profile).")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("oodkit-results"), show_default=True)
+@click.option("--net", default=None, help="Preset for a model trained here (digits: tiny, others: small).")
+@click.option("--steps", type=int, default=None, help="Training steps for a model trained here.")
+@click.option("-T", "--T", "T", type=int, default=None, help="Noise levels for a model trained here (1000).")
+@click.option("--image-size", type=int, default=None, help="Model input size for a model trained here.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Scoring batch size.")
+@click.option("--jpeg-ood", type=int, default=None,
+              help="Pass OOD sets through JPEG at this quality (75 matches the local CIFAR-10 copy).")
+@click.option("--max-train", type=int, default=None, help="Use at most this many ID training images.")
+@click.option("--max-test", type=int, default=None, help="Use at most this many images per test set.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_friendly
+def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T, image_size, batch_size, jpeg_ood,
+          max_train, max_test, seed, device, quiet):
+    """Benchmark detectors on IN-vs-OUT[,OUT...] or a suite.
+
+    \b
+    Suites: digits (embedded, no downloads), cifar10, fashionmnist, mnist.
+    Examples:
+      oodkit bench digits
+      oodkit bench fashionmnist-vs-mnist --model fmnist.pt --data-root DIR
+      oodkit bench cifar10-vs-svhn,cifar100 --model cdm.pt --detectors loglik,profile
+    """
+    from .bench import run_bench
+
+    run_bench(spec, model=model, detectors=_split_list(detectors), data_root=data_root, download=download,
+              output_dir=output_dir, net=net, steps=steps, T=T, image_size=image_size, batch_size=batch_size,
+              device=device, jpeg_ood=jpeg_ood, max_train=max_train, max_test=max_test, seed=seed,
+              progress=not quiet, echo=lambda m: click.echo(m))
+
+
+@main.command()
+@click.option("--model", type=click.Path(path_type=Path), required=True, help="Trained checkpoint.")
+@click.option("--data", "data_spec", required=True, help="Data set name, npz:PATH or folder:PATH.")
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--fit-data", default=None,
+              help="ID data (train split) to fit typicality and profile on (default: the model's training set, "
+                   "when it can be found).")
+@data_root_option
+@download_option
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV file to write.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@device_option
+@click.option("--quiet", is_flag=True)
+@_friendly
+def score(model, data_spec, split, fit_data, data_root, download, out, batch_size, device, quiet):
+    """Per-sample scores of a data set (CSV, one column per score, higher = more ID)."""
+    from .scoring import score_dataset
+
+    df, fitted_on = score_dataset(model, data_spec, split=split, fit_data=fit_data, data_root=data_root,
+                                  download=download, batch_size=batch_size, device=device, progress=not quiet)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    note = f"; typicality and profile fitted on {fitted_on}" if fitted_on else "; no ID data for typicality/profile"
+    click.echo(f"wrote {out}: {len(df)} rows, columns {', '.join(df.columns)}{note}")
 
 
 @main.command()

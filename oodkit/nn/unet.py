@@ -55,6 +55,8 @@ class UNetConfig:
 PRESETS = {
     # trains in seconds on a CPU; for tests
     "tiny": dict(ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0),
+    # about 1M parameters; benchmarks trained on two CPU cores
+    "compact": dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0),
     # a few million parameters; CPU runs and short GPU runs
     "small": dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1),
     # the CDM paper's CIFAR-10 network (DDPM UNet), about 33M parameters

@@ -1,0 +1,217 @@
+"""The benchmark runner behind ``oodkit bench``.
+
+Data flows one way: data sets -> aligned model inputs -> one cached forward pass per
+set -> every detector's scores -> metrics -> tables, files and plots.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .checkpoint import CheckpointError, load_model
+from .data import DataNotFound, as_images, conform, load_dataset
+from .data.images import jpeg_roundtrip
+from .data.sources import ImageSet
+from .detectors import DETECTORS, make_detector
+from .metrics import ood_metrics
+from .report import console_table, markdown_table, plot_histograms, plot_roc
+from .representation import represent
+from .training import TrainConfig, fit_model
+
+__all__ = ["SUITES", "BenchSpec", "parse_spec", "run_bench", "DEFAULT_DETECTORS", "model_cache_dir"]
+
+SUITES = {
+    "digits": "digits-0to4-vs-digits-5to9,letters,sample-patches,noise,constant",
+    "cifar10": "cifar10-vs-svhn,cifar100,mnist,fashionmnist,textures,celeba,noise,constant",
+    "fashionmnist": "fashionmnist-vs-mnist,noise,constant",
+    "mnist": "mnist-vs-fashionmnist,noise,constant",
+}
+DEFAULT_DETECTORS = ["loglik", "posterior", "expected-t", "typicality", "complexity", "profile"]
+# What `oodkit bench digits` trains when no model is given: a few minutes on two CPU cores.
+EMBEDDED_TRAINING = dict(net="tiny", steps=1500, T=1000, schedule="uniform", lr=1e-3, batch_size=64)
+
+
+@dataclass
+class BenchSpec:
+    id: str
+    oods: list = field(default_factory=list)
+    suite: str | None = None
+
+
+def parse_spec(spec: str) -> BenchSpec:
+    """``IN-vs-OUT[,OUT...]`` or a suite name (``digits``, ``cifar10``, ...)."""
+    if spec in SUITES:
+        parsed = parse_spec(SUITES[spec])
+        parsed.suite = spec
+        return parsed
+    if "-vs-" not in spec:
+        raise ValueError(f"benchmark {spec!r}: write IN-vs-OUT[,OUT...] or a suite ({', '.join(SUITES)})")
+    id_name, _, rest = spec.partition("-vs-")
+    oods = [o.strip() for o in rest.split(",") if o.strip()]
+    if not id_name or not oods:
+        raise ValueError(f"benchmark {spec!r}: need an in-distribution set and at least one OOD set")
+    return BenchSpec(id_name, oods)
+
+
+def model_cache_dir() -> Path:
+    return Path(os.environ.get("OODKIT_CACHE", Path.home() / ".cache" / "oodkit")) / "models"
+
+
+def _subsample(ds: ImageSet, n: int | None, seed: int) -> ImageSet:
+    if n is None or len(ds) <= n:
+        return ds
+    idx = np.sort(np.random.default_rng(seed).choice(len(ds), n, replace=False))
+    return ds.subset(idx)
+
+
+def _obtain_model(model, id_train: torch.Tensor, id_name: str, training: dict, device, progress, echo):
+    if model is not None:
+        m = load_model(model, device=device)
+        echo(f"model: {model} ({m.kind}, input {m.image_shape}, T={m.T})")
+        return m, str(model)
+    key = json.dumps({"data": id_name, "n": int(id_train.shape[0]), **training}, sort_keys=True)
+    digest = hashlib.sha1(key.encode() + _fingerprint(id_train).encode()).hexdigest()[:12]
+    path = model_cache_dir() / f"{id_name}-{training['net']}-{training['steps']}-{digest}.pt"
+    if path.exists():
+        try:
+            m = load_model(path, device=device)
+            echo(f"model: reusing cached {path}")
+            return m, str(path)
+        except CheckpointError as e:
+            echo(f"cached model unusable ({e}); training afresh")
+    echo(f"model: training a {training['net']} CDM on {id_name} for {training['steps']} steps -> {path}")
+    cfg = TrainConfig(steps=training["steps"], batch_size=training["batch_size"], lr=training["lr"],
+                      warmup=min(100, training["steps"] // 10), seed=training.get("seed", 0),
+                      save_every=max(100, training["steps"] // 5))
+    m = fit_model(id_train, net=training["net"], T=training["T"], schedule=training["schedule"], config=cfg,
+                  out=path, device=device, progress=progress,
+                  data_info={"dataset": id_name})
+    return m, str(path)
+
+
+def _fingerprint(x: torch.Tensor) -> str:
+    return hashlib.sha1(x.contiguous().numpy().tobytes()).hexdigest()
+
+
+def run_bench(
+    spec: str,
+    model=None,
+    detectors=None,
+    data_root=None,
+    download: bool = False,
+    output_dir="oodkit-results",
+    net: str | None = None,
+    steps: int | None = None,
+    T: int | None = None,
+    image_size: int | None = None,
+    batch_size: int = 256,
+    device=None,
+    jpeg_ood: int | None = None,
+    max_train: int | None = None,
+    max_test: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    echo=print,
+) -> pd.DataFrame:
+    """Fit every detector on IN's training split, score IN's test split and every OOD
+    set, and write results.csv / .md / .json, scores.npz, roc.png and histograms.png
+    to ``output_dir``. Returns the long-form results table."""
+    t_start = time.time()
+    bs = parse_spec(spec)
+    names = detectors or DEFAULT_DETECTORS
+    unknown = [d for d in names if d not in DETECTORS]
+    if unknown:
+        raise ValueError(f"unknown detector(s) {unknown}; choose from {', '.join(DETECTORS)}")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    id_train = _subsample(load_dataset(bs.id, "train", data_root, download, holdout=True), max_train, seed)
+    id_test = _subsample(load_dataset(bs.id, "test", data_root, download, holdout=True), max_test, seed + 1)
+    echo(f"in-distribution: {bs.id} ({len(id_train)} train / {len(id_test)} test, "
+         f"{id_train.size}x{id_train.size}x{id_train.channels})")
+
+    x_train = as_images(id_train.images)
+    if model is None:
+        size = image_size or x_train.shape[-1]
+        x_train = conform(x_train, size, x_train.shape[1])
+        training = dict(EMBEDDED_TRAINING)
+        if bs.suite != "digits":
+            training.update(net="small", steps=2000, lr=2e-4)
+        training.update({k: v for k, v in dict(net=net, steps=steps, T=T).items() if v is not None})
+        training["seed"] = seed
+        cdm, model_path = _obtain_model(None, x_train, bs.id, training, device, progress, echo)
+    else:
+        cdm, model_path = _obtain_model(model, x_train, bs.id, {}, device, progress, echo)
+    c, h, _ = cdm.image_shape
+    x_train = conform(x_train, h, c)
+
+    def rep_of(x, what):
+        return represent(cdm, x, batch_size, device, progress=progress, desc=f"forward {what}")
+
+    dets = {}
+    for name in names:
+        det = make_detector(name, model=cdm, batch_size=batch_size, device=device, seed=seed, progress=progress)
+        dets[name] = det.fit(x_train)
+    echo(f"fitted {len(dets)} detectors on {x_train.shape[0]} training images (one forward pass)")
+
+    rows, scores, pairs, skipped = [], {d: {} for d in dets}, {d: [] for d in dets}, []
+    for ood_name in bs.oods:
+        try:
+            ood = load_dataset(ood_name, "test", data_root, download, like=id_test)
+        except DataNotFound as e:
+            if bs.suite:
+                skipped.append(ood_name)
+                echo(f"skipping {ood_name}: {e}")
+                continue
+            raise
+        ood = _subsample(ood, max_test, seed + 2)
+        if jpeg_ood is not None:
+            ood = ImageSet(jpeg_roundtrip(ood.images, jpeg_ood), ood.labels, ood.name)
+        # Both sides of a pair at the same detail before the common resize (DESIGN 4).
+        ref = min(id_test.size, ood.size)
+        x_id = conform(as_images(id_test.images), h, c, ref_size=ref)
+        x_ood = conform(as_images(ood.images), h, c, ref_size=ref)
+        rep_id, rep_ood = rep_of(x_id, bs.id), rep_of(x_ood, ood_name)
+        for dname, det in dets.items():
+            s_id, s_ood = det.score_representation(rep_id), det.score_representation(rep_ood)
+            id_key = bs.id if ref == id_test.size else f"{bs.id}@{ref}px"
+            scores[dname].setdefault(id_key, s_id)
+            scores[dname][ood_name] = s_ood
+            pairs[dname].append((ood_name, s_id, s_ood))
+            rows.append({"detector": dname, "id": bs.id, "ood": ood_name, **ood_metrics(s_id, s_ood),
+                         "n_id": len(s_id), "n_ood": len(s_ood)})
+        _write(out, rows, scores, bs, meta=None)  # a killed run keeps the sets finished so far
+    if not rows:
+        raise DataNotFound(f"none of the OOD sets {bs.oods} could be loaded")
+
+    df = pd.DataFrame(rows)
+    meta = {
+        "spec": spec, "id": bs.id, "ood": [o for o in bs.oods if o not in skipped], "skipped": skipped,
+        "detectors": names, "model": model_path, "model_kind": cdm.kind, "T": cdm.T,
+        "image_shape": list(cdm.image_shape), "jpeg_ood": jpeg_ood, "n_train": int(x_train.shape[0]),
+        "seconds": round(time.time() - t_start, 1), "torch": torch.__version__,
+    }
+    _write(out, rows, scores, bs, meta)
+    plot_roc(pairs, out / "roc.png")
+    plot_histograms(pairs, bs.id, out / "histograms.png")
+    echo("")
+    echo(console_table(df))
+    echo("")
+    echo(f"wrote {out}/results.csv, results.md, results.json, scores.npz, roc.png, histograms.png")
+    return df
+
+
+def _write(out: Path, rows, scores, bs: BenchSpec, meta):
+    df = pd.DataFrame(rows)
+    df.to_csv(out / "results.csv", index=False)
+    (out / "results.md").write_text(markdown_table(df))
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+    np.savez_compressed(out / "scores.npz", **{f"{d}/{s}": v for d, per in scores.items() for s, v in per.items()})

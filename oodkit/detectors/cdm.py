@@ -1,0 +1,121 @@
+"""CDMDetector: every single-forward-pass CDM score behind the scikit-learn API."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted
+
+from ..checkpoint import load_model
+from ..data.images import ImageInputError, as_images, conform
+from ..representation import Representation, represent
+from ..training import TrainConfig, fit_model
+from .base import BaseDetector
+from .scores import SCORERS, Profile, profile_levels
+
+__all__ = ["CDMDetector"]
+
+
+class CDMDetector(BaseDetector):
+    """Out-of-distribution detector on a classification diffusion model.
+
+    Args:
+        model: a checkpoint path, a trained :class:`~oodkit.CDM`, or None to train one
+            on the data given to :meth:`fit` (with ``net``, ``steps``, ``T``,
+            ``schedule``, ``batch_size``, ``seed``; saved to ``model_out`` if set).
+        score: ``"loglik"`` (Eq. 10), ``"posterior"`` (log p(t=0|x)), ``"expected-t"``
+            (minus E[t|x]), ``"profile"`` (density of the multiscale likelihood profile),
+            ``"typicality"`` or ``"complexity"`` (likelihood + PNG bits).
+        n_levels, density, n_neighbors, n_components: the profile's levels and density
+            model (``"knn"`` or ``"gmm"``).
+        resize: bring images of another size or channel count to the model's (see
+            :func:`oodkit.data.conform`); otherwise such input is refused.
+        contamination: share of training data below ``offset_`` (the predict threshold).
+
+    Inputs ``X``: uint8 pixel arrays (N, H, W[, C]) or (N, C, H, W), float (N, C, H, W)
+    in [-1, 1], a torch Dataset or DataLoader. ``score_samples`` returns float64 (N,),
+    higher = more in-distribution; units are nats for loglik and typicality, bits for
+    complexity.
+    """
+
+    def __init__(self, model=None, score="loglik", *, net="small", steps=2000, T=1000, schedule="uniform",
+                 batch_size=128, n_levels=20, density="knn", n_neighbors=5, n_components=10,
+                 resize=False, contamination=0.05, device=None, seed=0, progress=True, model_out=None):
+        self.model = model
+        self.score = score
+        self.net = net
+        self.steps = steps
+        self.T = T
+        self.schedule = schedule
+        self.batch_size = batch_size
+        self.n_levels = n_levels
+        self.density = density
+        self.n_neighbors = n_neighbors
+        self.n_components = n_components
+        self.resize = resize
+        self.contamination = contamination
+        self.device = device
+        self.seed = seed
+        self.progress = progress
+        self.model_out = model_out
+
+    # -- helpers ----------------------------------------------------------------------
+    def _images(self, X, model) -> torch.Tensor:
+        x = as_images(X)
+        c, h, w = model.image_shape
+        if tuple(x.shape[1:]) != (c, h, w):
+            if not self.resize:
+                raise ImageInputError(
+                    f"images are {tuple(x.shape[1:])} (C, H, W) but the model takes {(c, h, w)}; "
+                    "pass resize=True or align them with oodkit.data.conform"
+                )
+            x = conform(x, h, c)
+        return x
+
+    def _load_model(self, X):
+        if self.model is None:
+            x = as_images(X)
+            cfg = TrainConfig(steps=self.steps, batch_size=min(64, self.batch_size), seed=self.seed)
+            return fit_model(x, net=self.net, T=self.T, schedule=self.schedule, config=cfg, out=self.model_out,
+                             device=self.device, progress=self.progress)
+        if isinstance(self.model, (str, Path)):
+            return load_model(self.model, device=self.device)
+        if isinstance(self.model, torch.nn.Module) and hasattr(self.model, "logits"):
+            return self.model.eval()
+        raise TypeError(f"model must be a checkpoint path, a CDM or None, got {type(self.model).__name__}")
+
+    def _make_scorer(self, model):
+        if self.score not in SCORERS:
+            raise ValueError(f"unknown score {self.score!r}; choose one of {sorted(SCORERS)}")
+        if self.score == "profile":
+            levels = profile_levels(model.T, model.schedule.alpha_bar.numpy(), self.n_levels)
+            return Profile(levels, self.density, self.n_neighbors, self.n_components, self.seed)
+        return SCORERS[self.score]()
+
+    def representation(self, X) -> Representation:
+        """One cached forward pass over ``X`` (after fit)."""
+        check_is_fitted(self, "model_")
+        return represent(self.model_, self._images(X, self.model_), self.batch_size, self.device,
+                         progress=self.progress)
+
+    # -- the estimator contract ---------------------------------------------------------
+    def fit(self, X, y=None):
+        """Load or train the CDM, then fit the score's statistics on ID images ``X``."""
+        self.model_ = self._load_model(X)
+        rep = represent(self.model_, self._images(X, self.model_), self.batch_size, self.device,
+                        progress=self.progress, desc="forward (fit)")
+        self.scorer_ = self._make_scorer(self.model_).fit(rep)
+        train_scores = self.scorer_.train_score(rep) if hasattr(self.scorer_, "train_score") else self.scorer_.score(rep)
+        self._set_offset(train_scores)
+        self.n_features_in_ = int(np.prod(self.model_.image_shape))
+        return self
+
+    def score_samples(self, X) -> np.ndarray:
+        """float64 (N,), higher = more in-distribution."""
+        return self.score_representation(self.representation(X))
+
+    def score_representation(self, rep: Representation) -> np.ndarray:
+        """Score a precomputed :class:`Representation` without running the network."""
+        check_is_fitted(self, "scorer_")
+        return np.asarray(self.scorer_.score(rep), dtype=np.float64)

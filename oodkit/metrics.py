@@ -1,0 +1,85 @@
+"""OOD metrics, with OOD as the positive class, from in-distribution scores.
+
+Every function takes ``scores_id`` and ``scores_ood`` in the scikit-learn convention
+(higher = more in-distribution, as ``score_samples`` returns) and works in float64.
+
+The two "FPR at 95% TPR" conventions of the literature, named so nobody has to guess:
+
+* ``fpr95_ood_accepted`` (ODIN / energy papers): the threshold keeps 95% of the ID
+  data; the value is the share of OOD data that is accepted as well.
+* ``fpr95_id_rejected`` (OpenOOD): the threshold catches 95% of the OOD data; the value
+  is the share of ID data rejected as well.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+__all__ = ["auroc", "aupr_in", "aupr_out", "fpr95_ood_accepted", "fpr95_id_rejected", "ood_metrics", "METRICS"]
+
+
+def _check(scores_id, scores_ood):
+    a = np.asarray(scores_id, dtype=np.float64).ravel()
+    b = np.asarray(scores_ood, dtype=np.float64).ravel()
+    if a.size == 0 or b.size == 0:
+        raise ValueError("need at least one in-distribution and one OOD score")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("scores contain NaN or inf")
+    return a, b
+
+
+def _labels(a, b):
+    y_ood = np.concatenate([np.zeros(a.size), np.ones(b.size)])
+    ood_score = -np.concatenate([a, b])  # OOD is positive: lower ID-score = more OOD
+    return y_ood, ood_score
+
+
+def auroc(scores_id, scores_ood) -> float:
+    """Area under the ROC curve of separating OOD (positive) from ID."""
+    a, b = _check(scores_id, scores_ood)
+    return float(roc_auc_score(*_labels(a, b)))
+
+
+def aupr_out(scores_id, scores_ood) -> float:
+    """Average precision with OOD as the positive class."""
+    a, b = _check(scores_id, scores_ood)
+    return float(average_precision_score(*_labels(a, b)))
+
+
+def aupr_in(scores_id, scores_ood) -> float:
+    """Average precision with ID as the positive class (higher score = ID)."""
+    a, b = _check(scores_id, scores_ood)
+    y = np.concatenate([np.ones(a.size), np.zeros(b.size)])
+    return float(average_precision_score(y, np.concatenate([a, b])))
+
+
+def _fpr_at_tpr(y_pos, score, tpr_level):
+    fpr, tpr, _ = roc_curve(y_pos, score, drop_intermediate=False)
+    return float(fpr[np.searchsorted(tpr, tpr_level, side="left")])
+
+
+def fpr95_ood_accepted(scores_id, scores_ood, level: float = 0.95) -> float:
+    """Share of OOD accepted at the threshold that accepts ``level`` of ID (ODIN, energy)."""
+    a, b = _check(scores_id, scores_ood)
+    y = np.concatenate([np.ones(a.size), np.zeros(b.size)])  # ID positive: "accepted"
+    return _fpr_at_tpr(y, np.concatenate([a, b]), level)
+
+
+def fpr95_id_rejected(scores_id, scores_ood, level: float = 0.95) -> float:
+    """Share of ID rejected at the threshold that rejects ``level`` of OOD (OpenOOD)."""
+    a, b = _check(scores_id, scores_ood)
+    return _fpr_at_tpr(*_labels(a, b), level)
+
+
+METRICS = {
+    "auroc": auroc,
+    "aupr_in": aupr_in,
+    "aupr_out": aupr_out,
+    "fpr95_ood_accepted": fpr95_ood_accepted,
+    "fpr95_id_rejected": fpr95_id_rejected,
+}
+
+
+def ood_metrics(scores_id, scores_ood) -> dict[str, float]:
+    """All of :data:`METRICS` as a dict of floats."""
+    return {name: fn(scores_id, scores_ood) for name, fn in METRICS.items()}

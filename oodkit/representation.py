@@ -1,0 +1,115 @@
+"""What one forward pass of a CDM gives for a set of images, computed once and cached.
+
+Every CDM score (likelihood, posterior, profile, typicality, complexity) is a function
+of the logits ``f(x)`` (N, T+2), ``log N(x; 0, I)`` and, for complexity, the images'
+compressed length: :class:`Representation` holds these, and detectors derive their
+scores from it without touching the network again.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data.images import batches, png_bits, to_float
+from .models.cdm import log_std_normal
+
+__all__ = ["Representation", "represent", "clear_cache"]
+
+
+@dataclass
+class Representation:
+    """Per-image outputs of one forward pass.
+
+    Attributes:
+        logits: (N, T+2) float32, ``f(x)`` (``log p(t|x)`` up to a per-row constant).
+        log_gauss: (N,) float64, ``log N(x; 0, I)`` in nats.
+        dim: d = C*H*W of the model input.
+        images: the model-size inputs (uint8 or float (N, C, H, W)), for complexity.
+    """
+
+    logits: torch.Tensor
+    log_gauss: np.ndarray
+    dim: int
+    images: torch.Tensor
+    _png_bits: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return self.logits.shape[0]
+
+    @property
+    def loglik(self) -> np.ndarray:
+        """Eq. 10: ``log p(x)`` in nats, float64 (N,)."""
+        f = self.logits.double()
+        return (f[:, 0] - f[:, -1]).numpy() + self.log_gauss
+
+    @property
+    def bpd(self) -> np.ndarray:
+        return -self.loglik / (self.dim * math.log(2)) + 7.0
+
+    def levels(self, t: np.ndarray | list | None = None) -> np.ndarray:
+        """``log p_t(x)`` in nats for levels ``t`` (all by default): float64 (N, len(t))."""
+        f = self.logits.double()
+        sel = f if t is None else f[:, torch.as_tensor(np.asarray(t), dtype=torch.long)]
+        return (sel - f[:, -1:]).numpy() + self.log_gauss[:, None]
+
+    def log_posterior(self) -> np.ndarray:
+        """``log p(t | x)``, float64 (N, T+2)."""
+        return torch.log_softmax(self.logits.double(), dim=1).numpy()
+
+    @property
+    def png_bits(self) -> np.ndarray:
+        """Compressed length (PNG) of each model input in bits, computed on first use."""
+        if self._png_bits is None:
+            self._png_bits = png_bits(self.images)
+        return self._png_bits
+
+
+_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+_CACHE_PER_MODEL = 16
+
+
+def _fingerprint(x: torch.Tensor) -> str:
+    h = hashlib.sha1()
+    h.update(str((tuple(x.shape), str(x.dtype))).encode())
+    h.update(x.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+@torch.no_grad()
+def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progress: bool = True,
+              desc: str = "forward") -> Representation:
+    """One forward pass of ``model`` over images ``x`` (N, C, H, W) at the model's size,
+    uint8 or float in [-1, 1]. Results are cached per model and per exact image content,
+    so every detector sharing a model reuses them."""
+    key = _fingerprint(x)  # the batch size does not change the result
+    per_model = _CACHE.setdefault(model, {})
+    if key in per_model:
+        return per_model[key]
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval().to(device)
+    logits, log_gauss = [], []
+    try:
+        for xb in tqdm(list(batches(x, batch_size)), desc=desc, disable=not progress, leave=False):
+            xf = to_float(xb).to(device)
+            logits.append(model.logits(xf).float().cpu())
+            log_gauss.append(log_std_normal(xf).cpu())
+    finally:
+        model.train(was_training)
+    rep = Representation(torch.cat(logits), torch.cat(log_gauss).numpy(), int(x[0].numel()), x)
+    if not torch.isfinite(rep.logits).all():
+        raise FloatingPointError("the model produced NaN or inf logits; the checkpoint may be corrupt or diverged")
+    if len(per_model) >= _CACHE_PER_MODEL:
+        per_model.pop(next(iter(per_model)))
+    per_model[key] = rep
+    return rep
