@@ -1,0 +1,181 @@
+"""Data loading from small files the tests write in the real on-disk formats."""
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from PIL import Image
+
+from oodkit.data import DataNotFound, ImageInputError, as_images, conform, list_datasets, load_dataset
+
+RNG = np.random.default_rng(0)
+
+
+def write_cifar10(root, n=6):
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    images = RNG.integers(0, 256, (6 * n, 32, 32, 3), dtype=np.uint8)
+    labels = RNG.integers(0, 10, 6 * n)
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for i, name in enumerate(files):
+        chunk = images[i * n:(i + 1) * n]
+        # the release was pickled by Python 2: its str keys read back as str under latin1
+        entry = {"data": chunk.transpose(0, 3, 1, 2).reshape(n, -1), "labels": labels[i * n:(i + 1) * n].tolist()}
+        with open(base / name, "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f, protocol=2)
+    return images, labels
+
+
+def write_svhn(root, n=7):
+    x = RNG.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+    y = RNG.integers(1, 11, (n, 1))  # SVHN stores digit 0 as label 10
+    scipy.io.savemat(root / "test_32x32.mat", {"X": x, "y": y})
+    return x.transpose(3, 0, 1, 2), y[:, 0] % 10
+
+
+def write_idx(path, array):
+    if array.ndim == 3:
+        header = struct.pack(">IIII", 0x803, *array.shape)
+    else:
+        header = struct.pack(">II", 0x801, *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist(root, folder="MNIST", n=5):
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    images = RNG.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = RNG.integers(0, 10, n)
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return images, labels
+
+
+def test_cifar10_pickles(tmp_path):
+    images, labels = write_cifar10(tmp_path)
+    test = load_dataset("cifar10", "test", root=tmp_path)
+    assert test.images.shape == (6, 32, 32, 3) and test.images.dtype == np.uint8
+    np.testing.assert_array_equal(test.images, images[30:])
+    np.testing.assert_array_equal(test.labels, labels[30:])
+    assert len(load_dataset("cifar10", "train", root=tmp_path)) == 30
+
+
+def test_svhn_mat(tmp_path):
+    images, labels = write_svhn(tmp_path)
+    ds = load_dataset("svhn", "test", root=tmp_path)
+    np.testing.assert_array_equal(ds.images, images)
+    np.testing.assert_array_equal(ds.labels, labels)
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashionmnist", "FashionMNIST")])
+def test_mnist_idx(tmp_path, name, folder):
+    images, labels = write_mnist(tmp_path, folder)
+    ds = load_dataset(name, "test", root=tmp_path)
+    assert ds.images.shape == (5, 28, 28, 1)
+    np.testing.assert_array_equal(ds.images[..., 0], images)
+    np.testing.assert_array_equal(ds.labels, labels)
+
+
+def test_npz_under_root_wins_and_unregistered_names_work(tmp_path):
+    write_mnist(tmp_path)
+    arr = RNG.integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
+    np.savez(tmp_path / "mnist_test.npz", images=arr, labels=np.arange(3))
+    np.testing.assert_array_equal(load_dataset("mnist", "test", root=tmp_path).images, arr)
+    np.savez(tmp_path / "mysketches_test.npz", images=arr[..., 0])
+    ds = load_dataset("mysketches", "test", root=tmp_path)
+    assert ds.images.shape == (3, 28, 28, 1) and ds.labels is None
+    names = {r["name"]: r["available"] for r in list_datasets(tmp_path)}
+    assert names["mysketches"] == "npz: test" and names["mnist"].startswith("npz")
+    assert names["digits"] == "built-in" and names["svhn"] == "-"
+
+
+def test_generic_npz_and_folder_specs(tmp_path):
+    arr = RNG.integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", images=arr)
+    assert len(load_dataset(f"npz:{tmp_path / 'set.npz'}")) == 10
+    tr = load_dataset(f"npz:{tmp_path / 'set.npz'}", "train", holdout=True)
+    te = load_dataset(f"npz:{tmp_path / 'set.npz'}", "test", holdout=True)
+    assert (len(tr), len(te)) == (8, 2)
+    np.savez(tmp_path / "x_train.npz", images=arr[:4])
+    assert len(load_dataset(f"npz:{tmp_path}/x_{{split}}.npz", "train")) == 4
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(arr[i]).save(tmp_path / "imgs" / cls / f"{i}.png")
+    Image.fromarray(RNG.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "dog" / "odd.png")
+    ds = load_dataset(f"folder:{tmp_path / 'imgs'}")
+    assert ds.images.shape == (5, 16, 16, 3) and sorted(ds.labels.tolist()) == [0, 0, 1, 1, 1]
+    np.testing.assert_array_equal(ds.images[0], arr[0])
+
+
+def test_bad_files_and_missing_sets(tmp_path):
+    np.savez(tmp_path / "nolabels.npz", pixels=np.zeros((2, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match="no 'images' array"):
+        load_dataset(f"npz:{tmp_path / 'nolabels.npz'}")
+    np.savez(tmp_path / "float.npz", images=np.zeros((2, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="must be uint8"):
+        load_dataset(f"npz:{tmp_path / 'float.npz'}")
+    with pytest.raises(DataNotFound) as e:
+        load_dataset("svhn", "test", root=tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path) in msg and "--download" in msg and "svhn_test.npz" in msg
+    with pytest.raises(DataNotFound, match="unknown data set 'nosuch'"):
+        load_dataset("nosuch", root=tmp_path)
+    with pytest.raises(DataNotFound, match="no such folder"):
+        load_dataset(f"folder:{tmp_path / 'none'}")
+
+
+def test_packaged_and_synthetic_sets():
+    d = load_dataset("digits-0to4", "train")
+    assert set(d.labels.tolist()) == {0, 1, 2, 3, 4} and d.images.max() == 255
+    assert len(load_dataset("digits", "train")) + len(load_dataset("digits", "test")) == 1797
+    like = load_dataset("digits", "test")
+    n = load_dataset("noise", "test", like=like)
+    assert n.images.shape == (1000, 8, 8, 1)
+    np.testing.assert_array_equal(n.images, load_dataset("noise", "test", like=like).images)  # seeded
+    c = load_dataset("constant", "test", like=like).images
+    assert (c == c[:, :1, :1]).all()
+    assert load_dataset("letters", "test").images.shape[1:] == (8, 8, 1)
+    assert load_dataset("sample-patches", "test").images.shape == (600, 8, 8, 1)
+
+
+def test_as_images_validation():
+    u8 = RNG.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    x = as_images(u8)
+    assert x.shape == (4, 3, 8, 8) and x.dtype == torch.uint8
+    assert torch.equal(as_images(torch.from_numpy(u8).permute(0, 3, 1, 2)), x)
+    assert as_images(u8[..., 0]).shape == (4, 1, 8, 8)
+    with pytest.raises(ImageInputError, match="NaN"):
+        as_images(np.full((2, 1, 4, 4), np.nan, np.float32))
+    with pytest.raises(ImageInputError, match=r"scaled to \[-1, 1\]"):
+        as_images(np.full((2, 1, 4, 4), 200.0, np.float32))
+    with pytest.raises(ImageInputError, match="1, 3 or 4 channels"):
+        as_images(np.zeros((2, 5, 4, 7), np.uint8))
+    with pytest.raises(ImageInputError, match="got shape"):
+        as_images(np.zeros((4, 4), np.uint8))
+    with pytest.warns(UserWarning, match=r"not \[0, 1\]"):
+        as_images(np.full((2, 1, 4, 4), 0.9, np.float32))
+    ds = torch.utils.data.TensorDataset(torch.from_numpy(u8).permute(0, 3, 1, 2), torch.arange(4))
+    assert torch.equal(as_images(ds), x)
+    assert torch.equal(as_images(torch.utils.data.DataLoader(ds, batch_size=3)), x)
+
+
+def test_conform_downsamples_to_the_smaller_side_first():
+    big = torch.from_numpy(RNG.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8))
+    direct = conform(big, 32, 3)
+    assert torch.equal(direct, big)  # already model size: untouched
+    aligned = conform(big, 32, 3, ref_size=28)
+    via = torch.nn.functional.interpolate(
+        torch.nn.functional.interpolate(big.float(), size=(28, 28), mode="bilinear", antialias=True).round(),
+        size=(32, 32), mode="bilinear", antialias=True).round().clamp(0, 255).to(torch.uint8)
+    assert torch.equal(aligned, via)
+    gray = torch.from_numpy(RNG.integers(0, 256, (2, 1, 28, 28), dtype=np.uint8))
+    rgb = conform(gray, 32, 3)
+    assert rgb.shape == (2, 3, 32, 32) and torch.equal(rgb[:, 0], rgb[:, 2])
+    luma = conform(torch.full((1, 3, 8, 8), 100, dtype=torch.uint8), 8, 1)
+    assert luma.shape == (1, 1, 8, 8) and (luma == 100).all()

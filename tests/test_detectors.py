@@ -1,0 +1,141 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+
+from oodkit import CDM, NoiseSchedule, UNet
+from oodkit.data import ImageInputError, as_images, load_dataset
+from oodkit.detectors import DETECTORS, CDMDetector, make_detector
+from oodkit.metrics import auroc
+from oodkit.representation import clear_cache, represent
+
+
+def fixed_model(seed=0, T=50):
+    """A fixed tiny CDM: seeded random weights with a non-zero head (no training, so
+    the numbers below depend on nothing but the seed and the arithmetic)."""
+    g = torch.Generator().manual_seed(seed)
+    s = NoiseSchedule.uniform(T)
+    net = UNet(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0, in_channels=1,
+               image_size=8, num_classes=s.num_classes)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.2 if p.ndim > 1 else 0.05))
+    return CDM(net, s).eval()
+
+
+@pytest.fixture(scope="module")
+def data():
+    like = load_dataset("digits-0to4", "test")
+    return {
+        "train": as_images(load_dataset("digits-0to4", "train").images),
+        "test": as_images(like.images),
+        "letters": as_images(load_dataset("letters", "test").images),
+        "noise": as_images(load_dataset("noise", "test", like=like).images),
+    }
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_every_detector_contract(name, data):
+    det = make_detector(name, model=fixed_model(), progress=False, n_levels=8).fit(data["train"])
+    s = det.score_samples(data["test"])
+    assert s.dtype == np.float64 and s.shape == (len(data["test"]),) and np.isfinite(s).all()
+    rep = det.representation(data["train"])
+    # the profile's kNN scores its own training points leave-one-out
+    train_s = det.scorer_.train_score(rep) if hasattr(det.scorer_, "train_score") else det.score_samples(data["train"])
+    assert det.offset_ == pytest.approx(np.percentile(train_s, 5))
+    np.testing.assert_allclose(det.decision_function(data["test"]), s - det.offset_)
+    pred = det.predict(data["test"])
+    assert set(np.unique(pred)) <= {-1, 1}
+    np.testing.assert_array_equal(pred == 1, s >= det.offset_)
+    np.testing.assert_allclose(det.ood_score(data["test"]), -s)
+
+
+def test_clone_and_params_round_trip():
+    det = CDMDetector(model="m.pt", score="profile", n_levels=12, density="gmm", contamination=0.1)
+    params = det.get_params()
+    assert params["n_levels"] == 12 and params["density"] == "gmm" and params["model"] == "m.pt"
+    c = clone(det)
+    assert c.get_params() == params and c is not det
+    c.set_params(score="loglik")
+    assert c.score == "loglik" and det.score == "profile"
+    fitted = CDMDetector(model=fixed_model(), progress=False)
+    assert clone(fitted).get_params()["score"] == "loglik"
+
+
+def test_scores_match_the_model(data):
+    model = fixed_model()
+    x = data["test"][:16]
+    xf = x.float() * 2 / 255 - 1
+    det = CDMDetector(model=model, progress=False).fit(data["train"])
+    np.testing.assert_allclose(det.score_samples(x), model.log_prob(xf).numpy(), rtol=1e-6)
+    post = CDMDetector(model=model, score="posterior", progress=False).fit(data["train"])
+    np.testing.assert_allclose(post.score_samples(x), model.noise_posterior(xf)[:, 0].log().numpy(), rtol=1e-5,
+                               atol=1e-6)
+    et = CDMDetector(model=model, score="expected-t", progress=False).fit(data["train"])
+    want = -(model.noise_posterior(xf) * torch.arange(model.T + 2)).sum(1).numpy()
+    np.testing.assert_allclose(et.score_samples(x), want, rtol=1e-6)
+    typ = CDMDetector(model=model, score="typicality", progress=False).fit(data["train"])
+    mean = model.log_prob(data["train"].float() * 2 / 255 - 1).mean().item()
+    np.testing.assert_allclose(typ.score_samples(x), -np.abs(model.log_prob(xf).numpy() - mean), rtol=1e-6, atol=1e-5)
+
+
+def test_one_forward_pass_serves_every_detector(data):
+    clear_cache()
+    model = fixed_model(seed=3)
+    calls = []
+    model.net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    dets = [make_detector(n, model=model, progress=False, batch_size=1000).fit(data["train"]) for n in DETECTORS]
+    for d in dets:
+        d.score_samples(data["test"])
+    # one pass over the training images and one over the test images, whatever the detector count
+    assert sum(calls) == len(data["train"]) + len(data["test"])
+
+
+def test_input_errors(data):
+    det = CDMDetector(model=fixed_model(), progress=False).fit(data["train"])
+    with pytest.raises(ImageInputError, match=r"model takes \(1, 8, 8\).*resize=True"):
+        det.score_samples(np.zeros((2, 16, 16, 3), np.uint8))
+    resized = CDMDetector(model=fixed_model(), progress=False, resize=True).fit(data["train"])
+    assert resized.score_samples(np.zeros((2, 16, 16, 3), np.uint8)).shape == (2,)
+    with pytest.raises(ImageInputError, match="NaN"):
+        det.score_samples(np.full((2, 1, 8, 8), np.nan, np.float32))
+    with pytest.raises(ValueError, match="unknown score"):
+        CDMDetector(model=fixed_model(), score="energy", progress=False).fit(data["train"])
+    with pytest.raises(ValueError, match="unknown detector"):
+        make_detector("nosuch")
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        CDMDetector(model=fixed_model()).score_samples(data["test"])
+
+
+def test_fit_trains_a_model_when_none_is_given(data, tmp_path):
+    det = CDMDetector(net="tiny", steps=3, T=20, progress=False, model_out=tmp_path / "m.pt").fit(data["train"][:64])
+    assert det.model_.T == 20 and (tmp_path / "m.pt").exists()
+    assert det.score_samples(data["test"][:5]).shape == (5,)
+
+
+# Golden numbers: a fixed tiny model on fixed data. A change in any CDM arithmetic,
+# the cumsum, Eq. 10, the profile levels or the density models moves these.
+GOLDEN = {
+    "loglik": {"letters": 0.748215811965812, "noise": 0.0},
+    "posterior": {"letters": 0.0077510683760683725, "noise": 0.8907166666666667},
+    "profile": {"letters": 0.764145299145299, "noise": 1.0},
+    "complexity": {"letters": 0.661965811965812, "noise": 0.0},
+}
+
+
+def golden_values(data):
+    out = {}
+    for name in GOLDEN:
+        det = make_detector(name, model=fixed_model(seed=11), progress=False, n_levels=10).fit(data["train"])
+        s_id = det.score_samples(data["test"])
+        out[name] = {k: auroc(s_id, det.score_samples(data[k])) for k in ("letters", "noise")}
+    return out
+
+
+def test_golden_aurocs(data):
+    got = golden_values(data)
+    for name, per in GOLDEN.items():
+        for k, want in per.items():
+            assert got[name][k] == pytest.approx(want, abs=1e-6), (name, k, got[name][k])

@@ -1,0 +1,43 @@
+"""Metrics against values worked out by hand (OOD positive; scores: higher = ID)."""
+import numpy as np
+import pytest
+
+from oodkit.metrics import (aupr_in, aupr_out, auroc, fpr95_id_rejected, fpr95_ood_accepted, ood_metrics)
+
+ID = np.arange(1, 21, dtype=float)  # 1..20
+
+
+def test_case_one():
+    ood = np.array([0.5, 1.5, 2.5, 25.0])
+    # OOD below ID in 20 + 19 + 18 + 0 of 80 pairs
+    assert auroc(ID, ood) == pytest.approx(57 / 80, abs=1e-15)
+    # accept 95% of ID (19 of 20: scores >= 2): OOD 2.5 and 25 slip through
+    assert fpr95_ood_accepted(ID, ood) == 0.5
+    # catching 95% of 4 OOD means all 4, including 25: every ID image is rejected
+    assert fpr95_id_rejected(ID, ood) == 1.0
+    # OOD ranked first by score ascending: 0.5 (1/1), 1.5 (2/3), 2.5 (3/5), 25 (4/24)
+    assert aupr_out(ID, ood) == pytest.approx((1 + 2 / 3 + 3 / 5 + 4 / 24) / 4, abs=1e-12)
+    # ID ranked by score descending after OOD 25: k-th ID at rank k+1 for k <= 18,
+    # then ID 2 at rank 21 and ID 1 at rank 23
+    want = (sum(k / (k + 1) for k in range(1, 19)) + 19 / 21 + 20 / 23) / 20
+    assert aupr_in(ID, ood) == pytest.approx(want, abs=1e-12)
+
+
+def test_case_two_separates_the_conventions():
+    ood = np.r_[np.arange(-17, 1, dtype=float), 1.5, 2.5]  # 20 OOD
+    assert auroc(ID, ood) == pytest.approx((18 * 20 + 19 + 18) / 400, abs=1e-15)
+    # threshold keeping 19/20 ID (>= 2) accepts only OOD 2.5
+    assert fpr95_ood_accepted(ID, ood) == pytest.approx(1 / 20)
+    # threshold catching 19/20 OOD (<= 1.5) rejects ID 1
+    assert fpr95_id_rejected(ID, ood) == pytest.approx(1 / 20)
+
+
+def test_perfect_and_reversed_and_errors():
+    m = ood_metrics(ID, ID - 100)
+    assert m == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95_ood_accepted": 0.0, "fpr95_id_rejected": 0.0}
+    assert auroc(ID, ID + 100) == 0.0 and fpr95_ood_accepted(ID, ID + 100) == 1.0
+    assert isinstance(auroc(ID.astype(np.float32), ID), float)
+    with pytest.raises(ValueError, match="NaN"):
+        auroc(ID, np.array([np.nan]))
+    with pytest.raises(ValueError, match="at least one"):
+        auroc([], ID)
