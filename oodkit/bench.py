@@ -20,10 +20,10 @@ from .checkpoint import CheckpointError, load_model
 from .data import DataNotFound, as_images, conform, load_dataset
 from .data.images import jpeg_roundtrip
 from .data.sources import ImageSet
-from .detectors import DETECTORS, make_detector
+from .detectors import DETECTORS, detector_kinds, make_detector
 from .metrics import ood_metrics
 from .report import console_table, markdown_table, plot_histograms, plot_roc
-from .representation import represent
+from .data.images import to_float
 from .training import TrainConfig, fit_model
 
 __all__ = ["SUITES", "BenchSpec", "parse_spec", "run_bench", "DEFAULT_DETECTORS", "model_cache_dir"]
@@ -35,6 +35,9 @@ SUITES = {
     "mnist": "mnist-vs-fashionmnist,noise,constant",
 }
 DEFAULT_DETECTORS = ["loglik", "posterior", "expected-t", "typicality", "complexity", "profile"]
+# what each model kind adds to the default comparison
+DEFAULT_BY_KIND = {"cdm": DEFAULT_DETECTORS, "ddpm": ["elbo-k", "itd", "recon"],
+                   "joint": ["msp", "energy", "elbo-k", "recon"]}
 # What `oodkit bench digits` trains when no model is given: a few minutes on two CPU cores.
 EMBEDDED_TRAINING = dict(net="tiny", steps=1500, T=1000, schedule="uniform", lr=1e-3, batch_size=64)
 
@@ -139,7 +142,15 @@ def run_bench(
          f"{id_train.size}x{id_train.size}x{id_train.channels})")
 
     x_train = as_images(id_train.images)
-    if model is None:
+    paths = [str(m) for m in model] if isinstance(model, (list, tuple)) else \
+        ([p for p in str(model).split(",") if p] if model is not None else [])
+    if len(paths) > 1:
+        loaded = [_obtain_model(p, None, bs.id, {}, device, progress, echo) for p in paths]
+        shapes = {tuple(m.image_shape) for m, _ in loaded}
+        if len(shapes) > 1:
+            raise ValueError(f"the models take different input shapes {sorted(shapes)}; compare models of one size")
+        cdm, model_path = loaded[0]
+    elif not paths:
         size = image_size or x_train.shape[-1]
         x_train = conform(x_train, size, x_train.shape[1])
         training = dict(EMBEDDED_TRAINING)
@@ -148,19 +159,34 @@ def run_bench(
         training.update({k: v for k, v in dict(net=net, steps=steps, T=T).items() if v is not None})
         training["seed"] = seed
         cdm, model_path = _obtain_model(None, x_train, bs.id, training, device, progress, echo)
-    else:
-        cdm, model_path = _obtain_model(model, x_train, bs.id, {}, device, progress, echo)
+    if len(paths) == 1:
+        cdm, model_path = _obtain_model(paths[0], x_train, bs.id, {}, device, progress, echo)
+    if len(paths) <= 1:
+        loaded = [(cdm, model_path)]
     c, h, _ = cdm.image_shape
     x_train = conform(x_train, h, c)
 
-    def rep_of(x, what):
-        return represent(cdm, x, batch_size, device, progress=progress, desc=f"forward {what}")
-
-    dets = {}
+    if detectors is None:
+        names = list(dict.fromkeys(d for m, _ in loaded for d in DEFAULT_BY_KIND[m.kind]))
+    dets, det_model = {}, {}
     for name in names:
-        det = make_detector(name, model=cdm, batch_size=batch_size, device=device, seed=seed, progress=progress)
-        dets[name] = det.fit(x_train)
-    echo(f"fitted {len(dets)} detectors on {x_train.shape[0]} training images (one forward pass)")
+        fitting = [(m, p) for m, p in loaded if m.kind in detector_kinds(name)]
+        if not fitting:
+            raise ValueError(f"detector {name} needs a {' or '.join(detector_kinds(name))} model; "
+                             f"got {', '.join(m.kind for m, _ in loaded)}")
+        m, p = fitting[0]
+        det = make_detector(name, model=m, batch_size=batch_size, device=device, seed=seed, progress=progress)
+        dets[name], det_model[name] = det.fit(x_train), p
+    echo(f"fitted {len(dets)} detectors on {x_train.shape[0]} training images")
+    accuracy = None
+    joint = next((m for m, _ in loaded if m.kind == "joint"), None)
+    if joint is not None and id_test.labels is not None:
+        with torch.no_grad():
+            xt = conform(as_images(id_test.images), h, c)
+            pred = torch.cat([joint.classify_logits(to_float(b).to(next(joint.parameters()).device)).argmax(1).cpu()
+                              for b in xt.split(batch_size)])
+        accuracy = float((pred.numpy() == id_test.labels).mean())
+        echo(f"joint model classification accuracy on {bs.id} test: {accuracy:.4f}")
 
     rows, scores, pairs, skipped = [], {d: {} for d in dets}, {d: [] for d in dets}, []
     for ood_name in bs.oods:
@@ -179,9 +205,8 @@ def run_bench(
         ref = min(id_test.size, ood.size)
         x_id = conform(as_images(id_test.images), h, c, ref_size=ref)
         x_ood = conform(as_images(ood.images), h, c, ref_size=ref)
-        rep_id, rep_ood = rep_of(x_id, bs.id), rep_of(x_ood, ood_name)
         for dname, det in dets.items():
-            s_id, s_ood = det.score_representation(rep_id), det.score_representation(rep_ood)
+            s_id, s_ood = det.score_samples(x_id), det.score_samples(x_ood)
             id_key = bs.id if ref == id_test.size else f"{bs.id}@{ref}px"
             scores[dname].setdefault(id_key, s_id)
             scores[dname][ood_name] = s_ood
@@ -196,6 +221,7 @@ def run_bench(
     meta = {
         "spec": spec, "id": bs.id, "ood": [o for o in bs.oods if o not in skipped], "skipped": skipped,
         "detectors": names, "model": model_path, "model_kind": cdm.kind, "T": cdm.T,
+        "detector_models": det_model, "id_accuracy": accuracy,
         "image_shape": list(cdm.image_shape), "jpeg_ood": jpeg_ood, "n_train": int(x_train.shape[0]),
         "seconds": round(time.time() - t_start, 1), "torch": torch.__version__,
     }

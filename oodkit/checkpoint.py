@@ -35,8 +35,10 @@ class CheckpointError(ValueError):
 
 def _model_kinds():
     from .models.cdm import CDM
+    from .models.ddpm import DDPM
+    from .models.joint import JointDiffusion
 
-    return {"cdm": CDM}
+    return {"cdm": CDM, "ddpm": DDPM, "joint": JointDiffusion}
 
 
 def build_model(kind: str, net_config: dict, schedule: NoiseSchedule, model_config: dict | None = None):

@@ -52,7 +52,8 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 
 
 @main.command()
-@click.option("--model", "kind", type=click.Choice(["cdm"]), default="cdm", show_default=True, help="Model kind.")
+@click.option("--model", "kind", type=click.Choice(["cdm", "ddpm", "joint"]), default="cdm", show_default=True,
+              help="cdm; ddpm (the ELBO baseline); joint (DDPM + classifier head, needs labels).")
 @click.option("--data", "data_spec", required=True, help="Data set name, npz:PATH or folder:PATH (train split).")
 @data_root_option
 @download_option
@@ -71,13 +72,18 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 @click.option("--no-amp", is_flag=True, help="Train in float32 on GPU too (bf16 autocast otherwise).")
 @click.option("--save-every", type=int, default=500, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--var-type", type=click.Choice(["beta", "posterior"]), default="beta", show_default=True,
+              help="ddpm/joint: the reverse process's fixed variance (for the ELBO).")
+@click.option("--cdl-weight", type=float, default=0.0, show_default=True,
+              help="ddpm/joint: weight of the contrastive diffusion loss (Wu et al. 2024); 0 = off.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint file to write.")
 @click.option("--resume", is_flag=True, help="Continue from --out, bit-for-bit.")
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_friendly
 def train(kind, data_spec, data_root, download, net, image_size, channels, schedule, T, steps, batch_size, lr,
-          warmup, ema_decay, grad_clip, hflip, no_amp, save_every, seed, out, resume, device, quiet):
+          warmup, ema_decay, grad_clip, hflip, no_amp, save_every, seed, var_type, cdl_weight, out, resume, device,
+          quiet):
     """Train a model (multi-GPU: torchrun --nproc-per-node N -m oodkit train ...)."""
     from .data import conform, load_dataset
     from .data.images import as_images
@@ -89,8 +95,12 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, ema_decay=ema_decay,
                       grad_clip=grad_clip, hflip=hflip, amp=not no_amp, save_every=save_every, seed=seed)
     click.echo(f"training {kind} ({net}) on {ds.name}: {x.shape[0]} images {tuple(x.shape[1:])}", err=True)
+    options = {} if kind == "cdm" else {"var_type": var_type, "cdl_weight": cdl_weight}
+    if kind == "joint" and ds.labels is None:
+        raise click.ClickException(f"{ds.name} has no labels: a joint model needs them")
     model = fit_model(x, kind=kind, net=net, T=T, schedule=schedule, config=cfg, out=out, resume=resume,
-                      device=device, progress=not quiet, data_info={"dataset": data_spec})
+                      device=device, progress=not quiet, data_info={"dataset": data_spec},
+                      labels=ds.labels if kind == "joint" else None, model_options=options)
     click.echo(f"wrote {out} (step {model.train_steps})")
 
 
@@ -100,12 +110,15 @@ def _split_list(value):
 
 @main.command()
 @click.argument("spec")
-@click.option("--model", type=click.Path(path_type=Path), default=None,
-              help="Trained checkpoint; absent: train one on IN's training split (cached).")
+@click.option("--model", default=None,
+              help="Trained checkpoint(s), comma-separated (cdm, ddpm, joint); absent: train a CDM on IN's "
+                   "training split (cached).")
 @data_root_option
 @download_option
 @click.option("--detectors", default=None,
-              help="Comma-separated detectors (default: loglik,posterior,expected-t,typicality,complexity,profile).")
+              help="Comma-separated detectors (default: every detector the given models support; "
+                   "CDM: loglik,posterior,expected-t,typicality,complexity,profile; DDPM: elbo-k,itd,recon; "
+                   "joint: msp,energy,elbo-k,recon).")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("oodkit-results"), show_default=True)
 @click.option("--net", default=None, help="Preset for a model trained here (digits: tiny, others: small).")
 @click.option("--steps", type=int, default=None, help="Training steps for a model trained here.")

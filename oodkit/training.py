@@ -78,8 +78,10 @@ class _Objective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x0, generator):
-        return self.model.loss(x0, generator=generator)
+    def forward(self, x0, generator, y=None):
+        if y is None:
+            return self.model.loss(x0, generator=generator)
+        return self.model.loss(x0, generator=generator, y=y)
 
 
 class _Stop:
@@ -124,8 +126,10 @@ def train(
     device=None,
     progress: bool = True,
     data_info: dict | None = None,
+    labels: torch.Tensor | None = None,
 ):
-    """Train ``model`` on ``images`` (uint8 or float (N, C, H, W) at the model's size).
+    """Train ``model`` on ``images`` (uint8 or float (N, C, H, W) at the model's size),
+    with integer ``labels`` (N,) for models that need them (``model.needs_labels``).
 
     Writes checkpoints to ``out`` every ``save_every`` steps, at the end, and when the
     run is interrupted (Ctrl-C or SIGTERM). With ``resume`` it continues from ``out``.
@@ -142,6 +146,12 @@ def train(
         raise ValueError(f"batch size {cfg.batch_size} does not split over {world} processes")
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"training images must be (N, C, H, W), got {tuple(images.shape)}")
+    if getattr(model, "needs_labels", False) and labels is None:
+        raise ValueError(f"a {model.kind} model trains on labels, and the training data has none")
+    if labels is not None:
+        labels = torch.as_tensor(labels).long()
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"{images.shape[0]} images but labels of shape {tuple(labels.shape)}")
     if model.image_shape is not None and tuple(images.shape[1:]) != tuple(model.image_shape):
         raise ValueError(f"training images {tuple(images.shape[1:])} do not match the model's {model.image_shape}")
 
@@ -195,7 +205,8 @@ def train(
                 with torch.random.fork_rng(devices=devices):
                     torch.manual_seed(_seed(cfg.seed, step, rank, 2))
                     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        loss, parts = objective(x0, gen)
+                        y = labels[idx].to(device) if labels is not None and getattr(model, "needs_labels", False) else None
+                        loss, parts = objective(x0, gen, y)
                     if not torch.isfinite(loss):
                         raise TrainingDiverged(
                             f"loss became {loss.item()} at step {step}: lower --lr (now {cfg.lr:g}) or --grad-clip"
@@ -218,8 +229,8 @@ def train(
                 bar.update(1)
                 if step % 10 == 0 or step == cfg.steps:
                     rate = seen / max(1e-9, time.perf_counter() - t0)
-                    bar.set_postfix(loss=f"{loss.item():.4f}", ce=f"{parts['ce'].item():.3f}",
-                                    mse=f"{parts['mse'].item():.4f}", img_s=f"{rate:.0f}")
+                    bar.set_postfix(loss=f"{loss.item():.4f}", **{k: f"{v.item():.4f}" for k, v in parts.items()},
+                                    img_s=f"{rate:.0f}")
                 if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
                     save(step)
     except KeyboardInterrupt:
@@ -248,8 +259,12 @@ def fit_model(
     progress: bool = True,
     data_info: dict | None = None,
     net_overrides: dict | None = None,
+    labels: torch.Tensor | None = None,
+    model_options: dict | None = None,
 ):
-    """Build a model for ``images`` (N, C, H, W) from a network preset and train it."""
+    """Build a model of ``kind`` ("cdm", "ddpm", "joint") for ``images`` (N, C, H, W)
+    from a network preset and train it. ``model_options`` go to the model's constructor
+    (e.g. ``var_type``, ``cdl_weight``, ``num_labels``)."""
     from .nn.unet import PRESETS, UNetConfig
 
     if net not in PRESETS:
@@ -257,10 +272,17 @@ def fit_model(
     sched = NoiseSchedule.from_name(schedule, T)
     c, h, w = images.shape[1:]
     net_cfg = UNetConfig(**{**PRESETS[net], **(net_overrides or {})}, in_channels=c, image_size=h,
-                         num_classes=sched.num_classes if kind == "cdm" else None)
+                         num_classes=sched.num_classes if kind == "cdm" else None,
+                         time_conditioning=kind != "cdm")
+    options = dict(model_options or {})
+    if kind == "joint" and "num_labels" not in options:
+        if labels is None:
+            raise ValueError("a joint model trains on labels, and the training data has none")
+        options["num_labels"] = int(torch.as_tensor(labels).max()) + 1
     seed = (config or TrainConfig()).seed
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # same initial weights on every rank and every rerun
-        model = build_model(kind, net_cfg.to_dict(), sched)
+        model = build_model(kind, net_cfg.to_dict(), sched, options)
     info = {"image_size": h, "channels": c, **(data_info or {})}
-    return train(model, images, config, out=out, resume=resume, device=device, progress=progress, data_info=info)
+    return train(model, images, config, out=out, resume=resume, device=device, progress=progress, data_info=info,
+                 labels=labels)

@@ -1,11 +1,12 @@
 """Detectors, scikit-learn style, and the registry the benchmark runner uses."""
 from .base import BaseDetector
 from .cdm import CDMDetector
+from .diffusion import SCORE_KINDS, DiffusionDetector
 from .scores import SCORERS
 
-__all__ = ["BaseDetector", "CDMDetector", "DETECTORS", "make_detector"]
+__all__ = ["BaseDetector", "CDMDetector", "DiffusionDetector", "DETECTORS", "make_detector", "detector_kinds"]
 
-# name -> (class, fixed parameters)
+# name -> (class, fixed parameters). CDM detectors first: one forward pass serves them all.
 DETECTORS = {
     "loglik": (CDMDetector, {"score": "loglik"}),
     "posterior": (CDMDetector, {"score": "posterior"}),
@@ -14,7 +15,19 @@ DETECTORS = {
     "complexity": (CDMDetector, {"score": "complexity"}),
     "profile": (CDMDetector, {"score": "profile", "density": "knn"}),
     "profile-gmm": (CDMDetector, {"score": "profile", "density": "gmm"}),
+    "elbo": (DiffusionDetector, {"score": "elbo"}),
+    "elbo-k": (DiffusionDetector, {"score": "elbo", "n_terms": 50}),
+    "itd": (DiffusionDetector, {"score": "itd"}),
+    "recon": (DiffusionDetector, {"score": "recon"}),
+    "msp": (DiffusionDetector, {"score": "msp"}),
+    "energy": (DiffusionDetector, {"score": "energy"}),
 }
+
+
+def detector_kinds(name: str) -> tuple:
+    """Model kinds a registered detector can run on."""
+    cls, fixed = DETECTORS[name]
+    return ("cdm",) if cls is CDMDetector else SCORE_KINDS[fixed["score"]]
 
 
 def make_detector(name: str, **params):
@@ -22,4 +35,6 @@ def make_detector(name: str, **params):
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
     cls, fixed = DETECTORS[name]
+    if cls is DiffusionDetector:  # profile options do not apply
+        params = {k: v for k, v in params.items() if k in DiffusionDetector().get_params()}
     return cls(**{**fixed, **params})

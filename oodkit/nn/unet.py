@@ -212,7 +212,18 @@ class UNet(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def encoder_channels(self) -> int:
+        """Width of :meth:`encoder_features`: every skip activation and the bottleneck."""
+        cfg, total, c = self.config, self.config.ch, self.config.ch
+        for i, mult in enumerate(cfg.ch_mult):
+            total += cfg.num_res_blocks * cfg.ch * mult
+            c = cfg.ch * mult
+            if i != len(cfg.ch_mult) - 1:
+                total += c
+        return total + c
+
+    def _encode(self, x, t):
         cfg = self.config
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"expected input (B, {cfg.in_channels}, H, W), got {tuple(x.shape)}")
@@ -230,6 +241,18 @@ class UNet(nn.Module):
             hs.append(h)
         for m in self.mid:
             h = m(h, emb)
+        return h, hs, emb
+
+    def encoder_features(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """Global average pools of the encoder's activations (every skip and the
+        bottleneck), concatenated: (B, encoder_channels). The joint diffusion model's
+        classifier reads these."""
+        h, hs, _ = self._encode(x, t)
+        return torch.cat([a.mean(dim=(2, 3)) for a in hs] + [h.mean(dim=(2, 3))], dim=1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.config
+        h, hs, emb = self._encode(x, t)
         for blocks in self.up:
             if isinstance(blocks[0], ResBlock):
                 h = torch.cat([h, hs.pop()], dim=1)

@@ -1,0 +1,208 @@
+"""DDPM baseline: a time-conditioned network predicting eps, trained with L_simple, and
+its variational bound (ELBO) in bits per dimension with improved-diffusion's semantics
+(reimplemented from the definitions, not copied):
+
+* prior term ``KL(q(x_T | x0) || N(0, I))``;
+* for t = 2..T, ``KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t))`` with the model's mean
+  from its eps prediction and a fixed variance, ``beta_t`` ("beta") or the true
+  posterior variance ("posterior"); at t = 1 both use the posterior variance of t = 2,
+  since the true one is zero;
+* at t = 1 the discretized-Gaussian decoder ``-log p(x0 | x1)`` over 256 bins of width
+  2/255 on [-1, 1], the edge bins reaching to infinity.
+
+Levels follow the shared :class:`~oodkit.NoiseSchedule`: 1..T are the noisy levels
+(class 0 is clean data and T+1 pure noise, which a DDPM never sees).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..schedules import NoiseSchedule
+from .sampling import sample_loop
+
+__all__ = ["DDPM", "discretized_gaussian_log_likelihood", "gaussian_kl"]
+
+
+def gaussian_kl(mean1, logvar1, mean2, logvar2):
+    """Elementwise ``KL(N(mean1, e^logvar1) || N(mean2, e^logvar2))`` in nats."""
+    return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0)
+
+
+def _log_diff_ndtr(b, a):
+    """log(Phi(b) - Phi(a)) for b > a, stable in both tails."""
+    # in the upper tail use the mirror image, where Phi is far from 1
+    flip = a > 0
+    lb, la = torch.where(flip, torch.special.log_ndtr(-a), torch.special.log_ndtr(b)), \
+        torch.where(flip, torch.special.log_ndtr(-b), torch.special.log_ndtr(a))
+    return lb + torch.log1p(-torch.exp((la - lb).clamp(max=0.0)).clamp(max=1.0 - 1e-15))
+
+
+def discretized_gaussian_log_likelihood(x, mean, log_scale):
+    """``log P(x)`` elementwise for 8-bit data x in [-1, 1] under a Gaussian discretized
+    into bins of width 2/255, the first and last bins open to -inf / +inf. float64."""
+    x, mean, log_scale = x.double(), mean.double(), log_scale.double()
+    inv = torch.exp(-log_scale)
+    lo = (x - mean - 1.0 / 255) * inv
+    hi = (x - mean + 1.0 / 255) * inv
+    mid = _log_diff_ndtr(hi, lo)
+    left = torch.special.log_ndtr(hi)
+    right = torch.special.log_ndtr(-lo)
+    return torch.where(x < -0.999, left, torch.where(x > 0.999, right, mid))
+
+
+class DDPM(nn.Module):
+    """Denoising diffusion model: ``net(x_t, t)`` predicts eps for levels 1..T.
+
+    Args:
+        net: time-conditioned network (B, C, H, W), (B,) -> (B, C, H, W).
+        schedule: shared noise schedule.
+        var_type: the reverse process's fixed variance, ``"beta"`` or ``"posterior"``.
+        cdl_weight: weight of the contrastive diffusion loss (Wu et al. 2024) added to
+            L_simple; 0 disables it (see :mod:`oodkit.models.contrastive`).
+        cdl_points: log-SNR points per density in the contrastive loss's estimator.
+    """
+
+    kind = "ddpm"
+
+    def __init__(self, net: nn.Module, schedule: NoiseSchedule, var_type: str = "beta", cdl_weight: float = 0.0,
+                 cdl_points: int = 4, image_shape=None):
+        super().__init__()
+        if var_type not in ("beta", "posterior"):
+            raise ValueError(f"var_type must be 'beta' or 'posterior', got {var_type!r}")
+        self.net, self.schedule, self.var_type = net, schedule, var_type
+        self.cdl_weight, self.cdl_points = float(cdl_weight), int(cdl_points)
+        if image_shape is None and hasattr(net, "config"):
+            cfg = net.config
+            image_shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
+            if not cfg.time_conditioning:
+                raise ValueError("a DDPM needs a time-conditioned net (UNetConfig(time_conditioning=True))")
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
+        ab = schedule.alpha_bar
+        T = schedule.T
+        t = torch.arange(1, T + 1)
+        ab_t, ab_prev = ab[t], ab[t - 1]
+        beta = 1 - ab_t / ab_prev
+        post_var = beta * (1 - ab_prev) / (1 - ab_t)
+        # index i holds level i+1; plain float64 tensors, not buffers: a .float() on the
+        # module must not round the schedule
+        self._c = {
+            "ab": ab_t, "sqrt_ab": ab_t.sqrt(), "sqrt_1mab": (1 - ab_t).sqrt(),
+            "coef_x0": beta * ab_prev.sqrt() / (1 - ab_t),
+            "coef_xt": (1 - ab_prev) * (1 - beta).sqrt() / (1 - ab_t),
+            "post_logvar": torch.log(torch.cat([post_var[1:2], post_var[1:]])) if T > 1 else torch.log(beta),
+            "beta_logvar": torch.log(torch.cat([post_var[1:2], beta[1:]])) if T > 1 else torch.log(beta),
+        }
+
+    @property
+    def T(self) -> int:
+        return self.schedule.T
+
+    def _coef(self, name, t, like):
+        v = self._c[name].to(like.device)[(t - 1).long()]
+        return v.view(-1, *([1] * (like.ndim - 1)))
+
+    def _check(self, x):
+        if x.ndim != 4 or (self.image_shape is not None and tuple(x.shape[1:]) != self.image_shape):
+            raise ValueError(f"this model takes images of shape (B, {self.image_shape}), got {tuple(x.shape)}")
+
+    def eps(self, x_t: torch.Tensor, t) -> torch.Tensor:
+        """The network's eps prediction at levels ``t`` (B,) in 1..T."""
+        t = torch.as_tensor(t, device=x_t.device).long().expand(x_t.shape[0])
+        return self.net(x_t, t)
+
+    # -- training -------------------------------------------------------------------
+    def loss(self, x0: torch.Tensor, generator: torch.Generator | None = None):
+        """L_simple (``MSE(eps, eps_hat)`` at t uniform in 1..T), plus the contrastive
+        diffusion loss when ``cdl_weight > 0``. Returns ``(loss, parts)``."""
+        self._check(x0)
+        b = x0.shape[0]
+        t = torch.randint(1, self.T + 1, (b,), generator=generator, device="cpu").to(x0.device)
+        eps = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
+        x_t = self.schedule.q_sample(x0, t, eps)
+        mse = ((eps - self.eps(x_t, t).float()) ** 2).mean()
+        parts = {"mse": mse.detach()}
+        loss = mse
+        if self.cdl_weight > 0:
+            from .contrastive import contrastive_diffusion_loss
+
+            cdl = contrastive_diffusion_loss(self, x0, n_points=self.cdl_points, generator=generator)
+            loss = loss + self.cdl_weight * cdl
+            parts["cdl"] = cdl.detach()
+        return loss, parts
+
+    # -- the variational bound ----------------------------------------------------------
+    def _model_logvar(self):
+        return self._c["post_logvar" if self.var_type == "posterior" else "beta_logvar"]
+
+    def vb_term(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The bound's term at levels ``t`` (B,) for noise ``eps``: the KL for t >= 2, the
+        decoder NLL for t = 1. (B,) nats, float64."""
+        x_t = self.schedule.q_sample(x0, t, eps)
+        with torch.no_grad():
+            eps_hat = self.eps(x_t, t)
+        x0d, xtd = x0.double(), x_t.double()
+        x0_hat = (xtd - self._coef("sqrt_1mab", t, xtd) * eps_hat.double()) / self._coef("sqrt_ab", t, xtd)
+        cx0, cxt = self._coef("coef_x0", t, xtd), self._coef("coef_xt", t, xtd)
+        true_mean, model_mean = cx0 * x0d + cxt * xtd, cx0 * x0_hat + cxt * xtd
+        model_logvar = self._model_logvar().to(x0.device)[(t - 1).long()].view(-1, 1, 1, 1).expand_as(x0d)
+        true_logvar = self._c["post_logvar"].to(x0.device)[(t - 1).long()].view(-1, 1, 1, 1).expand_as(x0d)
+        kl = gaussian_kl(true_mean, true_logvar, model_mean, model_logvar).flatten(1).sum(1)
+        nll = -discretized_gaussian_log_likelihood(x0d, model_mean, 0.5 * model_logvar).flatten(1).sum(1)
+        return torch.where(t == 1, nll, kl)
+
+    def prior_nats(self, x0: torch.Tensor) -> torch.Tensor:
+        """``KL(q(x_T | x0) || N(0, I))`` per image, nats float64 (B,)."""
+        ab = self.schedule.alpha_bar[self.T].item()
+        x = x0.double().flatten(1)
+        return 0.5 * (-math.log(1 - ab) + (1 - ab) + ab * x**2 - 1).sum(1)
+
+    @torch.no_grad()
+    def vb_terms(self, x0: torch.Tensor, levels=None, generator: torch.Generator | None = None,
+                 progress: bool = False) -> torch.Tensor:
+        """Per-level terms of the bound in bits/dim: (B, len(levels)), float64. ``levels``
+        defaults to all of 1..T (column j is level j+1); one network call per level."""
+        from tqdm.auto import tqdm
+
+        self._check(x0)
+        levels = list(range(1, self.T + 1)) if levels is None else [int(t) for t in levels]
+        d = x0[0].numel()
+        out = torch.empty(x0.shape[0], len(levels), dtype=torch.float64)
+        for j, lev in enumerate(tqdm(levels, desc="ELBO terms", disable=not progress, leave=False)):
+            eps = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
+            t = torch.full((x0.shape[0],), lev, device=x0.device, dtype=torch.long)
+            out[:, j] = self.vb_term(x0, t, eps).cpu() / (d * math.log(2))
+        return out
+
+    @torch.no_grad()
+    def elbo_bpd(self, x0: torch.Tensor, n_terms: int | None = None, generator: torch.Generator | None = None,
+                 progress: bool = False) -> torch.Tensor:
+        """Negative ELBO in bits/dim (B,), float64: an upper bound on the NLL of 8-bit
+        data. ``n_terms=None`` sums all T terms (T network calls); otherwise an unbiased
+        estimate from ``n_terms`` levels drawn uniformly without replacement, times
+        T / n_terms."""
+        d = x0[0].numel()
+        prior = (self.prior_nats(x0) / (d * math.log(2))).cpu()
+        if n_terms is None or n_terms >= self.T:
+            return prior + self.vb_terms(x0, generator=generator, progress=progress).sum(1)
+        if n_terms < 1:
+            raise ValueError(f"n_terms must be positive, got {n_terms}")
+        levels = (torch.randperm(self.T, generator=generator)[:n_terms] + 1).tolist()
+        return prior + self.vb_terms(x0, levels, generator=generator).sum(1) * (self.T / n_terms)
+
+    # -- sampling ---------------------------------------------------------------------
+    def sample(self, n: int, steps: int | None = None, method: str = "ddpm", generator=None, device=None,
+               progress: bool = False) -> torch.Tensor:
+        """``n`` images (n, C, H, W) by the sampler the CDM uses too."""
+        etas = {"ddpm": 1.0, "ddim": 0.0}
+        if method not in etas:
+            raise ValueError(f"method must be one of {sorted(etas)}, got {method!r}")
+        device = device or next(self.parameters()).device
+        with torch.no_grad():
+            return sample_loop(self.eps, self.schedule, (n, *self.image_shape), steps=steps, eta=etas[method],
+                               generator=generator, device=device, progress=progress)
+
+    def config(self) -> dict:
+        return {"var_type": self.var_type, "cdl_weight": self.cdl_weight, "cdl_points": self.cdl_points}
