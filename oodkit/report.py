@@ -69,6 +69,15 @@ def _grid(plt, pairs, height):
     return fig, axes, dets
 
 
+def _save(plt, fig, axes, used: int, path: Path) -> Path:
+    for ax in list(axes.flat)[used:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_roc(pairs: dict, path: Path) -> Path:
     """ROC curves, one panel per detector, one curve per OOD set; OOD is the positive
     class. ``pairs[detector] = [(ood_name, id_scores, ood_scores), ...]``."""
@@ -85,12 +94,7 @@ def plot_roc(pairs: dict, path: Path) -> Path:
         ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
         ax.set(title=det, xlabel="false positive rate (ID flagged)", ylabel="true positive rate (OOD caught)")
         ax.legend(fontsize=7, loc="lower right")
-    for ax in list(axes.flat)[len(dets):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, axes, len(dets), path)
 
 
 def plot_histograms(pairs: dict, id_name: str, path: Path) -> Path:
@@ -107,9 +111,4 @@ def plot_histograms(pairs: dict, id_name: str, path: Path) -> Path:
                     alpha=0.35 if name == id_name else 0.9, label=name + (" (ID)" if name == id_name else ""))
         ax.set(title=det, xlabel="score (higher = more in-distribution)", ylabel="density")
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(dets):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, axes, len(dets), path)

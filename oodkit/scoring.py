@@ -12,6 +12,9 @@ __all__ = ["score_dataset"]
 
 UNFITTED = ["loglik", "posterior", "expected-t", "complexity"]
 FITTED = ["typicality", "profile"]
+# DDPM-family scores need no ID statistics; they are fitted on a few images only to set
+# offset_, which the CSV does not use
+DIFFUSION = {"ddpm": ["elbo-k", "itd", "recon"], "joint": ["msp", "energy", "elbo-k", "itd", "recon"]}
 
 
 def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=None, download=False,
@@ -24,10 +27,16 @@ def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=
     c, h, _ = model.image_shape
     ds = load_dataset(data_spec, split, data_root, download)
     x = conform(as_images(ds.images), h, c)
-    rep = represent(model, x, batch_size, device, progress=progress, desc=f"forward {ds.name}")
     cols = {"index": range(len(ds))}
     if ds.labels is not None:
         cols["label"] = ds.labels
+    if model.kind in DIFFUSION:
+        frame = pd.DataFrame(cols)
+        for name in DIFFUSION[model.kind]:
+            det = make_detector(name, model=model, batch_size=batch_size, device=device, progress=progress)
+            frame[name] = det.fit(x[:16]).score_samples(x)
+        return frame, None
+    rep = represent(model, x, batch_size, device, progress=progress, desc=f"forward {ds.name}")
     cols["bpd"] = rep.bpd
     frame = pd.DataFrame(cols)
     x_fit, fitted_on = None, fit_data or model.data_info.get("dataset")

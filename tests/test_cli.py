@@ -64,6 +64,18 @@ def test_train_then_score_then_bench_with_model(run, tmp_path):
     assert r.exit_code == 0 and "model: m.pt" in r.output, r.output
 
 
+def test_train_ddpm_and_score_it(run, tmp_path):
+    r = run("train", "--model", "ddpm", "--data", "digits-0to4", "--net", "tiny", "-T", "20", "--steps", "3",
+            "--out", "d.pt", "--quiet")
+    assert r.exit_code == 0, r.output
+    r = run("score", "--model", "d.pt", "--data", "letters", "--out", "s.csv", "--quiet")
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "s.csv")
+    assert list(df.columns) == ["index", "elbo-k", "itd", "recon"] and df.notna().all().all()
+    r = run("bench", "digits-0to4-vs-noise", "--model", "d.pt", "--detectors", "recon", "--quiet", "--output-dir", "b")
+    assert r.exit_code == 0 and "[recon]" in r.output, r.output
+
+
 @pytest.mark.parametrize("args,message", [
     (["bench", "nosuch-vs-noise"], "unknown data set 'nosuch'"),
     (["bench", "digits-0to4"], "write IN-vs-OUT"),

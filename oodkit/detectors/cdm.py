@@ -23,7 +23,8 @@ class CDMDetector(BaseDetector):
     Args:
         model: a checkpoint path, a trained :class:`~oodkit.CDM`, or None to train one
             on the data given to :meth:`fit` (with ``net``, ``steps``, ``T``,
-            ``schedule``, ``batch_size``, ``seed``; saved to ``model_out`` if set).
+            ``schedule``, ``image_size`` (default: the data's), ``batch_size``, ``seed``;
+            saved to ``model_out`` if set).
         score: ``"loglik"`` (Eq. 10), ``"posterior"`` (log p(t=0|x)), ``"expected-t"``
             (minus E[t|x]), ``"profile"`` (density of the multiscale likelihood profile),
             ``"typicality"`` or ``"complexity"`` (likelihood + PNG bits).
@@ -40,7 +41,7 @@ class CDMDetector(BaseDetector):
     """
 
     def __init__(self, model=None, score="loglik", *, net="small", steps=2000, T=1000, schedule="uniform",
-                 batch_size=128, n_levels=20, density="knn", n_neighbors=5, n_components=10,
+                 image_size=None, batch_size=128, n_levels=20, density="knn", n_neighbors=5, n_components=10,
                  resize=False, contamination=0.05, device=None, seed=0, progress=True, model_out=None):
         self.model = model
         self.score = score
@@ -48,6 +49,7 @@ class CDMDetector(BaseDetector):
         self.steps = steps
         self.T = T
         self.schedule = schedule
+        self.image_size = image_size
         self.batch_size = batch_size
         self.n_levels = n_levels
         self.density = density
@@ -76,6 +78,8 @@ class CDMDetector(BaseDetector):
     def _load_model(self, X):
         if self.model is None:
             x = as_images(X)
+            if self.image_size is not None:
+                x = conform(x, self.image_size, x.shape[1])
             cfg = TrainConfig(steps=self.steps, batch_size=min(64, self.batch_size), seed=self.seed)
             return fit_model(x, net=self.net, T=self.T, schedule=self.schedule, config=cfg, out=self.model_out,
                              device=self.device, progress=self.progress)
