@@ -133,6 +133,11 @@ def run_bench(
     unknown = [d for d in names if d not in DETECTORS]
     if unknown:
         raise ValueError(f"unknown detector(s) {unknown}; choose from {', '.join(DETECTORS)}")
+    if model is None and detectors:  # the model trained here is a CDM: say so before training it
+        for name in names:
+            if "cdm" not in detector_kinds(name):
+                raise ValueError(f"detector {name} needs a {' or '.join(detector_kinds(name))} model; "
+                                 "pass one with --model (none given: a CDM would be trained)")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -140,6 +145,24 @@ def run_bench(
     id_test = _subsample(load_dataset(bs.id, "test", data_root, download, holdout=True), max_test, seed + 1)
     echo(f"in-distribution: {bs.id} ({len(id_train)} train / {len(id_test)} test, "
          f"{id_train.size}x{id_train.size}x{id_train.channels})")
+
+    # every OOD set before any model work, so that a missing one fails fast
+    ood_sets, skipped = {}, []
+    for ood_name in bs.oods:
+        try:
+            ood = load_dataset(ood_name, "test", data_root, download, like=id_test)
+        except DataNotFound as e:
+            if bs.suite:
+                skipped.append(ood_name)
+                echo(f"skipping {ood_name}: {e}")
+                continue
+            raise
+        ood = _subsample(ood, max_test, seed + 2)
+        if jpeg_ood is not None:
+            ood = ImageSet(jpeg_roundtrip(ood.images, jpeg_ood), ood.labels, ood.name)
+        ood_sets[ood_name] = ood
+    if not ood_sets:
+        raise DataNotFound(f"none of the OOD sets {bs.oods} could be loaded")
 
     x_train = as_images(id_train.images)
     paths = [str(m) for m in model] if isinstance(model, (list, tuple)) else \
@@ -188,19 +211,8 @@ def run_bench(
         accuracy = float((pred.numpy() == id_test.labels).mean())
         echo(f"joint model classification accuracy on {bs.id} test: {accuracy:.4f}")
 
-    rows, scores, pairs, skipped = [], {d: {} for d in dets}, {d: [] for d in dets}, []
-    for ood_name in bs.oods:
-        try:
-            ood = load_dataset(ood_name, "test", data_root, download, like=id_test)
-        except DataNotFound as e:
-            if bs.suite:
-                skipped.append(ood_name)
-                echo(f"skipping {ood_name}: {e}")
-                continue
-            raise
-        ood = _subsample(ood, max_test, seed + 2)
-        if jpeg_ood is not None:
-            ood = ImageSet(jpeg_roundtrip(ood.images, jpeg_ood), ood.labels, ood.name)
+    rows, scores, pairs = [], {d: {} for d in dets}, {d: [] for d in dets}
+    for ood_name, ood in ood_sets.items():
         # Both sides of a pair at the same detail before the common resize (DESIGN 4).
         ref = min(id_test.size, ood.size)
         x_id = conform(as_images(id_test.images), h, c, ref_size=ref)
@@ -214,8 +226,6 @@ def run_bench(
             rows.append({"detector": dname, "id": bs.id, "ood": ood_name, **ood_metrics(s_id, s_ood),
                          "n_id": len(s_id), "n_ood": len(s_ood)})
         _write(out, rows, scores, bs, meta=None)  # a killed run keeps the sets finished so far
-    if not rows:
-        raise DataNotFound(f"none of the OOD sets {bs.oods} could be loaded")
 
     df = pd.DataFrame(rows)
     meta = {

@@ -91,7 +91,10 @@ def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progre
     """One forward pass of ``model`` over images ``x`` (N, C, H, W) at the model's size,
     uint8 or float in [-1, 1]. Results are cached per model and per exact image content,
     so every detector sharing a model reuses them."""
-    key = _fingerprint(x)  # the batch size does not change the result
+    # the weights' checksum keeps a model trained further in place from reading stale entries
+    with torch.no_grad():
+        weights = sum(float(p.detach().double().sum()) for p in model.parameters())
+    key = (_fingerprint(x), weights)  # the batch size does not change the result
     per_model = _CACHE.setdefault(model, {})
     if key in per_model:
         return per_model[key]

@@ -79,7 +79,8 @@ def test_train_ddpm_and_score_it(run, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["bench", "nosuch-vs-noise"], "unknown data set 'nosuch'"),
     (["bench", "digits-0to4"], "write IN-vs-OUT"),
-    (["bench", "digits-0to4-vs-noise", "--detectors", "loglik,energy"], "unknown detector(s) ['energy']"),
+    (["bench", "digits-0to4-vs-noise", "--detectors", "loglik,nosuch"], "unknown detector(s) ['nosuch']"),
+    (["bench", "digits-0to4-vs-noise", "--detectors", "loglik,energy"], "energy needs a joint model"),
     (["bench", "digits-0to4-vs-noise", "--model", "missing.pt"], "checkpoint not found: missing.pt"),
     (["bench", "digits-0to4-vs-svhn", *TINY, "--data-root", "empty"], "svhn (test) not found"),
     (["score", "--model", "missing.pt", "--data", "digits", "--out", "x.csv"], "checkpoint not found"),

@@ -91,6 +91,10 @@ def test_one_forward_pass_serves_every_detector(data):
         d.score_samples(data["test"])
     # one pass over the training images and one over the test images, whatever the detector count
     assert sum(calls) == len(data["train"]) + len(data["test"])
+    with torch.no_grad():  # weights changed in place: the cache must not answer for them
+        model.net.head.bias.add_(1.0)
+    dets[0].score_samples(data["test"])
+    assert sum(calls) == len(data["train"]) + 2 * len(data["test"])
 
 
 def test_input_errors(data):
