@@ -241,7 +241,7 @@ def run_bench(
     echo("")
     echo(console_table(df))
     echo("")
-    echo(f"wrote {out}/results.csv, results.md, results.json, scores.npz, roc.png, histograms.png")
+    echo(f"wrote {out.resolve()}/: results.csv, results.md, results.json, scores.npz, roc.png, histograms.png")
     return df
 
 

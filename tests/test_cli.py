@@ -33,7 +33,7 @@ def test_version_and_help(run):
 def test_bench_end_to_end_and_cache(run, tmp_path):
     r = run("bench", "digits-0to4-vs-letters,noise", *TINY, "--detectors", "loglik,profile", "--output-dir", "res")
     assert r.exit_code == 0, r.output
-    assert "training a tiny CDM" in r.output and "[profile]" in r.output and "wrote res/results.csv" in r.output
+    assert "training a tiny CDM" in r.output and "[profile]" in r.output and f"wrote {tmp_path / 'res'}/: results.csv" in r.output
     df = pd.read_csv(tmp_path / "res" / "results.csv")
     assert set(["detector", "id", "ood", "auroc", "aupr_in", "aupr_out", "fpr95_ood_accepted",
                 "fpr95_id_rejected"]) <= set(df.columns)
