@@ -83,15 +83,19 @@ def test_cpu_bf16_autocast_keeps_float32_logits(tiny_digits):
 def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
     out = tmp_path / "killed.pt"
     cmd = [sys.executable, "-m", "oodkit", "train", "--data", "digits", "--net", "tiny", "-T", "20",
-           "--steps", "100000", "--save-every", "0", "--batch-size", "16", "--out", str(out), "--quiet"]
+           "--steps", "100000", "--save-every", "3", "--batch-size", "16", "--out", str(out), "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(8)
+    deadline = time.time() + 300
+    while not out.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)  # the first periodic checkpoint: the training loop is running
+    assert out.exists(), "training never started"
     proc.send_signal(signal.SIGTERM)
-    output = proc.communicate(timeout=60)[0]
+    output = proc.communicate(timeout=120)[0]
     assert proc.returncode != 0
     assert "interrupted at step" in output and "--resume" in output, output
+    stopped_at = int(output.split("interrupted at step")[1].split(":")[0])
     ckpt = load_checkpoint(out)
-    assert ckpt["train_state"]["step"] > 0
+    assert ckpt["train_state"]["step"] == stopped_at >= 3
     load_model(out)
 
 
