@@ -90,7 +90,7 @@ def main():
                "steps": a.steps, "net": a.net, "train_seconds": round(train_s, 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n| case | true bits/dim | CDM bits/dim (1 pass) | error |\n|---|---|---|---|")
+    print("\n| case | true bits/dim | CDM bits/dim (1 pass) | error |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['case']} | {r['true_bpd']:.4f} | {r['cdm_bpd']:.4f} | {r['error_bpd']:+.4f} |")
     if a.out:

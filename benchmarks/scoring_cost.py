@@ -73,7 +73,7 @@ def main():
     rows.insert(0, ("CDM loglik (Eq. 10)", 1, base_t))
     print(f"net={a.net} input={a.channels}x{a.size}x{a.size} batch={a.batch} T={a.T} device={a.device} "
           f"threads={torch.get_num_threads()}")
-    print(f"| score | network passes / image | images / s | time vs CDM loglik |\n|---|---|---|---|")
+    print("| score | network passes / image | images / s | time vs CDM loglik |\n|---|---|---|---|")
     for name, passes, t in rows:
         print(f"| {name} | {passes} | {a.batch / t:.3g} | {t / base_t:.0f}x |")
     print(f"\nCDM loglik timed {len(base_runs)} times between the rows: "

@@ -18,7 +18,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_model
 from .data import DataNotFound, as_images, conform, load_dataset
-from .data.images import jpeg_roundtrip
+from .data.images import fingerprint, jpeg_roundtrip
 from .data.sources import ImageSet
 from .detectors import DETECTORS, detector_kinds, make_detector
 from .metrics import ood_metrics
@@ -81,7 +81,7 @@ def _obtain_model(model, id_train: torch.Tensor, id_name: str, training: dict, d
         echo(f"model: {model} ({m.kind}, input {m.image_shape}, T={m.T})")
         return m, str(model)
     key = json.dumps({"data": id_name, "n": int(id_train.shape[0]), **training}, sort_keys=True)
-    digest = hashlib.sha1(key.encode() + _fingerprint(id_train).encode()).hexdigest()[:12]
+    digest = hashlib.sha1(key.encode() + fingerprint(id_train).encode()).hexdigest()[:12]
     path = model_cache_dir() / f"{id_name}-{training['net']}-{training['steps']}-{digest}.pt"
     if path.exists():
         try:
@@ -98,10 +98,6 @@ def _obtain_model(model, id_train: torch.Tensor, id_name: str, training: dict, d
                   out=path, device=device, progress=progress,
                   data_info={"dataset": id_name})
     return m, str(path)
-
-
-def _fingerprint(x: torch.Tensor) -> str:
-    return hashlib.sha1(x.contiguous().numpy().tobytes()).hexdigest()
 
 
 def run_bench(
@@ -172,7 +168,7 @@ def run_bench(
         shapes = {tuple(m.image_shape) for m, _ in loaded}
         if len(shapes) > 1:
             raise ValueError(f"the models take different input shapes {sorted(shapes)}; compare models of one size")
-        cdm, model_path = loaded[0]
+        primary, model_path = loaded[0]
     elif not paths:
         size = image_size or x_train.shape[-1]
         x_train = conform(x_train, size, x_train.shape[1])
@@ -181,12 +177,12 @@ def run_bench(
             training.update(net="small", steps=2000, lr=2e-4)
         training.update({k: v for k, v in dict(net=net, steps=steps, T=T).items() if v is not None})
         training["seed"] = seed
-        cdm, model_path = _obtain_model(None, x_train, bs.id, training, device, progress, echo)
+        primary, model_path = _obtain_model(None, x_train, bs.id, training, device, progress, echo)
     if len(paths) == 1:
-        cdm, model_path = _obtain_model(paths[0], x_train, bs.id, {}, device, progress, echo)
+        primary, model_path = _obtain_model(paths[0], x_train, bs.id, {}, device, progress, echo)
     if len(paths) <= 1:
-        loaded = [(cdm, model_path)]
-    c, h, _ = cdm.image_shape
+        loaded = [(primary, model_path)]
+    c, h, _ = primary.image_shape
     x_train = conform(x_train, h, c)
 
     if detectors is None:
@@ -230,9 +226,9 @@ def run_bench(
     df = pd.DataFrame(rows)
     meta = {
         "spec": spec, "id": bs.id, "ood": [o for o in bs.oods if o not in skipped], "skipped": skipped,
-        "detectors": names, "model": model_path, "model_kind": cdm.kind, "T": cdm.T,
+        "detectors": names, "model": model_path, "model_kind": primary.kind, "T": primary.T,
         "detector_models": det_model, "id_accuracy": accuracy,
-        "image_shape": list(cdm.image_shape), "jpeg_ood": jpeg_ood, "n_train": int(x_train.shape[0]),
+        "image_shape": list(primary.image_shape), "jpeg_ood": jpeg_ood, "n_train": int(x_train.shape[0]),
         "seconds": round(time.time() - t_start, 1), "torch": torch.__version__,
     }
     _write(out, rows, scores, bs, meta)

@@ -7,7 +7,6 @@ scores from it without touching the network again.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import weakref
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data.images import batches, png_bits, to_float
+from .data.images import batches, fingerprint, png_bits, to_float
 from .models.cdm import log_std_normal
 
 __all__ = ["Representation", "represent", "clear_cache"]
@@ -74,13 +73,6 @@ _CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDict
 _CACHE_PER_MODEL = 16
 
 
-def _fingerprint(x: torch.Tensor) -> str:
-    h = hashlib.sha1()
-    h.update(str((tuple(x.shape), str(x.dtype))).encode())
-    h.update(x.contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def clear_cache() -> None:
     _CACHE.clear()
 
@@ -94,7 +86,7 @@ def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progre
     # the weights' checksum keeps a model trained further in place from reading stale entries
     with torch.no_grad():
         weights = sum(float(p.detach().double().sum()) for p in model.parameters())
-    key = (_fingerprint(x), weights)  # the batch size does not change the result
+    key = (fingerprint(x), weights)  # the batch size does not change the result
     per_model = _CACHE.setdefault(model, {})
     if key in per_model:
         return per_model[key]

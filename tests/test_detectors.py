@@ -7,7 +7,7 @@ from oodkit import CDM, NoiseSchedule, UNet
 from oodkit.data import ImageInputError, as_images, load_dataset
 from oodkit.detectors import DETECTORS, CDMDetector, make_detector
 from oodkit.metrics import auroc
-from oodkit.representation import clear_cache, represent
+from oodkit.representation import clear_cache
 
 CDM_DETECTORS = [n for n, (cls, _) in DETECTORS.items() if cls is CDMDetector]
 

@@ -6,6 +6,7 @@ with a message that says what was expected.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["as_images", "conform", "to_float", "to_uint8", "jpeg_roundtrip", "png_bits", "batches"]
+__all__ = ["as_images", "conform", "to_float", "to_uint8", "jpeg_roundtrip", "png_bits", "batches", "fingerprint"]
 
 
 class ImageInputError(ValueError):
@@ -161,6 +162,13 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     if x.dtype == torch.uint8:
         return x
     return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def fingerprint(x: torch.Tensor) -> str:
+    """Content hash of an image tensor (shape, dtype and bytes): the key of score caches."""
+    h = hashlib.sha1(str((tuple(x.shape), str(x.dtype))).encode())
+    h.update(x.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def batches(x: torch.Tensor, batch_size: int):

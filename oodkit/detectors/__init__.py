@@ -2,7 +2,6 @@
 from .base import BaseDetector
 from .cdm import CDMDetector
 from .diffusion import SCORE_KINDS, DiffusionDetector
-from .scores import SCORERS
 
 __all__ = ["BaseDetector", "CDMDetector", "DiffusionDetector", "DETECTORS", "make_detector", "detector_kinds"]
 

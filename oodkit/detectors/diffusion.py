@@ -4,8 +4,6 @@ diffusion model's classifier scores. Unlike the CDM scores, most of these need m
 network passes per image: ``passes_per_image`` says how many."""
 from __future__ import annotations
 
-import hashlib
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_model
-from ..data.images import ImageInputError, as_images, batches, conform, to_float
+from ..data.images import ImageInputError, as_images, batches, conform, fingerprint, to_float
 from ..itd import discrete_denoiser, itd_nll
 from .base import BaseDetector
 
@@ -96,7 +94,7 @@ class DiffusionDetector(BaseDetector):
     def score_samples(self, X) -> np.ndarray:
         check_is_fitted(self, "model_")
         x = self._images(X)
-        key = hashlib.sha1(x.contiguous().numpy().tobytes()).hexdigest()
+        key = fingerprint(x)
         if key not in self._cache:
             self._cache = {key: self._compute(x)}  # keep the latest set only
         return self._cache[key]

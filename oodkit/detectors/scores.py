@@ -10,7 +10,6 @@ from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
-from ..representation import Representation
 
 __all__ = ["SCORERS", "profile_levels"]
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..schedules import NoiseSchedule
-from .sampling import sample_loop
+from .sampling import eta_for, sample_loop
 
 __all__ = ["CDM", "log_std_normal"]
 
@@ -177,12 +177,10 @@ class CDM(nn.Module):
         (all T by default), eps from Theorem 3.1."""
         if self.image_shape is None:
             raise ValueError("model has no image_shape; construct it with image_shape=(C, H, W)")
-        etas = {"ddpm": 1.0, "ddim": 0.0}
-        if method not in etas:
-            raise ValueError(f"method must be one of {sorted(etas)}, got {method!r}")
+        eta = eta_for(method)
         device = device or next(self.parameters()).device
         return sample_loop(
-            self.eps, self.schedule, (n, *self.image_shape), steps=steps, eta=etas[method],
+            self.eps, self.schedule, (n, *self.image_shape), steps=steps, eta=eta,
             generator=generator, device=device, progress=progress,
         )
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..schedules import NoiseSchedule
-from .sampling import sample_loop
+from .sampling import eta_for, sample_loop
 
 __all__ = ["DDPM", "discretized_gaussian_log_likelihood", "gaussian_kl"]
 
@@ -196,12 +196,10 @@ class DDPM(nn.Module):
     def sample(self, n: int, steps: int | None = None, method: str = "ddpm", generator=None, device=None,
                progress: bool = False) -> torch.Tensor:
         """``n`` images (n, C, H, W) by the sampler the CDM uses too."""
-        etas = {"ddpm": 1.0, "ddim": 0.0}
-        if method not in etas:
-            raise ValueError(f"method must be one of {sorted(etas)}, got {method!r}")
+        eta = eta_for(method)
         device = device or next(self.parameters()).device
         with torch.no_grad():
-            return sample_loop(self.eps, self.schedule, (n, *self.image_shape), steps=steps, eta=etas[method],
+            return sample_loop(self.eps, self.schedule, (n, *self.image_shape), steps=steps, eta=eta,
                                generator=generator, device=device, progress=progress)
 
     def config(self) -> dict:

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..schedules import NoiseSchedule
 from .ddpm import DDPM
-from .sampling import sample_loop
+from .sampling import eta_for, sample_loop
 
 __all__ = ["JointDiffusion"]
 
@@ -67,8 +67,7 @@ class JointDiffusion(DDPM):
             sigma = (1 - self.schedule.alpha_bar.to(device)[t]).sqrt().to(x_t.dtype).view(-1, 1, 1, 1)
             return self.eps(x_t, t) - guidance * sigma * g
 
-        etas = {"ddpm": 1.0, "ddim": 0.0}
-        return sample_loop(guided, self.schedule, (n, *self.image_shape), steps=steps, eta=etas[method],
+        return sample_loop(guided, self.schedule, (n, *self.image_shape), steps=steps, eta=eta_for(method),
                            generator=generator, device=device, progress=progress)
 
     def config(self) -> dict:

@@ -9,7 +9,15 @@ from tqdm.auto import tqdm
 
 from ..schedules import NoiseSchedule
 
-__all__ = ["sample_loop", "sampling_levels"]
+__all__ = ["sample_loop", "sampling_levels", "eta_for"]
+
+
+def eta_for(method: str) -> float:
+    """The sampler's eta for a method name: "ddpm" (ancestral, 1) or "ddim" (deterministic, 0)."""
+    etas = {"ddpm": 1.0, "ddim": 0.0}
+    if method not in etas:
+        raise ValueError(f"method must be one of {sorted(etas)}, got {method!r}")
+    return etas[method]
 
 
 def sampling_levels(T: int, steps: int | None) -> list[int]:

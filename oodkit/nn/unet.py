@@ -9,7 +9,7 @@ differentiable, since the CDM loss backpropagates through an input gradient.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
