@@ -40,21 +40,24 @@ def make_uniform(g):
     return sample, nll_bpd
 
 
-def make_gaussian(s=0.35, rho=0.8):
-    a = ar1_chol(32, rho)
+def make_gaussian(s=0.35, rho=0.8, shape=SHAPE):
+    c, h, w = shape
+    assert h == w, "square images"
+    a = ar1_chol(h, rho)
     logdet_k = 2 * torch.log(torch.diagonal(a)).sum()
-    # per channel: log det(s^2 K (x) K) = 1024 log s^2 + 2 * 32 log det K
-    logdet = 3 * (1024 * math.log(s * s) + 2 * 32 * logdet_k)
+    # per channel: log det(s^2 K (x) K) = h*w log s^2 + 2 * h log det K
+    logdet = c * (h * w * math.log(s * s) + 2 * h * logdet_k)
     a_inv = torch.linalg.inv(a)
+    d = c * h * w
 
     def sample(n, gen):
-        z = torch.randn((n, *SHAPE), generator=gen, dtype=torch.float64)
+        z = torch.randn((n, *shape), generator=gen, dtype=torch.float64)
         return s * a @ z @ a.T
 
     def nll_bpd(x):
         z = a_inv @ x.double() @ a_inv.T / s  # whitened
-        nll = 0.5 * (z**2).flatten(1).sum(1) + 0.5 * logdet + 0.5 * D * math.log(2 * math.pi)
-        return nll / (D * math.log(2))
+        nll = 0.5 * (z**2).flatten(1).sum(1) + 0.5 * logdet + 0.5 * d * math.log(2 * math.pi)
+        return nll / (d * math.log(2))
 
     return sample, nll_bpd
 

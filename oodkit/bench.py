@@ -126,9 +126,11 @@ def run_bench(
     t_start = time.time()
     bs = parse_spec(spec)
     names = detectors or DEFAULT_DETECTORS
-    unknown = [d for d in names if d not in DETECTORS]
+    unknown = [d for d in names if d.partition("@")[0] not in DETECTORS]
     if unknown:
         raise ValueError(f"unknown detector(s) {unknown}; choose from {', '.join(DETECTORS)}")
+    for name in names:
+        detector_kinds(name)  # a bad @KIND fails before any data is loaded
     if model is None and detectors:  # the model trained here is a CDM: say so before training it
         for name in names:
             if "cdm" not in detector_kinds(name):
@@ -189,7 +191,8 @@ def run_bench(
         names = list(dict.fromkeys(d for m, _ in loaded for d in DEFAULT_BY_KIND[m.kind]))
     dets, det_model = {}, {}
     for name in names:
-        fitting = [(m, p) for m, p in loaded if m.kind in detector_kinds(name)]
+        # the first given model of the most preferred kind: `itd` runs on the DDPM when there is one
+        fitting = [(m, p) for kind in detector_kinds(name) for m, p in loaded if m.kind == kind]
         if not fitting:
             raise ValueError(f"detector {name} needs a {' or '.join(detector_kinds(name))} model; "
                              f"got {', '.join(m.kind for m, _ in loaded)}")
@@ -197,6 +200,9 @@ def run_bench(
         det = make_detector(name, model=m, batch_size=batch_size, device=device, seed=seed, progress=progress)
         dets[name], det_model[name] = det.fit(x_train), p
     echo(f"fitted {len(dets)} detectors on {x_train.shape[0]} training images")
+    if len(loaded) > 1:
+        for _, p in loaded:
+            echo(f"  on {p}: {', '.join(d for d in dets if det_model[d] == p) or '(none)'}")
     accuracy = None
     joint = next((m for m, _ in loaded if m.kind == "joint"), None)
     if joint is not None and id_test.labels is not None:
@@ -208,13 +214,16 @@ def run_bench(
         echo(f"joint model classification accuracy on {bs.id} test: {accuracy:.4f}")
 
     rows, scores, pairs = [], {d: {} for d in dets}, {d: [] for d in dets}
+    id_scores = {}  # (detector, ref size) -> ID test scores: the ID set is scored once per detail level
     for ood_name, ood in ood_sets.items():
         # Both sides of a pair at the same detail before the common resize (DESIGN 4).
         ref = min(id_test.size, ood.size)
         x_id = conform(as_images(id_test.images), h, c, ref_size=ref)
         x_ood = conform(as_images(ood.images), h, c, ref_size=ref)
         for dname, det in dets.items():
-            s_id, s_ood = det.score_samples(x_id), det.score_samples(x_ood)
+            if (dname, ref) not in id_scores:
+                id_scores[dname, ref] = det.score_samples(x_id)
+            s_id, s_ood = id_scores[dname, ref], det.score_samples(x_ood)
             id_key = bs.id if ref == id_test.size else f"{bs.id}@{ref}px"
             scores[dname].setdefault(id_key, s_id)
             scores[dname][ood_name] = s_ood
@@ -244,6 +253,12 @@ def run_bench(
 def _write(out: Path, rows, scores, bs: BenchSpec, meta):
     df = pd.DataFrame(rows)
     df.to_csv(out / "results.csv", index=False)
-    (out / "results.md").write_text(markdown_table(df))
+    text = markdown_table(df)
+    if meta and len(set(meta["detector_models"].values())) > 1:
+        per = {}
+        for d, p in meta["detector_models"].items():
+            per.setdefault(p, []).append(d)
+        text += "\nModels: " + "; ".join(f"{', '.join(ds)} on `{Path(p).name}`" for p, ds in per.items()) + "\n"
+    (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
     np.savez_compressed(out / "scores.npz", **{f"{d}/{s}": v for d, per in scores.items() for s, v in per.items()})

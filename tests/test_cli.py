@@ -64,7 +64,7 @@ def test_train_then_score_then_bench_with_model(run, tmp_path):
     assert r.exit_code == 0 and "model: m.pt" in r.output, r.output
 
 
-def test_train_ddpm_and_score_it(run, tmp_path):
+def test_train_ddpm_and_score_it(run, tmp_path, monkeypatch):
     r = run("train", "--model", "ddpm", "--data", "digits-0to4", "--net", "tiny", "-T", "20", "--steps", "3",
             "--out", "d.pt", "--quiet")
     assert r.exit_code == 0, r.output
@@ -72,8 +72,34 @@ def test_train_ddpm_and_score_it(run, tmp_path):
     assert r.exit_code == 0, r.output
     df = pd.read_csv(tmp_path / "s.csv")
     assert list(df.columns) == ["index", "elbo-k", "itd", "recon"] and df.notna().all().all()
-    r = run("bench", "digits-0to4-vs-noise", "--model", "d.pt", "--detectors", "recon", "--quiet", "--output-dir", "b")
+    # The multi-pass scores are computed once per image set: training, ID test (once, not once per
+    # OOD set) and each OOD set.
+    from oodkit.detectors.diffusion import DiffusionDetector
+    sizes = []
+    compute = DiffusionDetector._compute
+    monkeypatch.setattr(DiffusionDetector, "_compute", lambda self, x: sizes.append(len(x)) or compute(self, x))
+    r = run("bench", "digits-0to4-vs-noise,constant", "--model", "d.pt", "--detectors", "recon", "--quiet",
+            "--output-dir", "b", "--max-train", "40", "--max-test", "30")
     assert r.exit_code == 0 and "[recon]" in r.output, r.output
+    assert sizes == [40, 30, 30, 30]
+
+
+def test_bench_runs_each_detector_on_its_preferred_model(run, tmp_path):
+    for kind, out in [("cdm", "c.pt"), ("ddpm", "d.pt")]:
+        r = run("train", "--model", kind, "--data", "digits-0to4", "--net", "tiny", "-T", "20", "--steps", "2",
+                "--out", out, "--quiet")
+        assert r.exit_code == 0, r.output
+    r = run("bench", "digits-0to4-vs-noise", "--model", "c.pt,d.pt", "--detectors", "loglik,itd,itd@cdm,recon",
+            "--max-train", "30", "--max-test", "20", "--quiet", "--output-dir", "b")
+    assert r.exit_code == 0, r.output
+    # ITD is the DDPM's baseline unless the CDM's Theorem 3.1 version is asked for by name
+    meta = json.loads((tmp_path / "b" / "results.json").read_text())["meta"]
+    assert meta["detector_models"] == {"loglik": "c.pt", "itd": "d.pt", "itd@cdm": "c.pt", "recon": "d.pt"}
+    assert "on c.pt: loglik, itd@cdm" in r.output and "on d.pt: itd, recon" in r.output
+    md = (tmp_path / "b" / "results.md").read_text()
+    assert "Models: loglik, itd@cdm on `c.pt`; itd, recon on `d.pt`" in md
+    s = np.load(tmp_path / "b" / "scores.npz")
+    assert not np.allclose(s["itd/noise"], s["itd@cdm/noise"])
 
 
 @pytest.mark.parametrize("args,message", [
@@ -81,6 +107,7 @@ def test_train_ddpm_and_score_it(run, tmp_path):
     (["bench", "digits-0to4"], "write IN-vs-OUT"),
     (["bench", "digits-0to4-vs-noise", "--detectors", "loglik,nosuch"], "unknown detector(s) ['nosuch']"),
     (["bench", "digits-0to4-vs-noise", "--detectors", "loglik,energy"], "energy needs a joint model"),
+    (["bench", "digits-0to4-vs-noise", "--detectors", "loglik@ddpm"], "detector loglik runs on a cdm model, not 'ddpm'"),
     (["bench", "digits-0to4-vs-noise", "--model", "missing.pt"], "checkpoint not found: missing.pt"),
     (["bench", "digits-0to4-vs-svhn", *TINY, "--data-root", "empty"], "svhn (test) not found"),
     (["score", "--model", "missing.pt", "--data", "digits", "--out", "x.csv"], "checkpoint not found"),

@@ -24,16 +24,23 @@ DETECTORS = {
 
 
 def detector_kinds(name: str) -> tuple:
-    """Model kinds a registered detector can run on."""
-    cls, fixed = DETECTORS[name]
-    return ("cdm",) if cls is CDMDetector else SCORE_KINDS[fixed["score"]]
+    """Model kinds a registered detector can run on, preferred first. ``NAME@KIND``
+    (e.g. ``itd@cdm``) names a detector pinned to one kind of model."""
+    base, _, kind = name.partition("@")
+    if base not in DETECTORS:
+        raise ValueError(f"unknown detector {base!r}; choose from {', '.join(DETECTORS)}")
+    cls, fixed = DETECTORS[base]
+    kinds = ("cdm",) if cls is CDMDetector else SCORE_KINDS[fixed["score"]]
+    if kind and kind not in kinds:
+        raise ValueError(f"detector {base} runs on a {' or '.join(kinds)} model, not {kind!r}")
+    return (kind,) if kind else kinds
 
 
 def make_detector(name: str, **params):
-    """A detector from the registry, e.g. ``make_detector("profile", model="cdm.pt")``."""
-    if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
-    cls, fixed = DETECTORS[name]
+    """A detector from the registry, e.g. ``make_detector("profile", model="cdm.pt")``
+    (a ``@KIND`` suffix, which only chooses among a benchmark's models, is accepted)."""
+    detector_kinds(name)  # unknown names and kinds fail here
+    cls, fixed = DETECTORS[name.partition("@")[0]]
     if cls is DiffusionDetector:  # profile options do not apply
         params = {k: v for k, v in params.items() if k in DiffusionDetector().get_params()}
     return cls(**{**fixed, **params})

@@ -18,7 +18,8 @@ from .base import BaseDetector
 
 __all__ = ["DiffusionDetector", "SCORE_KINDS"]
 
-# which model kinds can produce each score
+# which model kinds can produce each score, in order of preference when a benchmark has several:
+# a DDPM's likelihood is the baseline, the CDM's Theorem 3.1 ITD the variant (ask for itd@cdm)
 SCORE_KINDS = {
     "elbo": ("ddpm", "joint"),
     "itd": ("ddpm", "joint", "cdm"),
