@@ -48,6 +48,11 @@ oodkit bench cifar10-vs-mnist,fashionmnist,noise --model "$M/cifar10_cdm.pt,$M/c
   --data-root "$DATA" --detectors $BASELINE_DETECTORS --max-train 300 --max-test 300 --jpeg-ood 75 \
   --output-dir $R/cifar10-baselines --quiet
 
+# the CIFAR-10 DDPM at the CDM's step count: does more training close the gap?
+train ddpm cifar10 400 "$M/cifar10_ddpm400.pt" --hflip
+oodkit bench cifar10-vs-mnist,fashionmnist --model "$M/cifar10_ddpm400.pt" --data-root "$DATA" \
+  --detectors elbo-k,itd --max-train 300 --max-test 300 --jpeg-ood 75 --output-dir $R/cifar10-ddpm-400-steps --quiet
+
 python benchmarks/nll_toy.py --steps 200 --net tiny --batch 32 --out $R/nll_toy.json
 python benchmarks/cdl_toy.py --steps 1500 --cdl-weight 0.1 --out $R/cdl_toy.json | tee $R/cdl_toy.md
 python benchmarks/train_step_cost.py --net compact --size 32 --batch 32 --repeats 5 | tee $R/train_step_cost.txt

@@ -118,7 +118,8 @@ def _split_list(value):
 @click.option("--detectors", default=None,
               help="Comma-separated detectors (default: every detector the given models support; "
                    "CDM: loglik,posterior,expected-t,typicality,complexity,profile; DDPM: elbo-k,itd,recon; "
-                   "joint: msp,energy,elbo-k,recon).")
+                   "joint: msp,energy,elbo-k,recon). With several models each detector runs on the model "
+                   "it belongs to (itd: the DDPM); NAME@KIND pins one, e.g. itd@cdm.")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("oodkit-results"), show_default=True)
 @click.option("--net", default=None, help="Preset for a model trained here (digits: tiny, others: small).")
 @click.option("--steps", type=int, default=None, help="Training steps for a model trained here.")
