@@ -1,13 +1,21 @@
-"""The benchmark runner behind ``oodkit bench``.
+"""The benchmark runner behind ``oodkit bench``, in four stages:
 
-Data flows one way: data sets -> aligned model inputs -> one cached forward pass per
-set -> every detector's scores -> metrics -> tables, files and plots.
+1. :func:`load_sets`: the ID train / test splits and every OOD set (all before any model
+   work, so that a missing set fails fast);
+2. :func:`resolve_models` and :func:`assign_detectors`: the models and which one runs
+   each detector;
+3. :func:`score_pairs`: per alignment size, every detector is **fitted on ID training
+   images transformed exactly like that pair's ID test images** (DESIGN 4), then scores
+   the ID test set once and each OOD set of that size;
+4. :func:`oodkit.report.write_results`: tables with bootstrap intervals, provenance,
+   plots, each file written atomically.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,18 +23,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.base import clone
 
-from .checkpoint import CheckpointError, load_model
+from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .data import DataNotFound, as_images, conform, load_dataset
 from .data.images import fingerprint, jpeg_roundtrip
+from .data.registry import ood_group
 from .data.sources import ImageSet
-from .detectors import DETECTORS, detector_kinds, make_detector
-from .metrics import ood_metrics
-from .report import console_table, markdown_table, plot_histograms, plot_roc
-from .data.images import to_float
+from .detectors import TABLE, default_detectors, detector_kinds, make_detector
+from .metrics import bootstrap_intervals, ood_metrics
+from .report import console_table, write_results
 from .training import TrainConfig, fit_model
 
-__all__ = ["SUITES", "BenchSpec", "parse_spec", "run_bench", "DEFAULT_DETECTORS", "model_cache_dir"]
+__all__ = ["SUITES", "BenchSpec", "parse_spec", "run_bench", "model_cache_dir", "load_sets", "resolve_models",
+           "assign_detectors", "score_pairs"]
 
 SUITES = {
     "digits": "digits-0to4-vs-digits-5to9,letters,sample-patches,noise,constant",
@@ -34,10 +44,6 @@ SUITES = {
     "fashionmnist": "fashionmnist-vs-mnist,noise,constant",
     "mnist": "mnist-vs-fashionmnist,noise,constant",
 }
-DEFAULT_DETECTORS = ["loglik", "posterior", "expected-t", "typicality", "complexity", "profile"]
-# what each model kind adds to the default comparison
-DEFAULT_BY_KIND = {"cdm": DEFAULT_DETECTORS, "ddpm": ["elbo-k", "itd", "recon"],
-                   "joint": ["msp", "energy", "elbo-k", "recon"]}
 # What `oodkit bench digits` trains when no model is given: a few minutes on two CPU cores.
 EMBEDDED_TRAINING = dict(net="tiny", steps=1500, T=1000, schedule="uniform", lr=1e-3, batch_size=64)
 
@@ -75,29 +81,189 @@ def _subsample(ds: ImageSet, n: int | None, seed: int) -> ImageSet:
     return ds.subset(idx)
 
 
-def _obtain_model(model, id_train: torch.Tensor, id_name: str, training: dict, device, progress, echo):
-    if model is not None:
-        m = load_model(model, device=device)
-        echo(f"model: {model} ({m.kind}, input {m.image_shape}, T={m.T})")
-        return m, str(model)
-    key = json.dumps({"data": id_name, "n": int(id_train.shape[0]), **training}, sort_keys=True)
-    digest = hashlib.sha1(key.encode() + fingerprint(id_train).encode()).hexdigest()[:12]
+# -- stage 1: data ---------------------------------------------------------------------
+@dataclass
+class Sets:
+    spec: BenchSpec
+    id_train: ImageSet
+    id_test: ImageSet
+    oods: dict
+    skipped: list
+
+
+def load_sets(bs: BenchSpec, data_root=None, download=False, jpeg_ood=None, max_train=None, max_test=None,
+              seed=0, echo=print) -> Sets:
+    id_train = _subsample(load_dataset(bs.id, "train", data_root, download, holdout=True), max_train, seed)
+    id_test = _subsample(load_dataset(bs.id, "test", data_root, download, holdout=True), max_test, seed + 1)
+    echo(f"in-distribution: {bs.id} ({len(id_train)} train / {len(id_test)} test, "
+         f"{id_train.size}x{id_train.size}x{id_train.channels})")
+    oods, skipped = {}, []
+    for name in bs.oods:
+        try:
+            ood = load_dataset(name, "test", data_root, download, like=id_test)
+        except DataNotFound as e:
+            if bs.suite:
+                skipped.append(name)
+                echo(f"skipping {name}: {e}")
+                continue
+            raise
+        ood = _subsample(ood, max_test, seed + 2)
+        if jpeg_ood is not None:
+            ood = ImageSet(jpeg_roundtrip(ood.images, jpeg_ood), ood.labels, ood.name)
+        oods[name] = ood
+    if not oods:
+        raise DataNotFound(f"none of the OOD sets {bs.oods} could be loaded")
+    return Sets(bs, id_train, id_test, oods, skipped)
+
+
+# -- stage 2: models and detectors -----------------------------------------------------
+def _train_cached(x_train: torch.Tensor, id_name: str, training: dict, device, progress, echo):
+    """A model trained here, cached by data and settings. Training writes to a
+    ``.partial.pt`` file that is published under the final name only when finished, so
+    the cache never holds a half-trained model; an interrupted run resumes from it."""
+    key = json.dumps({"data": id_name, "n": int(x_train.shape[0]), **training}, sort_keys=True)
+    digest = hashlib.sha1(key.encode() + fingerprint(x_train).encode()).hexdigest()[:12]
     path = model_cache_dir() / f"{id_name}-{training['net']}-{training['steps']}-{digest}.pt"
+    partial = path.with_name(path.stem + ".partial.pt")
     if path.exists():
         try:
-            m = load_model(path, device=device)
-            echo(f"model: reusing cached {path}")
-            return m, str(path)
+            m = load_model(path)
+            if m.train_steps == training["steps"]:
+                echo(f"model: reusing cached {path}")
+                return m, str(path)
+            echo(f"cached model {path} stopped at step {m.train_steps} of {training['steps']}; training again")
         except CheckpointError as e:
-            echo(f"cached model unusable ({e}); training afresh")
-    echo(f"model: training a {training['net']} CDM on {id_name} for {training['steps']} steps -> {path}")
+            echo(f"cached model unusable ({e}); training again")
+        path.unlink()
+    resume = False
+    if partial.exists():
+        try:
+            step = (load_checkpoint(partial).get("train_state") or {}).get("step")
+            resume = step is not None
+            echo(f"model: resuming the interrupted training in {partial} at step {step}")
+        except CheckpointError as e:
+            echo(f"partial training run unusable ({e}); starting afresh")
+            partial.unlink()
+    if not resume:
+        echo(f"model: training a {training['net']} CDM on {id_name} for {training['steps']} steps -> {path}")
     cfg = TrainConfig(steps=training["steps"], batch_size=training["batch_size"], lr=training["lr"],
                       warmup=min(100, training["steps"] // 10), seed=training.get("seed", 0),
                       save_every=max(100, training["steps"] // 5))
-    m = fit_model(id_train, net=training["net"], T=training["T"], schedule=training["schedule"], config=cfg,
-                  out=path, device=device, progress=progress,
-                  data_info={"dataset": id_name})
-    return m, str(path)
+    m = fit_model(x_train, net=training["net"], T=training["T"], schedule=training["schedule"], config=cfg,
+                  out=partial, resume=resume, device=device, progress=progress, data_info={"dataset": id_name},
+                  resume_hint="run the same `oodkit bench` command again to resume")
+    os.replace(partial, path)
+    return load_model(path, device=device), str(path)
+
+
+def resolve_models(model, sets: Sets, net=None, steps=None, T=None, image_size=None, seed=0, device=None,
+                   progress=True, echo=print) -> list:
+    """``[(model, path as given), ...]``: the given checkpoints (``a.pt,b.pt``), or a CDM
+    trained here on the ID training split. All must take one input shape."""
+    paths = [str(m) for m in model] if isinstance(model, (list, tuple)) else \
+        ([p for p in str(model).split(",") if p.strip()] if model is not None else [])
+    if model is not None and not paths:
+        raise ValueError(f"--model {model!r} names no checkpoint")
+    if not paths:
+        x = as_images(sets.id_train.images)
+        x = conform(x, image_size or x.shape[-1], x.shape[1])
+        training = dict(EMBEDDED_TRAINING)
+        if sets.spec.suite != "digits":
+            training.update(net="small", steps=2000, lr=2e-4)
+        training.update({k: v for k, v in dict(net=net, steps=steps, T=T).items() if v is not None})
+        training["seed"] = seed
+        return [_train_cached(x, sets.spec.id, training, device, progress, echo)]
+    loaded = []
+    for p in paths:
+        m = load_model(p, device=device)
+        echo(f"model: {p} ({m.kind}, input {m.image_shape}, T={m.T}, step {m.train_steps})")
+        loaded.append((m, p))
+    shapes = {tuple(m.image_shape) for m, _ in loaded}
+    if len(shapes) > 1:
+        raise ValueError(f"the models take different input shapes {sorted(shapes)}; compare models of one size")
+    return loaded
+
+
+def check_detectors(names, model_given: bool):
+    """Fail before any data or model work on unknown names and impossible requests."""
+    unknown = [d for d in names if d.partition("@")[0] not in TABLE]
+    if unknown:
+        raise ValueError(f"unknown detector(s) {unknown}; choose from {', '.join(TABLE)}")
+    for name in names:
+        kinds = detector_kinds(name)
+        if not model_given and "cdm" not in kinds:
+            raise ValueError(f"detector {name} needs a {' or '.join(kinds)} model; "
+                             "pass one with --model (none given: a CDM would be trained)")
+
+
+def assign_detectors(names, loaded) -> dict:
+    """``{detector name: (model, path)}``: the first given model of the detector's most
+    preferred kind (``itd`` runs on the DDPM when there is one; ``itd@cdm`` pins it)."""
+    if names is None:
+        names = default_detectors(m.kind for m, _ in loaded)
+    out = {}
+    for name in names:
+        fitting = [(m, p) for kind in detector_kinds(name) for m, p in loaded if m.kind == kind]
+        if not fitting:
+            raise ValueError(f"detector {name} needs a {' or '.join(detector_kinds(name))} model; "
+                             f"got {', '.join(m.kind for m, _ in loaded)}")
+        out[name] = fitting[0]
+    return out
+
+
+# -- stage 3: scoring ------------------------------------------------------------------
+def score_pairs(sets: Sets, assignment: dict, batch_size=256, device=None, seed=0, n_boot=1000, progress=True,
+                echo=print, on_pair=None):
+    """For each alignment size (the smaller side of a pair), fit every detector on the
+    ID training images brought to that size, score the ID test images at that size once,
+    and each OOD set of that size. Returns ``(rows, scores, pairs, fitted)``: the long
+    results table, ``{detector: {set: scores}}``, ``{detector: [(ood, ID scores, OOD
+    scores), ...]}`` and ``{detector: {size: offset_}}``."""
+    c, h, _ = next(iter(assignment.values()))[0].image_shape
+    native = sets.id_test.size
+    by_ref = {}
+    for name, ood in sets.oods.items():
+        by_ref.setdefault(min(native, ood.size), []).append(name)
+    rows, scores, pairs, fitted = [], {d: {} for d in assignment}, {d: [] for d in assignment}, {d: {} for d in assignment}
+    for ref, ood_names in by_ref.items():
+        x_train = conform(as_images(sets.id_train.images), h, c, ref_size=ref)
+        x_id = conform(as_images(sets.id_test.images), h, c, ref_size=ref)
+        id_key = sets.spec.id if ref == native else f"{sets.spec.id}@{ref}px"
+        for dname, (model, _) in assignment.items():
+            det = make_detector(dname, model=model, batch_size=batch_size, device=device, seed=seed,
+                                progress=progress).fit(x_train)
+            fitted[dname][ref] = det.offset_
+            s_id = det.score_samples(x_id)
+            scores[dname][id_key] = s_id
+            for ood_name in ood_names:
+                s_ood = det.score_samples(conform(as_images(sets.oods[ood_name].images), h, c, ref_size=ref))
+                scores[dname][ood_name] = s_ood
+                pairs[dname].append((ood_name, s_id, s_ood, id_key))
+                ci = bootstrap_intervals(s_id, s_ood, n_boot=n_boot, seed=seed) if n_boot else {}
+                rows.append({"detector": dname, "id": sets.spec.id, "ood": ood_name,
+                             "group": ood_group(sets.spec.id, ood_name), "align_px": ref,
+                             **ood_metrics(s_id, s_ood),
+                             **{f"{k}_lo": v[0] for k, v in ci.items()}, **{f"{k}_hi": v[1] for k, v in ci.items()},
+                             "n_id": len(s_id), "n_ood": len(s_ood)})
+                if on_pair is not None:
+                    on_pair(rows, scores)
+        echo(f"fitted {len(assignment)} detectors on {x_train.shape[0]} training images at {ref}px alignment")
+    return rows, scores, pairs, fitted
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return None
 
 
 def run_bench(
@@ -117,148 +283,62 @@ def run_bench(
     max_train: int | None = None,
     max_test: int | None = None,
     seed: int = 0,
+    bootstrap: int = 1000,
     progress: bool = True,
     echo=print,
+    command: str | None = None,
 ) -> pd.DataFrame:
-    """Fit every detector on IN's training split, score IN's test split and every OOD
-    set, and write results.csv / .md / .json, scores.npz, roc.png and histograms.png
-    to ``output_dir``. Returns the long-form results table."""
+    """Fit every detector on IN's training split (aligned per pair), score IN's test split
+    and every OOD set, and write results.csv / .md / .json, scores.npz, roc.png and
+    histograms.png to ``output_dir``. Returns the long-form results table, with
+    ``bootstrap``-sample 95 % intervals (0 turns them off)."""
+    from . import __version__
+
     t_start = time.time()
     bs = parse_spec(spec)
-    names = detectors or DEFAULT_DETECTORS
-    unknown = [d for d in names if d.partition("@")[0] not in DETECTORS]
-    if unknown:
-        raise ValueError(f"unknown detector(s) {unknown}; choose from {', '.join(DETECTORS)}")
-    for name in names:
-        detector_kinds(name)  # a bad @KIND fails before any data is loaded
-    if model is None and detectors:  # the model trained here is a CDM: say so before training it
-        for name in names:
-            if "cdm" not in detector_kinds(name):
-                raise ValueError(f"detector {name} needs a {' or '.join(detector_kinds(name))} model; "
-                                 "pass one with --model (none given: a CDM would be trained)")
+    if detectors is not None:
+        check_detectors(detectors, model is not None)
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output-dir {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise ValueError(f"--output-dir {out} is not writable")
 
-    id_train = _subsample(load_dataset(bs.id, "train", data_root, download, holdout=True), max_train, seed)
-    id_test = _subsample(load_dataset(bs.id, "test", data_root, download, holdout=True), max_test, seed + 1)
-    echo(f"in-distribution: {bs.id} ({len(id_train)} train / {len(id_test)} test, "
-         f"{id_train.size}x{id_train.size}x{id_train.channels})")
-
-    # every OOD set before any model work, so that a missing one fails fast
-    ood_sets, skipped = {}, []
-    for ood_name in bs.oods:
-        try:
-            ood = load_dataset(ood_name, "test", data_root, download, like=id_test)
-        except DataNotFound as e:
-            if bs.suite:
-                skipped.append(ood_name)
-                echo(f"skipping {ood_name}: {e}")
-                continue
-            raise
-        ood = _subsample(ood, max_test, seed + 2)
-        if jpeg_ood is not None:
-            ood = ImageSet(jpeg_roundtrip(ood.images, jpeg_ood), ood.labels, ood.name)
-        ood_sets[ood_name] = ood
-    if not ood_sets:
-        raise DataNotFound(f"none of the OOD sets {bs.oods} could be loaded")
-
-    x_train = as_images(id_train.images)
-    paths = [str(m) for m in model] if isinstance(model, (list, tuple)) else \
-        ([p for p in str(model).split(",") if p] if model is not None else [])
-    if len(paths) > 1:
-        loaded = [_obtain_model(p, None, bs.id, {}, device, progress, echo) for p in paths]
-        shapes = {tuple(m.image_shape) for m, _ in loaded}
-        if len(shapes) > 1:
-            raise ValueError(f"the models take different input shapes {sorted(shapes)}; compare models of one size")
-        primary, model_path = loaded[0]
-    elif not paths:
-        size = image_size or x_train.shape[-1]
-        x_train = conform(x_train, size, x_train.shape[1])
-        training = dict(EMBEDDED_TRAINING)
-        if bs.suite != "digits":
-            training.update(net="small", steps=2000, lr=2e-4)
-        training.update({k: v for k, v in dict(net=net, steps=steps, T=T).items() if v is not None})
-        training["seed"] = seed
-        primary, model_path = _obtain_model(None, x_train, bs.id, training, device, progress, echo)
-    if len(paths) == 1:
-        primary, model_path = _obtain_model(paths[0], x_train, bs.id, {}, device, progress, echo)
-    if len(paths) <= 1:
-        loaded = [(primary, model_path)]
-    c, h, _ = primary.image_shape
-    x_train = conform(x_train, h, c)
-
-    if detectors is None:
-        names = list(dict.fromkeys(d for m, _ in loaded for d in DEFAULT_BY_KIND[m.kind]))
-    dets, det_model = {}, {}
-    for name in names:
-        # the first given model of the most preferred kind: `itd` runs on the DDPM when there is one
-        fitting = [(m, p) for kind in detector_kinds(name) for m, p in loaded if m.kind == kind]
-        if not fitting:
-            raise ValueError(f"detector {name} needs a {' or '.join(detector_kinds(name))} model; "
-                             f"got {', '.join(m.kind for m, _ in loaded)}")
-        m, p = fitting[0]
-        det = make_detector(name, model=m, batch_size=batch_size, device=device, seed=seed, progress=progress)
-        dets[name], det_model[name] = det.fit(x_train), p
-    echo(f"fitted {len(dets)} detectors on {x_train.shape[0]} training images")
+    sets = load_sets(bs, data_root, download, jpeg_ood, max_train, max_test, seed, echo)
+    loaded = resolve_models(model, sets, net, steps, T, image_size, seed, device, progress, echo)
+    assignment = assign_detectors(detectors, loaded)
+    names = list(assignment)
     if len(loaded) > 1:
-        for _, p in loaded:
-            echo(f"  on {p}: {', '.join(d for d in dets if det_model[d] == p) or '(none)'}")
-    accuracy = None
-    joint = next((m for m, _ in loaded if m.kind == "joint"), None)
-    if joint is not None and id_test.labels is not None:
-        with torch.no_grad():
-            xt = conform(as_images(id_test.images), h, c)
-            pred = torch.cat([joint.classify_logits(to_float(b).to(next(joint.parameters()).device)).argmax(1).cpu()
-                              for b in xt.split(batch_size)])
-        accuracy = float((pred.numpy() == id_test.labels).mean())
-        echo(f"joint model classification accuracy on {bs.id} test: {accuracy:.4f}")
+        for m, p in loaded:
+            echo(f"  on {p}: {', '.join(d for d, (_, q) in assignment.items() if q == p) or '(none)'}")
 
-    rows, scores, pairs = [], {d: {} for d in dets}, {d: [] for d in dets}
-    id_scores = {}  # (detector, ref size) -> ID test scores: the ID set is scored once per detail level
-    for ood_name, ood in ood_sets.items():
-        # Both sides of a pair at the same detail before the common resize (DESIGN 4).
-        ref = min(id_test.size, ood.size)
-        x_id = conform(as_images(id_test.images), h, c, ref_size=ref)
-        x_ood = conform(as_images(ood.images), h, c, ref_size=ref)
-        for dname, det in dets.items():
-            if (dname, ref) not in id_scores:
-                id_scores[dname, ref] = det.score_samples(x_id)
-            s_id, s_ood = id_scores[dname, ref], det.score_samples(x_ood)
-            id_key = bs.id if ref == id_test.size else f"{bs.id}@{ref}px"
-            scores[dname].setdefault(id_key, s_id)
-            scores[dname][ood_name] = s_ood
-            pairs[dname].append((ood_name, s_id, s_ood))
-            rows.append({"detector": dname, "id": bs.id, "ood": ood_name, **ood_metrics(s_id, s_ood),
-                         "n_id": len(s_id), "n_ood": len(s_ood)})
-        _write(out, rows, scores, bs, meta=None)  # a killed run keeps the sets finished so far
-
-    df = pd.DataFrame(rows)
     meta = {
-        "spec": spec, "id": bs.id, "ood": [o for o in bs.oods if o not in skipped], "skipped": skipped,
-        "detectors": names, "model": model_path, "model_kind": primary.kind, "T": primary.T,
-        "detector_models": det_model, "id_accuracy": accuracy,
-        "image_shape": list(primary.image_shape), "jpeg_ood": jpeg_ood, "n_train": int(x_train.shape[0]),
-        "seconds": round(time.time() - t_start, 1), "torch": torch.__version__,
+        "status": "running", "spec": spec, "id": bs.id, "ood": list(sets.oods), "skipped": sets.skipped,
+        "groups": {o: ood_group(bs.id, o) for o in sets.oods},
+        "detectors": names, "units": {d: TABLE[d.partition("@")[0]].units for d in names},
+        "detector_models": {d: p for d, (_, p) in assignment.items()},
+        "models": [{"path": p, "kind": m.kind, "T": m.T, "image_shape": list(m.image_shape),
+                    "sha256": getattr(m, "checkpoint_sha256", None), "train_steps": getattr(m, "train_steps", None),
+                    "trained_on": getattr(m, "data_info", {}).get("dataset")} for m, p in loaded],
+        "transform": {o: {"align_px": min(sets.id_test.size, ood.size), "model_px": loaded[0][0].image_shape[-1],
+                          "jpeg_quality": jpeg_ood} for o, ood in sets.oods.items()},
+        "n_train": len(sets.id_train), "n_test": len(sets.id_test), "max_train": max_train, "max_test": max_test,
+        "seed": seed, "bootstrap": bootstrap, "device": str(device or next(loaded[0][0].parameters()).device),
+        "oodkit": __version__, "git_commit": _git_commit(), "torch": torch.__version__,
+        "command": command if command is not None else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
-    _write(out, rows, scores, bs, meta)
-    plot_roc(pairs, out / "roc.png")
-    plot_histograms(pairs, bs.id, out / "histograms.png")
+    # a fresh run never mixes with an old one's files: mark it running, drop the old outputs
+    write_results(out, [], {}, {}, meta, plots=False, clean=True)
+    rows, scores, pairs, fitted = score_pairs(
+        sets, assignment, batch_size, device, seed, bootstrap, progress, echo,
+        on_pair=lambda r, s: write_results(out, r, s, {}, meta, plots=False))  # a killed run keeps finished pairs
+    meta.update(status="complete", seconds=round(time.time() - t_start, 1),
+                offsets={d: {str(k): v for k, v in per.items()} for d, per in fitted.items()})
+    df = pd.DataFrame(rows)
+    write_results(out, rows, scores, pairs, meta, plots=True)
     echo("")
     echo(console_table(df))
     echo("")
     echo(f"wrote {out.resolve()}/: results.csv, results.md, results.json, scores.npz, roc.png, histograms.png")
     return df
-
-
-def _write(out: Path, rows, scores, bs: BenchSpec, meta):
-    df = pd.DataFrame(rows)
-    df.to_csv(out / "results.csv", index=False)
-    text = markdown_table(df)
-    if meta and len(set(meta["detector_models"].values())) > 1:
-        per = {}
-        for d, p in meta["detector_models"].items():
-            per.setdefault(p, []).append(d)
-        text += "\nModels: " + "; ".join(f"{', '.join(ds)} on `{Path(p).name}`" for p, ds in per.items()) + "\n"
-    (out / "results.md").write_text(text)
-    (out / "results.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    np.savez_compressed(out / "scores.npz", **{f"{d}/{s}": v for d, per in scores.items() for s, v in per.items()})

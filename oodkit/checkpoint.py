@@ -23,7 +23,7 @@ import torch
 
 from .schedules import NoiseSchedule
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "build_model", "CheckpointError"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "build_model", "CheckpointError", "file_sha256"]
 
 FORMAT = "oodkit"
 FORMAT_VERSION = 1
@@ -137,8 +137,21 @@ def load_model(path, ema: bool = True, device=None):
     except (ValueError, TypeError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{path}: checkpoint does not match its model ({str(e).splitlines()[0][:200]})") from None
     model.checkpoint_path = str(path)
+    model.checkpoint_sha256 = file_sha256(path)
+    model.train_steps = (ckpt.get("train_state") or {}).get("step")
     model.data_info = ckpt.get("data", {})
     return model.to(device or "cpu").eval()
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes, hex."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _version() -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -10,8 +11,21 @@ import click
 from . import __version__
 
 
+class UserError(click.ClickException):
+    """A mistake in what the user asked for: one line, exit status 2 (as click's own
+    usage errors)."""
+
+    exit_code = 2
+
+
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and (ctx.find_root().params.get("debug")))
+
+
 def _friendly(fn):
-    """Known failures become one-line errors (exit 1) instead of tracebacks."""
+    """Known failures become one-line errors (exit 2) instead of tracebacks; ``oodkit
+    --debug ...`` shows the traceback instead."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -21,8 +35,12 @@ def _friendly(fn):
 
         try:
             return fn(*args, **kwargs)
-        except (CheckpointError, DataNotFound, ImageInputError, TrainingDiverged, ValueError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from None
+        except (CheckpointError, DataNotFound, ImageInputError, TrainingDiverged, ValueError, FileNotFoundError,
+                PermissionError, IsADirectoryError, NotADirectoryError) as e:
+            if _debug():
+                raise
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(msg) from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -30,9 +48,51 @@ def _friendly(fn):
     return wrapper
 
 
+def _writable_file(path: Path, what: str) -> None:
+    """Fail before any work when ``path`` cannot be written as a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"{what} {path}: {parent} is a file, not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{what} {path}: cannot create {parent} ({e.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{what} {path}: {parent} is not writable")
+
+
+def _device(value):
+    """The device rule for every command: the given one, else CUDA if available, else
+    CPU; a device that does not exist here is a one-line error."""
+    import torch
+
+    if value is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {value!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {value}: this machine has no CUDA GPU (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"--device {value}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type not in ("cpu", "mps"):
+        raise UserError(f"--device {value}: oodkit runs on cpu or cuda")
+    return dev
+
+
+POS = click.IntRange(min=1)
+NONNEG = click.IntRange(min=0)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="oodkit")
-def main():
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
+def main(debug):
     """Out-of-distribution detection with classification diffusion models.
 
     \b
@@ -58,37 +118,48 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 @data_root_option
 @download_option
 @click.option("--net", default="small", show_default=True, help="UNet preset: tiny, compact, small or paper.")
-@click.option("--image-size", type=int, default=None, help="Resize images to this square size (default: native).")
+@click.option("--image-size", type=POS, default=None, help="Resize images to this square size (default: native).")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Convert images to 1 or 3 channels.")
 @click.option("--schedule", type=click.Choice(["uniform", "linear", "cosine"]), default="uniform", show_default=True)
-@click.option("-T", "--T", "T", type=int, default=1000, show_default=True, help="Number of noise levels.")
-@click.option("--steps", type=int, default=2000, show_default=True, help="Optimizer steps in all.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=2e-4, show_default=True)
-@click.option("--warmup", type=int, default=100, show_default=True, help="Linear learning-rate warm-up steps.")
-@click.option("--ema-decay", type=float, default=0.999, show_default=True)
-@click.option("--grad-clip", type=float, default=1.0, show_default=True)
+@click.option("-T", "--T", "T", type=POS, default=1000, show_default=True, help="Number of noise levels.")
+@click.option("--steps", type=POS, default=2000, show_default=True, help="Optimizer steps in all.")
+@click.option("--batch-size", type=POS, default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
+@click.option("--warmup", type=NONNEG, default=100, show_default=True, help="Linear learning-rate warm-up steps.")
+@click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=0.999, show_default=True)
+@click.option("--grad-clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Clip the gradient norm to this (0 = no clipping).")
 @click.option("--hflip", is_flag=True, help="Random horizontal flips.")
-@click.option("--no-amp", is_flag=True, help="Train in float32 on GPU too (bf16 autocast otherwise).")
-@click.option("--save-every", type=int, default=500, show_default=True)
+@click.option("--no-amp", is_flag=True, help="Train in float32 (default: bf16 autocast where the CPU or GPU runs bf16 natively).")
+@click.option("--save-every", type=NONNEG, default=500, show_default=True, help="Checkpoint every N steps (0: at the end).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--var-type", type=click.Choice(["beta", "posterior"]), default="beta", show_default=True,
               help="ddpm/joint: the reverse process's fixed variance (for the ELBO).")
-@click.option("--cdl-weight", type=float, default=0.0, show_default=True,
+@click.option("--cdl-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="ddpm/joint: weight of the contrastive diffusion loss (Wu et al. 2024); 0 = off.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint file to write.")
-@click.option("--resume", is_flag=True, help="Continue from --out, bit-for-bit.")
+@click.option("--resume", is_flag=True, help="Continue from --out, bit-for-bit (the run's settings must match).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out checkpoint.")
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_friendly
 def train(kind, data_spec, data_root, download, net, image_size, channels, schedule, T, steps, batch_size, lr,
-          warmup, ema_decay, grad_clip, hflip, no_amp, save_every, seed, var_type, cdl_weight, out, resume, device,
-          quiet):
+          warmup, ema_decay, grad_clip, hflip, no_amp, save_every, seed, var_type, cdl_weight, out, resume, overwrite,
+          device, quiet):
     """Train a model (multi-GPU: torchrun --nproc-per-node N -m oodkit train ...)."""
     from .data import conform, load_dataset
     from .data.images import as_images
+    from .nn.unet import PRESETS
     from .training import TrainConfig, fit_model
 
+    if net not in PRESETS:
+        raise UserError(f"--net {net!r}: choose one of {', '.join(PRESETS)}")
+    _writable_file(out, "--out")
+    if out.exists() and not (resume or overwrite):
+        raise UserError(f"{out} exists: pass --resume to continue it or --overwrite to replace it")
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other")
+    device = _device(device)
     ds = load_dataset(data_spec, "train", root=data_root, download=download, holdout=True)
     x = as_images(ds.images)
     x = conform(x, image_size or x.shape[-1], int(channels) if channels else x.shape[1])
@@ -108,6 +179,41 @@ def _split_list(value):
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _detector_help() -> str:
+    from .detectors import describe_detectors
+
+    return ("Comma-separated detectors (default: those of the given models' kinds). With several models each "
+            "runs on the model it belongs to; NAME@KIND pins one, e.g. itd@cdm.\n\n\b\n" + describe_detectors())
+
+
+class _LazyHelp(click.Option):
+    """An option whose help comes from the detector table when help is shown."""
+
+    def get_help_record(self, ctx):
+        self.help = _detector_help()
+        return super().get_help_record(ctx)
+
+
+def _command_line() -> str:
+    """The command as invoked, rebuilt from its parsed parameters (those not left at
+    their defaults), so that it reads the same however oodkit was started."""
+    import shlex
+
+    ctx = click.get_current_context()
+    parts = ["oodkit", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if ctx.get_parameter_source(param.name) == click.core.ParameterSource.DEFAULT:
+            continue
+        if isinstance(param, click.Argument):
+            parts.append(shlex.quote(str(value)))
+        elif param.is_flag:
+            parts.append(param.opts[-1]) if value else None
+        else:
+            parts += [param.opts[-1], shlex.quote(str(value))]
+    return " ".join(parts)
+
+
 @main.command()
 @click.argument("spec")
 @click.option("--model", default=None,
@@ -115,27 +221,25 @@ def _split_list(value):
                    "training split (cached).")
 @data_root_option
 @download_option
-@click.option("--detectors", default=None,
-              help="Comma-separated detectors (default: every detector the given models support; "
-                   "CDM: loglik,posterior,expected-t,typicality,complexity,profile; DDPM: elbo-k,itd,recon; "
-                   "joint: msp,energy,elbo-k,recon). With several models each detector runs on the model "
-                   "it belongs to (itd: the DDPM); NAME@KIND pins one, e.g. itd@cdm.")
+@click.option("--detectors", default=None, cls=_LazyHelp)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("oodkit-results"), show_default=True)
 @click.option("--net", default=None, help="Preset for a model trained here (digits: tiny, others: small).")
-@click.option("--steps", type=int, default=None, help="Training steps for a model trained here.")
-@click.option("-T", "--T", "T", type=int, default=None, help="Noise levels for a model trained here (1000).")
-@click.option("--image-size", type=int, default=None, help="Model input size for a model trained here.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Scoring batch size.")
-@click.option("--jpeg-ood", type=int, default=None,
+@click.option("--steps", type=POS, default=None, help="Training steps for a model trained here.")
+@click.option("-T", "--T", "T", type=POS, default=None, help="Noise levels for a model trained here (1000).")
+@click.option("--image-size", type=POS, default=None, help="Model input size for a model trained here.")
+@click.option("--batch-size", type=POS, default=256, show_default=True, help="Scoring batch size.")
+@click.option("--jpeg-ood", type=click.IntRange(1, 100), default=None,
               help="Pass OOD sets through JPEG at this quality (75 matches the local CIFAR-10 copy).")
-@click.option("--max-train", type=int, default=None, help="Use at most this many ID training images.")
-@click.option("--max-test", type=int, default=None, help="Use at most this many images per test set.")
+@click.option("--max-train", type=POS, default=None, help="Use at most this many ID training images.")
+@click.option("--max-test", type=POS, default=None, help="Use at most this many images per test set.")
+@click.option("--bootstrap", type=NONNEG, default=1000, show_default=True,
+              help="Bootstrap resamples for the 95 % intervals (0: none).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_friendly
 def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T, image_size, batch_size, jpeg_ood,
-          max_train, max_test, seed, device, quiet):
+          max_train, max_test, bootstrap, seed, device, quiet):
     """Benchmark detectors on IN-vs-OUT[,OUT...] or a suite.
 
     \b
@@ -146,11 +250,21 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
       oodkit bench cifar10-vs-svhn,cifar100 --model cdm.pt --detectors loglik,profile
     """
     from .bench import run_bench
+    from .nn.unet import PRESETS
 
-    run_bench(spec, model=model, detectors=_split_list(detectors), data_root=data_root, download=download,
+    names = _split_list(detectors)
+    if detectors is not None and not names:
+        raise UserError(f"--detectors {detectors!r} names no detector")
+    if model is not None and not _split_list(model):
+        raise UserError(f"--model {model!r} names no checkpoint")
+    if net is not None and net not in PRESETS:
+        raise UserError(f"--net {net!r}: choose one of {', '.join(PRESETS)}")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"--output-dir {output_dir} is a file, not a folder")
+    run_bench(spec, model=model, detectors=names, data_root=data_root, download=download,
               output_dir=output_dir, net=net, steps=steps, T=T, image_size=image_size, batch_size=batch_size,
-              device=device, jpeg_ood=jpeg_ood, max_train=max_train, max_test=max_test, seed=seed,
-              progress=not quiet, echo=lambda m: click.echo(m))
+              device=_device(device), jpeg_ood=jpeg_ood, max_train=max_train, max_test=max_test, seed=seed,
+              bootstrap=bootstrap, progress=not quiet, echo=lambda m: click.echo(m), command=_command_line())
 
 
 @main.command()
@@ -163,18 +277,20 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
 @data_root_option
 @download_option
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV file to write.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=POS, default=256, show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True)
 @_friendly
 def score(model, data_spec, split, fit_data, data_root, download, out, batch_size, device, quiet):
     """Per-sample scores of a data set (CSV, one column per score, higher = more ID)."""
+    from .report import atomic_write
     from .scoring import score_dataset
 
+    _writable_file(out, "--out")
     df, fitted_on = score_dataset(model, data_spec, split=split, fit_data=fit_data, data_root=data_root,
-                                  download=download, batch_size=batch_size, device=device, progress=not quiet)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
+                                  download=download, batch_size=batch_size, device=_device(device),
+                                  progress=not quiet)
+    atomic_write(out, df.to_csv(index=False).encode())
     note = f"; typicality and profile fitted on {fitted_on}" if fitted_on else "; no ID data for typicality/profile"
     click.echo(f"wrote {out}: {len(df)} rows, columns {', '.join(df.columns)}{note}")
 

@@ -1,20 +1,38 @@
 """Information-theoretic likelihood (Kong, Brekelmans & Ver Steeg, ICLR 2023).
 
-For a standard-normal base,
+With ``mmse(x, a) = E ||eps - eps_hat(z_a, a)||^2`` and
+``z_a = sqrt(sigmoid(a)) x + sqrt(sigmoid(-a)) eps``, pointwise for the optimal denoiser:
 
-    -log p(x) = (d/2) log(2 pi e) + 1/2 * integral over log-SNR a of [mmse(x, a) - d * sigmoid(a)]
+* **continuous density** (nats, on the [-1, 1] scale, standard-normal base)::
 
-with ``mmse(x, a) = E ||eps - eps_hat(z_a, a)||^2`` and
-``z_a = sqrt(sigmoid(a)) x + sqrt(sigmoid(-a)) eps``. The identity holds pointwise for
-the optimal denoiser. The integral is estimated by importance sampling ``a`` from a
-logistic distribution truncated to ``[a_min, a_max]`` (stratified), one ``eps`` per
-point; the truncated tails decay like ``e^-|a|``.
+      -log p(x) = (d/2) log(2 pi e) + 1/2 * integral over a of [mmse(x, a) - d * sigmoid(a)]
+
+* **discrete probability** of 8-bit data (nats of ``P(x)`` over the 256^d pixel values)::
+
+      -log P(x) = 1/2 * integral over a of mmse(x, a)
+
+  For discrete data the continuous identity diverges as ``a -> inf`` (the denoiser
+  recovers ``x`` exactly, ``mmse -> 0``, and ``-d sigmoid(a)`` is left), which made the
+  old estimate depend on where the integral was cut. The discrete integrand decays at
+  both ends, so the estimate does not: ``discrete=True`` is what 8-bit images need.
+  Its upper bound, where no denoiser is given levels, is tied to the pixel bin:
+  :func:`discrete_logsnr_max` (noise std one eighth of half a bin).
+
+The integral over ``[a_lo, a_hi]`` is estimated by importance sampling ``a`` from a
+truncated logistic (densities) or uniformly (discrete), stratified. ``a_lo, a_hi`` default to the span of the model's levels
+when the denoiser has them (nothing outside it was ever trained). Beyond the span both
+integrands decay like ``e^-|a - a_end|`` (exactly so for Gaussian data), so each tail is
+added as the integrand at its end point, which costs one more denoiser call per end.
 
 Any model serves through a *denoiser* ``(z, a) -> eps_hat``: :func:`discrete_denoiser`
 adapts a model with integer levels (DDPM, or a CDM through Theorem 3.1). Its sampled
 log-SNRs are snapped to the nearest level *before* ``z_a`` is drawn, so the network only
 ever sees inputs noised to its own levels and the estimate becomes a Riemann sum over
 them (exact as the level spacing shrinks).
+
+``shared_noise=True`` uses one noise image per point for every image of the batch, so
+that with a fixed generator the estimate is a deterministic function of each image,
+whatever the batch it is scored in.
 
 ``base_logsnr`` gives the density of a noised distribution instead: ``p_zeta`` of
 ``x_zeta = sqrt(sigmoid(zeta)) x0 + sqrt(sigmoid(-zeta)) eps``. Noising ``z ~ p_zeta``
@@ -29,7 +47,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["itd_nll", "discrete_denoiser", "level_logsnr"]
+__all__ = ["itd_nll", "discrete_denoiser", "level_logsnr", "discrete_logsnr_max"]
 
 
 def level_logsnr(schedule) -> torch.Tensor:
@@ -61,6 +79,17 @@ def _logistic_cdf(a, loc, scale):
     return torch.sigmoid((a - loc) / scale)
 
 
+LOGISTIC_REACH = 20.0  # how far past the span each proposal reaches; e^-20 of the end value is nothing,
+UNIFORM_REACH = 3.0  # and a uniform spends few points on the e^-3 = 5 % of a tail it leaves out
+
+
+def discrete_logsnr_max(levels: int = 256) -> float:
+    """Log-SNR at which the noise std, on the [-1, 1] scale, is one eighth of half a pixel
+    bin (``1 / (levels - 1)``): beyond it an 8-bit image's denoising error is negligible."""
+    half_bin = 1.0 / (levels - 1)
+    return -2.0 * math.log(half_bin / 8.0)
+
+
 @torch.no_grad()
 def itd_nll(
     x: torch.Tensor,
@@ -68,34 +97,67 @@ def itd_nll(
     n_points: int = 64,
     loc: float = 1.0,
     scale: float = 2.0,
-    a_min: float = -12.0,
-    a_max: float = 14.0,
+    a_min: float | None = None,
+    a_max: float | None = None,
     generator: torch.Generator | None = None,
     grad: bool = False,
     base_logsnr: float | None = None,
+    discrete: bool = False,
+    shared_noise: bool = False,
+    tails: bool = True,
+    proposal: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``-log p(x)`` in nats (B,) float64, and the standard error of the estimate (B,).
 
-    ``n_points`` denoiser calls per batch. ``grad=True`` keeps the graph through the
-    denoiser (for training losses built on the estimate). ``base_logsnr``: the density of
-    the data noised to that log-SNR rather than of the data."""
+    ``discrete``: ``-log P(x)`` of 8-bit data (divide by ``d ln 2`` for bits/dim, which
+    then compare with a DDPM's ELBO); otherwise the continuous density on [-1, 1].
+    ``a_min, a_max``: the integration span; defaults: the denoiser's level span, else
+    ``[-12, 14]`` (continuous) or ``[-12, discrete_logsnr_max()]`` (discrete).
+    ``n_points`` denoiser calls per batch; ``tails`` adds the analytic tails.
+    ``proposal``: ``"logistic"`` (default for densities) or ``"uniform"`` (default for
+    ``discrete``: its integrand is near d over most of the span, and a logistic leaves
+    the high-SNR end, where 8-bit pixels are resolved, with few points). ``grad=True`` keeps the
+    graph through the denoiser (for training losses). ``base_logsnr``: the density of the
+    data noised to that log-SNR rather than of the data (continuous only)."""
     levels = getattr(denoiser, "logsnr", None)
+    proposal = proposal or ("uniform" if discrete else "logistic")
+    if discrete and base_logsnr is not None:
+        raise ValueError("base_logsnr gives a continuous density; it does not combine with discrete=True")
+    span_lo = float(levels.min()) if levels is not None else -12.0
+    span_hi = float(levels.max()) if levels is not None else (discrete_logsnr_max() if discrete else 14.0)
+    a_min = span_lo if a_min is None else max(float(a_min), span_lo) if levels is not None else float(a_min)
+    a_max = span_hi if a_max is None else min(float(a_max), span_hi) if levels is not None else float(a_max)
+    if not a_min < a_max:
+        raise ValueError(f"empty integration span [{a_min}, {a_max}]")
+    # the proposal reaches past each end of the span: a point there is the end's integrand
+    # damped by e^-|a - end|, so the tails are part of the estimate and of its error
+    reach = (LOGISTIC_REACH if proposal == "logistic" else UNIFORM_REACH) if tails else 0.0
+    lo_a, hi_a = a_min - reach, a_max + reach
     with torch.set_grad_enabled(grad):
         b, d = x.shape[0], x[0].numel()
-        lo = _logistic_cdf(torch.tensor(a_min, dtype=torch.float64), loc, scale)
-        hi = _logistic_cdf(torch.tensor(a_max, dtype=torch.float64), loc, scale)
-        # stratified uniforms -> truncated logistic, shared across the batch
+        # stratified uniforms, shared across the batch, -> the proposal
         u = (torch.arange(n_points, dtype=torch.float64) + torch.rand(n_points, generator=generator, dtype=torch.float64)) / n_points
-        u = lo + (hi - lo) * u
-        a = loc + scale * torch.log(u / (1 - u))
-        s = torch.sigmoid((a - loc) / scale)
-        q = s * (1 - s) / scale / (hi - lo)  # density of the truncated logistic
-        vals = []
+        if proposal == "logistic":  # truncated logistic, Kong et al.'s choice for densities
+            lo = _logistic_cdf(torch.tensor(lo_a, dtype=torch.float64), loc, scale)
+            hi = _logistic_cdf(torch.tensor(hi_a, dtype=torch.float64), loc, scale)
+            u = lo + (hi - lo) * u
+            a = loc + scale * torch.log(u / (1 - u))
+            s = torch.sigmoid((a - loc) / scale)
+            q = s * (1 - s) / scale / (hi - lo)
+        elif proposal == "uniform":  # the discrete integrand is near d over most of the span
+            a = lo_a + (hi_a - lo_a) * u
+            q = torch.full_like(a, 1.0 / (hi_a - lo_a))
+        else:
+            raise ValueError(f"proposal must be 'logistic' or 'uniform', got {proposal!r}")
         s_base = 1.0 if base_logsnr is None else 1.0 / (1.0 + math.exp(-base_logsnr))
-        for ai, qi in zip(a, q):
-            eps = torch.randn(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
+        noise_shape = (1, *x.shape[1:]) if shared_noise else x.shape
+        vals = []
+        for ai, qi in zip(a.tolist(), q.tolist()):
+            eps = torch.randn(noise_shape, generator=generator, device="cpu").to(x.device, x.dtype)
+            end = min(max(ai, a_min), a_max)
+            damp = math.exp(-abs(ai - end))
             # the data's own log-SNR at this point, snapped to a level the model knows
-            s_data = torch.sigmoid(ai).item() * s_base
+            s_data = 1.0 / (1.0 + math.exp(-end)) * s_base
             a_data = _snap(math.log(s_data) - math.log1p(-s_data), levels)
             s_data = 1.0 / (1.0 + math.exp(-a_data))
             sb = s_data / s_base  # sigmoid of the step from x's own distribution
@@ -106,9 +168,9 @@ def itd_nll(
             eps_hat = denoiser(z, torch.full((b,), a_data, dtype=torch.float64))
             eps_hat = eps_hat * math.sqrt((1 - sb) / (1 - s_data))
             err = ((eps - eps_hat) ** 2).flatten(1).sum(1).double()
-            vals.append((err - d * sb) / qi.item())
+            vals.append((err if discrete else err - d * sb) * (damp / qi))
         vals = torch.stack(vals, dim=1)  # (B, n_points)
         integral = vals.mean(1)
         stderr = 0.5 * vals.std(1) / math.sqrt(n_points) if n_points > 1 else torch.full_like(integral, float("nan"))
-        nll = 0.5 * d * math.log(2 * math.pi * math.e) + 0.5 * integral
+        nll = 0.5 * integral if discrete else 0.5 * d * math.log(2 * math.pi * math.e) + 0.5 * integral
         return nll, stderr.detach()

@@ -1,6 +1,16 @@
-"""Benchmark reports: console and Markdown tables, ROC curves and score histograms."""
+"""Benchmark reports: console and Markdown tables with bootstrap intervals, the results
+files (each written atomically), ROC curves and score histograms.
+
+A reader tells a finished run from an unfinished one by ``results.json``'s
+``meta.status`` ("complete" or "running"); a run starting in an old output folder first
+removes the old run's files, so the two never mix.
+"""
 from __future__ import annotations
 
+import io
+import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -8,48 +18,132 @@ import pandas as pd
 
 from .metrics import METRICS
 
-__all__ = ["console_table", "markdown_table", "plot_roc", "plot_histograms"]
+__all__ = ["console_table", "markdown_table", "plot_roc", "plot_histograms", "write_results", "atomic_write",
+           "RESULT_FILES"]
 
 METRIC_COLUMNS = list(METRICS)
+RESULT_FILES = ("results.csv", "results.md", "results.json", "scores.npz", "roc.png", "histograms.png")
 
 
-def _with_means(df: pd.DataFrame) -> pd.DataFrame:
-    rows = df[["ood", *METRIC_COLUMNS]].copy()
-    mean = rows[METRIC_COLUMNS].mean().to_frame().T
-    mean.insert(0, "ood", "mean")
-    return pd.concat([rows, mean], ignore_index=True)
+def atomic_write(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a
+    rename: a killed writer leaves the old file or the new one, never a part."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _means(df: pd.DataFrame, cols) -> pd.DataFrame:
+    """The rows, then "mean (real)" over near + far sets and "mean (all)"."""
+    rows = df[["ood", *cols]].copy()
+    extra = []
+    real = df[df["group"] != "synthetic"] if "group" in df else df
+    if len(real) and len(real) < len(df):
+        extra.append(("mean (real)", real[cols].mean()))
+    extra.append(("mean (all)", df[cols].mean()))
+    for label, vals in extra:
+        rows.loc[len(rows)] = [label, *vals.tolist()]
+    return rows
+
+
+def _fmt(row, metric) -> str:
+    v = row[metric]
+    lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
+    if lo is None or pd.isna(lo):
+        return f"{v:.4f}"
+    return f"{v:.4f} [{lo:.3f}, {hi:.3f}]"
 
 
 def console_table(df: pd.DataFrame) -> str:
-    """One block per detector: rows are OOD sets (and their mean), columns the metrics."""
+    """One block per detector: rows are OOD sets (and the means), columns the metrics."""
     out = []
     for det, block in df.groupby("detector", sort=False):
         out.append(f"[{det}]  in-distribution: {block['id'].iloc[0]}")
-        out.append(_with_means(block).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        t = _means(block, METRIC_COLUMNS)
+        out.append(t.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        worst = block[block.get("group", "far") != "synthetic"] if "group" in block else block
+        if len(worst):
+            w = worst.loc[worst["auroc"].idxmin()]
+            out.append(f"worst real OOD set: {w['ood']} (AUROC {_fmt(w, 'auroc')})")
         out.append("")
     return "\n".join(out).rstrip()
 
 
-def markdown_table(df: pd.DataFrame) -> str:
-    """AUROC per OOD set (rows) and detector (columns), then the full metrics per detector."""
+def markdown_table(df: pd.DataFrame, meta: dict | None = None) -> str:
+    """AUROC per OOD set (rows) and detector (columns) with 95 % intervals, the means over
+    real sets and over all, then every metric per detector."""
     lines = []
-    pivot = df.pivot(index="ood", columns="detector", values="auroc").reindex(
-        index=list(dict.fromkeys(df["ood"])), columns=list(dict.fromkeys(df["detector"]))
-    )
-    pivot.loc["mean"] = pivot.mean()
-    lines.append("AUROC (OOD positive; in-distribution: " + ", ".join(dict.fromkeys(df["id"])) + ")\n")
-    lines.append("| ood | " + " | ".join(pivot.columns) + " |")
-    lines.append("|---|" + "---|" * len(pivot.columns))
-    for ood, row in pivot.iterrows():
-        lines.append(f"| {ood} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
+    oods, dets = list(dict.fromkeys(df["ood"])), list(dict.fromkeys(df["detector"]))
+    groups = dict(zip(df["ood"], df["group"])) if "group" in df else {}
+    n = dict(zip(df["ood"], df["n_ood"]))
+    head = "AUROC, OOD positive; in-distribution: " + ", ".join(dict.fromkeys(df["id"]))
+    if "n_id" in df:
+        head += f" ({int(df['n_id'].iloc[0])} test images)"
+    if "auroc_lo" in df:
+        head += "; [95 % bootstrap interval]"
+    lines.append(head + "\n")
+    lines.append("| ood | group | n | " + " | ".join(dets) + " |")
+    lines.append("|---|---|---|" + "---|" * len(dets))
+    by = {(r["ood"], r["detector"]): r for _, r in df.iterrows()}
+    for o in oods:
+        cells = [_fmt(by[o, d], "auroc") if (o, d) in by else "" for d in dets]
+        lines.append(f"| {o} | {groups.get(o, '')} | {n[o]} | " + " | ".join(cells) + " |")
+    piv = df.pivot(index="ood", columns="detector", values="auroc").reindex(index=oods, columns=dets)
+    real = [o for o in oods if groups.get(o) != "synthetic"]
+    if real and len(real) < len(oods):
+        lines.append("| **mean (real)** | | | " + " | ".join(f"{v:.4f}" for v in piv.loc[real].mean()) + " |")
+        lines.append("| **worst (real)** | | | " + " | ".join(f"{v:.4f}" for v in piv.loc[real].min()) + " |")
+    lines.append("| **mean (all)** | | | " + " | ".join(f"{v:.4f}" for v in piv.mean()) + " |")
+    if meta and len(set(meta.get("detector_models", {}).values())) > 1:
+        per = {}
+        for d, p in meta["detector_models"].items():
+            per.setdefault(p, []).append(d)
+        lines.append("\nModels: " + "; ".join(f"{', '.join(ds)} on `{Path(p).name}`" for p, ds in per.items()))
     for det, block in df.groupby("detector", sort=False):
-        lines.append(f"\n**{det}**\n")
-        t = _with_means(block)
+        lines.append(f"\n**{det}**" + (f" ({meta['units'].get(det)})" if meta and meta.get("units") else "") + "\n")
         lines.append("| ood | " + " | ".join(METRIC_COLUMNS) + " |")
         lines.append("|---|" + "---|" * len(METRIC_COLUMNS))
-        for _, row in t.iterrows():
-            lines.append(f"| {row['ood']} | " + " | ".join(f"{row[c]:.4f}" for c in METRIC_COLUMNS) + " |")
+        for _, row in block.iterrows():
+            lines.append(f"| {row['ood']} | " + " | ".join(_fmt(row, c) for c in METRIC_COLUMNS) + " |")
+        for label, vals in _means(block, METRIC_COLUMNS).iloc[len(block):].iterrows():
+            lines.append(f"| {vals['ood']} | " + " | ".join(f"{vals[c]:.4f}" for c in METRIC_COLUMNS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, rows, scores, pairs, meta: dict, plots: bool = True, clean: bool = False) -> None:
+    """results.csv / .md / .json and scores.npz (and with ``plots`` roc.png and
+    histograms.png), each atomically. ``clean`` first removes an old run's files."""
+    out = Path(out)
+    if clean:
+        for name in RESULT_FILES:
+            (out / name).unlink(missing_ok=True)
+    df = pd.DataFrame(rows)
+    if len(df):
+        atomic_write(out / "results.csv", df.to_csv(index=False).encode())
+        atomic_write(out / "results.md", markdown_table(df, meta).encode())
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{f"{d}/{s}": v for d, per in scores.items() for s, v in per.items()})
+        atomic_write(out / "scores.npz", buf.getvalue())
+    # results.json last: "complete" appears only once everything it describes is on disk
+    if plots and pairs:
+        title = f"ID: {meta['id']}"
+        plot_roc(pairs, out / "roc.png", title, meta)
+        plot_histograms(pairs, out / "histograms.png", title, meta)
+    atomic_write(out / "results.json", json.dumps({"meta": meta, "results": rows}, indent=1, default=float).encode())
 
 
 def _plt():
@@ -61,54 +155,90 @@ def _plt():
     return plt
 
 
-def _grid(plt, pairs, height):
-    dets = list(pairs)
-    cols = min(3, len(dets))
-    rows = int(np.ceil(len(dets) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, height * rows), squeeze=False)
-    return fig, axes, dets
+def _colours(pairs: dict) -> dict:
+    """One colour per OOD set, the same in every panel and figure."""
+    names = list(dict.fromkeys(o for per in pairs.values() for o, *_ in per))
+    cmap = ["tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive",
+            "tab:cyan", "tab:gray"]
+    return {n: cmap[i % len(cmap)] for i, n in enumerate(names)}
 
 
-def _save(plt, fig, axes, used: int, path: Path) -> Path:
-    for ax in list(axes.flat)[used:]:
-        ax.axis("off")
+def _model_of(meta, det) -> str:
+    p = (meta or {}).get("detector_models", {}).get(det)
+    return f" on {Path(p).name}" if p else ""
+
+
+def _savefig(plt, fig, path: Path) -> Path:
+    buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
-    return path
+    return atomic_write(path, buf.getvalue())
 
 
-def plot_roc(pairs: dict, path: Path) -> Path:
-    """ROC curves, one panel per detector, one curve per OOD set; OOD is the positive
-    class. ``pairs[detector] = [(ood_name, id_scores, ood_scores), ...]``."""
+def plot_roc(pairs: dict, path: Path, title: str = "", meta: dict | None = None) -> Path:
+    """Two panels per detector: the ROC curve (linear FPR) and the low-FPR region (log
+    FPR), one curve per OOD set with the FPR95 point (95 % of OOD caught) marked. OOD is
+    the positive class. ``pairs[detector] = [(ood, id_scores, ood_scores, id_key), ...]``."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     plt = _plt()
-    fig, axes, dets = _grid(plt, pairs, 3.8)
-    for ax, det in zip(axes.flat, dets):
-        for name, s_id, s_ood in pairs[det]:
+    colours, dets = _colours(pairs), list(pairs)
+    fig, axes = plt.subplots(len(dets), 2, figsize=(9, 3.4 * len(dets)), squeeze=False)
+    for (ax, axl), det in zip(axes, dets):
+        for name, s_id, s_ood, *_ in pairs[det]:
             y = np.r_[np.zeros(len(s_id)), np.ones(len(s_ood))]
             s = -np.r_[s_id, s_ood]
-            fpr, tpr, _ = roc_curve(y, s)
-            ax.plot(fpr, tpr, label=f"{name} ({roc_auc_score(y, s):.3f})")
+            fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+            k = np.searchsorted(tpr, 0.95, side="left")
+            for a in (ax, axl):
+                a.plot(fpr, tpr, color=colours[name], lw=1.3, label=f"{name} ({roc_auc_score(y, s):.3f})")
+                a.plot(fpr[k], tpr[k], "o", color=colours[name], ms=4)
         ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-        ax.set(title=det, xlabel="false positive rate (ID flagged)", ylabel="true positive rate (OOD caught)")
-        ax.legend(fontsize=7, loc="lower right")
-    return _save(plt, fig, axes, len(dets), path)
+        ax.set(title=f"{title}  [{det}{_model_of(meta, det)}]", xlabel="false positive rate (ID flagged)",
+               ylabel="true positive rate (OOD caught)")
+        ax.legend(fontsize=7, loc="lower right", title="OOD (AUROC); dot: 95 % TPR", title_fontsize=7)
+        n_id = max(len(p[1]) for p in pairs[det])
+        axl.set_xscale("log")
+        axl.set_xlim(1.0 / n_id / 2, 1)
+        axl.set(title="low false-positive region (log scale)", xlabel="false positive rate (log)",
+                ylabel="true positive rate")
+        axl.axhline(0.95, color="0.7", lw=0.8, ls=":")
+    return _savefig(plt, fig, path)
 
 
-def plot_histograms(pairs: dict, id_name: str, path: Path) -> Path:
-    """Score histograms per detector: the ID test set against each OOD set."""
+def plot_histograms(pairs: dict, path: Path, title: str = "", meta: dict | None = None) -> Path:
+    """Per detector: the ID test scores (filled) at each alignment size they were compared
+    at, and each OOD set (outline) in its own colour. The axis spans the 1st - 99th
+    percentiles of all sets; scores beyond it are not piled into the edge bins but counted
+    in the legend."""
     plt = _plt()
-    fig, axes, dets = _grid(plt, pairs, 3.4)
+    colours, dets = _colours(pairs), list(pairs)
+    cols = min(3, len(dets))
+    rows = int(np.ceil(len(dets) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows), squeeze=False)
+    units = (meta or {}).get("units", {})
     for ax, det in zip(axes.flat, dets):
-        sets = {id_name: pairs[det][0][1], **{name: s for name, _, s in pairs[det]}}
-        allv = np.concatenate(list(sets.values()))
-        lo, hi = np.percentile(allv, [0.5, 99.5])
-        bins = np.linspace(lo, hi if hi > lo else lo + 1, 50)
-        for name, s in sets.items():
-            ax.hist(np.clip(s, lo, hi), bins=bins, density=True, histtype="step" if name != id_name else "stepfilled",
-                    alpha=0.35 if name == id_name else 0.9, label=name + (" (ID)" if name == id_name else ""))
-        ax.set(title=det, xlabel="score (higher = more in-distribution)", ylabel="density")
+        ids = {}
+        for name, s_id, s_ood, *key in pairs[det]:
+            ids.setdefault(key[0] if key else "ID", s_id)
+        sets = [(f"{k} (ID)", v, "0.35", True) for k, v in ids.items()]
+        sets += [(name, s_ood, colours[name], False) for name, _, s_ood, *_ in pairs[det]]
+        allv = np.concatenate([v for _, v, _, _ in sets])
+        lo, hi = np.percentile(allv, [1, 99])
+        if hi <= lo:
+            lo, hi = allv.min() - 0.5, allv.max() + 0.5
+        pad = 0.03 * (hi - lo)
+        bins = np.linspace(lo - pad, hi + pad, 60)
+        for i, (name, v, col, filled) in enumerate(sets):
+            out = int(((v < bins[0]) | (v > bins[-1])).sum())
+            label = name + (f" ({out} off-axis)" if out else "")
+            ax.hist(v[(v >= bins[0]) & (v <= bins[-1])], bins=bins, density=False, color=col,
+                    histtype="stepfilled" if filled else "step", alpha=0.3 if filled else 0.95,
+                    lw=1.3, label=label, hatch="//" if filled and i else None)
+        ax.set(title=f"{title}  [{det}{_model_of(meta, det)}]",
+               xlabel=f"score, {units.get(det, 'a.u.')} (higher = more in-distribution)", ylabel="images per bin")
         ax.legend(fontsize=7)
-    return _save(plt, fig, axes, len(dets), path)
+    for ax in list(axes.flat)[len(dets):]:
+        ax.axis("off")
+    return _savefig(plt, fig, path)

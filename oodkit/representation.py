@@ -81,7 +81,8 @@ def clear_cache() -> None:
 def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progress: bool = True,
               desc: str = "forward") -> Representation:
     """One forward pass of ``model`` over images ``x`` (N, C, H, W) at the model's size,
-    uint8 or float in [-1, 1]. Results are cached per model and per exact image content,
+    uint8 or float in [-1, 1], on the model's own device (``device`` is accepted for
+    compatibility and ignored). Results are cached per model and per exact image content,
     so every detector sharing a model reuses them."""
     # the weights' checksum keeps a model trained further in place from reading stale entries
     with torch.no_grad():
@@ -90,9 +91,11 @@ def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progre
     per_model = _CACHE.setdefault(model, {})
     if key in per_model:
         return per_model[key]
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    # the model's own device: a user's model is never moved (detectors copy it when asked
+    # for another device)
+    device = next(model.parameters()).device
     was_training = model.training
-    model.eval().to(device)
+    model.eval()
     logits, log_gauss = [], []
     try:
         for xb in tqdm(list(batches(x, batch_size)), desc=desc, disable=not progress, leave=False):

@@ -1,9 +1,11 @@
 """The oodkit command end to end on tiny data, error paths included."""
 import json
 
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 
 from oodkit import __version__
@@ -42,7 +44,10 @@ def test_bench_end_to_end_and_cache(run, tmp_path):
     for f in ("results.md", "results.json", "scores.npz", "roc.png", "histograms.png"):
         assert (tmp_path / "res" / f).stat().st_size > 0, f
     meta = json.loads((tmp_path / "res" / "results.json").read_text())["meta"]
-    assert meta["ood"] == ["letters", "noise"] and meta["T"] == 30
+    assert meta["ood"] == ["letters", "noise"] and meta["models"][0]["T"] == 30 and meta["status"] == "complete"
+    assert meta["groups"] == {"letters": "far", "noise": "synthetic"} and meta["command"].startswith("oodkit bench")
+    assert {"auroc_lo", "auroc_hi", "fpr95_ood_accepted_lo", "n_id", "n_ood", "group"} <= set(df.columns)
+    assert (df.auroc_lo <= df.auroc).all() and (df.auroc <= df.auroc_hi).all()
     scores = np.load(tmp_path / "res" / "scores.npz")
     assert scores["loglik/noise"].shape == (1000,)
     again = run("bench", "digits-0to4-vs-letters", *TINY, "--detectors", "loglik", "--output-dir", "res2")
@@ -56,7 +61,7 @@ def test_train_then_score_then_bench_with_model(run, tmp_path):
     r = run("score", "--model", "m.pt", "--data", "letters", "--out", "s.csv", "--quiet")
     assert r.exit_code == 0, r.output
     df = pd.read_csv(tmp_path / "s.csv")
-    assert list(df.columns) == ["index", "bpd", "loglik", "posterior", "expected-t", "complexity", "typicality",
+    assert list(df.columns) == ["index", "bpd", "loglik", "posterior", "expected-t", "typicality", "complexity",
                                 "profile"]
     assert len(df) == len(np.unique(df["index"])) and "fitted on digits-0to4" in r.output
     r = run("bench", "digits-0to4-vs-digits-5to9", "--model", "m.pt", "--detectors", "typicality", "--quiet",
@@ -115,7 +120,7 @@ def test_bench_runs_each_detector_on_its_preferred_model(run, tmp_path):
 ])
 def test_error_paths_are_one_line(run, args, message):
     r = CliRunner().invoke(main, args)
-    assert r.exit_code == 1, r.output
+    assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output
     assert r.output.strip().count("\n") == 0 or r.output.strip().splitlines()[-1].startswith("Error:")
 
@@ -123,7 +128,7 @@ def test_error_paths_are_one_line(run, args, message):
 def test_bad_checkpoint_is_refused(run, tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint at all")
     r = CliRunner().invoke(main, ["score", "--model", "bad.pt", "--data", "digits", "--out", "x.csv"])
-    assert r.exit_code == 1 and "truncated or not a checkpoint" in r.output
+    assert r.exit_code == 2 and "truncated or not a checkpoint" in r.output
 
 
 def test_datasets_lists_local_and_builtin(run, tmp_path):
@@ -133,3 +138,86 @@ def test_datasets_lists_local_and_builtin(run, tmp_path):
     assert r.exit_code == 0
     lines = {l.split()[0]: l for l in r.output.splitlines()[2:]}
     assert "npz: test" in lines["mnist"] and "built-in" in lines["digits"] and " - " in lines["svhn"]
+
+
+def test_bench_fits_each_pair_on_training_images_aligned_like_its_test_images(tmp_path):
+    """ID 12x12 against an 8x8 OOD set: the ID test images go 12 -> 8 -> 12, so every
+    fitted statistic must come from training images that went 12 -> 8 -> 12 too."""
+    from oodkit.bench import run_bench
+    from oodkit.data import as_images, conform, load_dataset
+    from oodkit.detectors import make_detector
+    from oodkit.representation import clear_cache
+    from .test_detectors import fixed_model
+
+    digits = load_dataset("digits-0to4", "train")
+    up = conform(as_images(digits.images), 12, 1).numpy().transpose(0, 2, 3, 1)
+    np.savez(tmp_path / "big_train.npz", images=up[:200])
+    np.savez(tmp_path / "big_test.npz", images=up[200:300])
+    np.savez(tmp_path / "small_test.npz", images=as_images(load_dataset("letters", "test").images).numpy()
+             .transpose(0, 2, 3, 1)[:80])
+    model = fixed_model()
+    model.net.config.image_size = 12
+    from oodkit.checkpoint import save_checkpoint
+    from oodkit import CDM, NoiseSchedule, UNet
+    s = NoiseSchedule.uniform(50)
+    net = UNet(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0, in_channels=1,
+               image_size=12, num_classes=s.num_classes)
+    net.load_state_dict(model.net.state_dict())
+    save_checkpoint(tmp_path / "m.pt", CDM(net, s))
+    clear_cache()
+    run_bench("big-vs-small,noise", model=str(tmp_path / "m.pt"), detectors=["typicality", "profile"],
+              data_root=tmp_path, output_dir=tmp_path / "out", progress=False, bootstrap=0, echo=lambda m: None)
+    meta = json.loads((tmp_path / "out" / "results.json").read_text())["meta"]
+    assert meta["transform"]["small"]["align_px"] == 8 and meta["transform"]["noise"]["align_px"] == 12
+    off = meta["offsets"]["typicality"]
+    assert off["8"] != off["12"]  # the statistics differ between the two alignments
+    from oodkit.checkpoint import load_model
+    m = load_model(tmp_path / "m.pt")
+    x_train = conform(torch.from_numpy(up[:200].transpose(0, 3, 1, 2)), 12, 1, ref_size=8)
+    x_test = conform(torch.from_numpy(up[200:300].transpose(0, 3, 1, 2)), 12, 1, ref_size=8)
+    det = make_detector("typicality", model=m, progress=False).fit(x_train)
+    assert det.offset_ == pytest.approx(off["8"], rel=1e-9)
+    scores = np.load(tmp_path / "out" / "scores.npz")
+    np.testing.assert_allclose(scores["typicality/big@8px"], det.score_samples(x_test), rtol=1e-9)
+
+
+def test_an_interrupted_bench_training_is_resumed_never_reused(run, tmp_path, monkeypatch):
+    """The cache holds finished models only: a run killed mid-training leaves a partial
+    file that the next run resumes, and 'reusing cached' appears only for a finished one."""
+    import oodkit.bench as bench_mod
+    from oodkit.checkpoint import load_model
+
+    real = bench_mod.fit_model
+
+    def killed(*args, config=None, **kw):
+        import dataclasses
+        real(*args, config=dataclasses.replace(config, steps=6), **kw)  # saves the partial file at step 6
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(bench_mod, "fit_model", killed)
+    args = ["bench", "digits-0to4-vs-noise", "--net", "tiny", "--steps", "12", "-T", "20", "--detectors", "loglik",
+            "--quiet", "--output-dir", "res", "--bootstrap", "0"]
+    r = run(*args)
+    assert r.exit_code == 130
+    cached = list((tmp_path / "cache" / "models").glob("*.pt"))
+    assert [p.name.endswith(".partial.pt") for p in cached] == [True]
+    monkeypatch.setattr(bench_mod, "fit_model", real)
+    r = run(*args)
+    assert r.exit_code == 0 and "resuming the interrupted training" in r.output and "at step 6" in r.output, r.output
+    final = [p for p in (tmp_path / "cache" / "models").glob("*.pt")]
+    assert len(final) == 1 and not final[0].name.endswith(".partial.pt")
+    assert load_model(final[0]).train_steps == 12
+    assert "reusing cached" in run(*args).output
+
+
+def test_a_new_run_replaces_an_old_runs_files_and_marks_completion(run, tmp_path):
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "roc.png").write_bytes(b"old")
+    (out / "results.json").write_text('{"meta": {"status": "complete"}}')
+    r = run("bench", "digits-0to4-vs-noise", *TINY, "--detectors", "loglik", "--output-dir", "res",
+            "--bootstrap", "0")
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "results.json").read_text())["meta"]["status"] == "complete"
+    assert (out / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

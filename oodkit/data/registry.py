@@ -21,7 +21,7 @@ import numpy as np
 from . import sources
 from .sources import DataNotFound, ImageSet
 
-__all__ = ["load_dataset", "list_datasets", "default_root", "REGISTRY"]
+__all__ = ["load_dataset", "list_datasets", "default_root", "REGISTRY", "ood_group", "GROUPS"]
 
 TORCHVISION = ("cifar10", "cifar100", "svhn", "mnist", "fashionmnist", "celeba", "textures")
 
@@ -41,6 +41,25 @@ REGISTRY: dict[str, str] = {
     "noise": "i.i.d. uniform pixels, shaped like the in-distribution set",
     "constant": "one grey level or colour per image, shaped like the in-distribution set",
 }
+
+# How an OOD set relates to the in-distribution set it is paired with: "near" (same kind
+# of image, other classes), "far" (other kind of image), "synthetic" (noise, constant).
+# Report tables average real (near + far) sets apart, so noise cannot carry a detector.
+GROUPS: dict[tuple[str, str], str] = {
+    ("cifar10", "cifar100"): "near",
+    ("digits-0to4", "digits-5to9"): "near",
+    ("digits", "letters"): "far",
+}
+SYNTHETIC = ("noise", "constant")
+
+
+def ood_group(id_name: str, ood_name: str) -> str:
+    """``"near"``, ``"far"`` or ``"synthetic"`` for an (ID, OOD) pair; unlisted real
+    pairs are "far"."""
+    if ood_name in SYNTHETIC:
+        return "synthetic"
+    return GROUPS.get((id_name, ood_name), "far")
+
 
 PACKAGED = {
     "digits": lambda split: sources.digits(split),

@@ -17,6 +17,16 @@ from .scores import SCORERS, Profile, profile_levels
 __all__ = ["CDMDetector"]
 
 
+def _on_device(model, device):
+    """The user's model where it is, or a copy on ``device`` when one is asked for:
+    the detector never moves a model it was given."""
+    import copy
+
+    if device is None or next(model.parameters()).device == torch.device(device):
+        return model.eval()
+    return copy.deepcopy(model).to(device).eval()
+
+
 class CDMDetector(BaseDetector):
     """Out-of-distribution detector on a classification diffusion model.
 
@@ -86,7 +96,7 @@ class CDMDetector(BaseDetector):
         if isinstance(self.model, (str, Path)):
             return load_model(self.model, device=self.device)
         if isinstance(self.model, torch.nn.Module) and hasattr(self.model, "logits"):
-            return self.model.eval()
+            return _on_device(self.model, self.device)
         raise TypeError(f"model must be a checkpoint path, a CDM or None, got {type(self.model).__name__}")
 
     def _make_scorer(self, model):

@@ -16,17 +16,13 @@ from ..data.images import ImageInputError, as_images, batches, conform, fingerpr
 from ..itd import discrete_denoiser, itd_nll
 from .base import BaseDetector
 
-__all__ = ["DiffusionDetector", "SCORE_KINDS"]
+__all__ = ["DiffusionDetector"]
 
-# which model kinds can produce each score, in order of preference when a benchmark has several:
-# a DDPM's likelihood is the baseline, the CDM's Theorem 3.1 ITD the variant (ask for itd@cdm)
-SCORE_KINDS = {
-    "elbo": ("ddpm", "joint"),
-    "itd": ("ddpm", "joint", "cdm"),
-    "recon": ("ddpm", "joint"),
-    "msp": ("joint",),
-    "energy": ("joint",),
-}
+def _score_kinds(score: str) -> tuple | None:
+    """Model kinds that can produce ``score``, from the detector table (None: unknown)."""
+    from .registry import TABLE
+
+    return next((d.kinds for d in TABLE.values() if d.cls is DiffusionDetector and d.params["score"] == score), None)
 
 
 class DiffusionDetector(BaseDetector):
@@ -35,24 +31,32 @@ class DiffusionDetector(BaseDetector):
     Args:
         model: a checkpoint path or a loaded model (required: these detectors do not
             train one).
-        score: ``"elbo"`` (minus the negative ELBO, bits/dim), ``"itd"`` (``log p(x)``
-            from the information-theoretic estimator, nats), ``"recon"`` (minus the mean
+        score: ``"elbo"`` (minus the negative ELBO, bits/dim), ``"itd"`` (``log P(x)`` of
+            the 8-bit image, nats, from the discrete information-theoretic estimator), ``"recon"`` (minus the mean
             squared error of one-step reconstructions from ``recon_levels``), ``"msp"``
             (maximum softmax probability) or ``"energy"`` (logsumexp of the class logits).
-        n_terms: ELBO terms (None: all T, exact; k: unbiased k-term estimate).
+        n_terms: ELBO terms (None: all T, exact; k: the prior and decoder terms exactly and
+            k - 1 stratified KL terms, an unbiased estimate).
+        clip_denoised: clip the ELBO's predicted x0 to [-1, 1] (the reference default).
+        n_offset: at most this many training images (a seeded subsample) set ``offset_``.
         n_points: log-SNR points of the ITD estimate.
         recon_levels: noise levels of the reconstruction score.
 
-    ``score_samples``: float64 (N,), higher = more in-distribution.
+    ``score_samples``: float64 (N,), higher = more in-distribution. Every random choice
+    (ELBO levels, ITD points, noise images) is fixed by ``seed`` and shared by all images,
+    so a score depends on the image alone, not on its batch or the batch size.
     """
 
     def __init__(self, model=None, score="elbo", *, n_terms=None, n_points=64, recon_levels=(100, 300, 500),
-                 batch_size=128, resize=False, contamination=0.05, device=None, seed=0, progress=True):
+                 clip_denoised=True, n_offset=256, batch_size=128, resize=False, contamination=0.05, device=None, seed=0,
+                 progress=True):
         self.model = model
         self.score = score
         self.n_terms = n_terms
         self.n_points = n_points
         self.recon_levels = recon_levels
+        self.clip_denoised = clip_denoised
+        self.n_offset = n_offset
         self.batch_size = batch_size
         self.resize = resize
         self.contamination = contamination
@@ -78,24 +82,34 @@ class DiffusionDetector(BaseDetector):
         return x
 
     def fit(self, X, y=None):
-        if self.score not in SCORE_KINDS:
-            raise ValueError(f"unknown score {self.score!r}; choose one of {sorted(SCORE_KINDS)}")
+        kinds = _score_kinds(self.score)
+        if kinds is None:
+            raise ValueError(f"unknown score {self.score!r}; choose one of elbo, itd, recon, msp, energy")
         if self.model is None:
             raise ValueError(f"the {self.score} detector needs a trained model: train one with "
                              "`oodkit train --model ddpm` (or joint) and pass its checkpoint")
-        m = load_model(self.model, device=self.device) if isinstance(self.model, (str, Path)) else self.model.eval()
-        if m.kind not in SCORE_KINDS[self.score]:
-            raise ValueError(f"the {self.score} score needs a {' or '.join(SCORE_KINDS[self.score])} model, "
+        from .cdm import _on_device
+
+        m = load_model(self.model, device=self.device) if isinstance(self.model, (str, Path)) else \
+            _on_device(self.model, self.device)
+        if m.kind not in kinds:
+            raise ValueError(f"the {self.score} score needs a {' or '.join(kinds)} model, "
                              f"got a {m.kind} model")
         self.model_ = m
         self._cache = {}
-        self._set_offset(self.score_samples(X))
+        # the threshold from a bounded, seeded subsample: these scores cost up to T passes
+        x = self._images(X)
+        if x.shape[0] > self.n_offset:
+            keep = np.sort(np.random.default_rng(self.seed).choice(x.shape[0], self.n_offset, replace=False))
+            x = x[torch.from_numpy(keep)]
+        self._set_offset(self.score_samples(x))
         return self
 
     def score_samples(self, X) -> np.ndarray:
         check_is_fitted(self, "model_")
         x = self._images(X)
-        key = fingerprint(x)
+        # the parameters are part of the key: set_params after fit must not return stale scores
+        key = (fingerprint(x), repr(sorted((k, v) for k, v in self.get_params().items() if k != "model")))
         if key not in self._cache:
             self._cache = {key: self._compute(x)}  # keep the latest set only
         return self._cache[key]
@@ -105,19 +119,22 @@ class DiffusionDetector(BaseDetector):
         m = self.model_
         device = next(m.parameters()).device
         out = []
-        gen = torch.Generator().manual_seed(self.seed)  # the same noise for every set scored
         for xb in tqdm(list(batches(x, self.batch_size)), desc=self.score, disable=not self.progress, leave=False):
             xb = to_float(xb).to(device)
-            g = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+            # one quadrature per detector: the same levels, points and noise images for
+            # every batch, so that a score is a function of the image alone
+            g = torch.Generator().manual_seed(self.seed)
             if self.score == "elbo":
-                s = -m.elbo_bpd(xb, n_terms=self.n_terms, generator=g)
+                s = -m.elbo_bpd(xb, n_terms=self.n_terms, generator=g, shared_noise=True,
+                                clip_denoised=self.clip_denoised)
             elif self.score == "itd":
-                s = -itd_nll(xb, discrete_denoiser(m), n_points=self.n_points, generator=g)[0]
+                s = -itd_nll(xb, discrete_denoiser(m), n_points=self.n_points, generator=g, discrete=True,
+                             shared_noise=True)[0]
             elif self.score == "recon":
                 errs = []
                 for lev in self.recon_levels:
                     t = torch.full((xb.shape[0],), min(int(lev), m.T), device=device, dtype=torch.long)
-                    eps = torch.randn(xb.shape, generator=g).to(device)
+                    eps = torch.randn((1, *xb.shape[1:]), generator=g).to(device).expand_as(xb)
                     x_t = m.schedule.q_sample(xb, t, eps)
                     a, sig = m.schedule.coefficients(t, xb)
                     x0_hat = ((x_t - sig * m.eps(x_t, t)) / a).clamp(-1, 1)

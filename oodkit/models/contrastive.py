@@ -30,8 +30,8 @@ def contrastive_diffusion_loss(model, x0: torch.Tensor, n_points: int = 4, gener
     y = torch.cat([torch.ones(x0.shape[0]), -torch.ones(x0.shape[0])]).to(x0.device, torch.float64)
     den = discrete_denoiser(model)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    nll, _ = itd_nll(z, den, n_points, generator=torch.Generator().manual_seed(seed), grad=True)
-    nll_zeta, _ = itd_nll(z, den, n_points, generator=torch.Generator().manual_seed(seed), grad=True,
+    nll, _ = itd_nll(z, den, n_points, generator=torch.Generator().manual_seed(seed), grad=True, tails=False)
+    nll_zeta, _ = itd_nll(z, den, n_points, generator=torch.Generator().manual_seed(seed), grad=True, tails=False,
                           base_logsnr=zeta)
     logit = nll_zeta - nll  # log p(z) - log p_zeta(z)
     return F.softplus(-y * logit).mean().float()

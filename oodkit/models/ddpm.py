@@ -137,14 +137,18 @@ class DDPM(nn.Module):
     def _model_logvar(self):
         return self._c["post_logvar" if self.var_type == "posterior" else "beta_logvar"]
 
-    def vb_term(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """The bound's term at levels ``t`` (B,) for noise ``eps``: the KL for t >= 2, the
-        decoder NLL for t = 1. (B,) nats, float64."""
+    def vb_term(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, clip_denoised: bool = True) -> torch.Tensor:
+        """The bound's term at levels ``t`` (B,) for noise ``eps`` (B or 1, C, H, W): the KL
+        for t >= 2, the decoder NLL for t = 1. (B,) nats, float64. ``clip_denoised``
+        clips the predicted x0 to [-1, 1] before it enters the model's mean, as the
+        reference implementation does by default."""
         x_t = self.schedule.q_sample(x0, t, eps)
         with torch.no_grad():
             eps_hat = self.eps(x_t, t)
         x0d, xtd = x0.double(), x_t.double()
         x0_hat = (xtd - self._coef("sqrt_1mab", t, xtd) * eps_hat.double()) / self._coef("sqrt_ab", t, xtd)
+        if clip_denoised:
+            x0_hat = x0_hat.clamp(-1.0, 1.0)
         cx0, cxt = self._coef("coef_x0", t, xtd), self._coef("coef_xt", t, xtd)
         true_mean, model_mean = cx0 * x0d + cxt * xtd, cx0 * x0_hat + cxt * xtd
         model_logvar = self._model_logvar().to(x0.device)[(t - 1).long()].view(-1, 1, 1, 1).expand_as(x0d)
@@ -161,36 +165,54 @@ class DDPM(nn.Module):
 
     @torch.no_grad()
     def vb_terms(self, x0: torch.Tensor, levels=None, generator: torch.Generator | None = None,
-                 progress: bool = False) -> torch.Tensor:
+                 progress: bool = False, clip_denoised: bool = True, shared_noise: bool = False) -> torch.Tensor:
         """Per-level terms of the bound in bits/dim: (B, len(levels)), float64. ``levels``
-        defaults to all of 1..T (column j is level j+1); one network call per level."""
+        defaults to all of 1..T (column j is level j+1); one network call per level.
+        ``shared_noise``: one noise image per level for the whole batch, so that with a
+        fixed generator each image's terms do not depend on the batch it is in."""
         from tqdm.auto import tqdm
 
         self._check(x0)
         levels = list(range(1, self.T + 1)) if levels is None else [int(t) for t in levels]
         d = x0[0].numel()
+        shape = (1, *x0.shape[1:]) if shared_noise else x0.shape
         out = torch.empty(x0.shape[0], len(levels), dtype=torch.float64)
         for j, lev in enumerate(tqdm(levels, desc="ELBO terms", disable=not progress, leave=False)):
-            eps = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
+            eps = torch.randn(shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
             t = torch.full((x0.shape[0],), lev, device=x0.device, dtype=torch.long)
-            out[:, j] = self.vb_term(x0, t, eps).cpu() / (d * math.log(2))
+            out[:, j] = self.vb_term(x0, t, eps.expand_as(x0), clip_denoised).cpu() / (d * math.log(2))
         return out
+
+    def stratified_levels(self, n_terms: int, generator: torch.Generator | None = None):
+        """``(levels, weights)`` of the ``n_terms``-term estimate: level 1 (the decoder
+        term, 30 - 60 % of the bound) with weight 1, and one level drawn uniformly in each
+        of ``n_terms - 1`` equal strata of 2..T, weighted by its stratum's size. The
+        weighted sum is an unbiased estimate of the sum over all levels."""
+        if n_terms < 2:
+            raise ValueError(f"n_terms must be at least 2 (the decoder term and one stratum), got {n_terms}")
+        edges = torch.linspace(2, self.T + 1, n_terms).round().long().tolist()
+        levels, weights = [1], [1.0]
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            if hi > lo:
+                levels.append(lo + int(torch.randint(0, hi - lo, (1,), generator=generator)))
+                weights.append(float(hi - lo))
+        return levels, torch.tensor(weights, dtype=torch.float64)
 
     @torch.no_grad()
     def elbo_bpd(self, x0: torch.Tensor, n_terms: int | None = None, generator: torch.Generator | None = None,
-                 progress: bool = False) -> torch.Tensor:
+                 progress: bool = False, clip_denoised: bool = True, shared_noise: bool = False) -> torch.Tensor:
         """Negative ELBO in bits/dim (B,), float64: an upper bound on the NLL of 8-bit
-        data. ``n_terms=None`` sums all T terms (T network calls); otherwise an unbiased
-        estimate from ``n_terms`` levels drawn uniformly without replacement, times
-        T / n_terms."""
+        data. ``n_terms=None`` sums all T terms (T network calls); otherwise the prior and
+        decoder terms exactly and the KL terms stratified (:meth:`stratified_levels`).
+        ``clip_denoised`` (default, as in the reference implementation) clips the
+        predicted x0 to [-1, 1]."""
         d = x0[0].numel()
         prior = (self.prior_nats(x0) / (d * math.log(2))).cpu()
+        opts = dict(generator=generator, clip_denoised=clip_denoised, shared_noise=shared_noise)
         if n_terms is None or n_terms >= self.T:
-            return prior + self.vb_terms(x0, generator=generator, progress=progress).sum(1)
-        if n_terms < 1:
-            raise ValueError(f"n_terms must be positive, got {n_terms}")
-        levels = (torch.randperm(self.T, generator=generator)[:n_terms] + 1).tolist()
-        return prior + self.vb_terms(x0, levels, generator=generator).sum(1) * (self.T / n_terms)
+            return prior + self.vb_terms(x0, progress=progress, **opts).sum(1)
+        levels, weights = self.stratified_levels(n_terms, generator)
+        return prior + self.vb_terms(x0, levels, progress=progress, **opts) @ weights
 
     # -- sampling ---------------------------------------------------------------------
     def sample(self, n: int, steps: int | None = None, method: str = "ddpm", generator=None, device=None,

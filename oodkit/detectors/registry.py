@@ -1,0 +1,93 @@
+"""The detector table: one record per registered detector. The registry, the model kinds
+each detector runs on, the default detectors of ``oodkit bench`` / ``oodkit score`` and
+the CLI help are all read from :data:`TABLE`; nothing else lists detectors."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .cdm import CDMDetector
+from .diffusion import DiffusionDetector
+
+__all__ = ["DetectorInfo", "TABLE", "DETECTORS", "detector_kinds", "make_detector", "default_detectors",
+           "describe_detectors"]
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    """``kinds``: model kinds it runs on, preferred first (with several models in a
+    benchmark it runs on the first given model of the first kind). ``fitted``: whether
+    it fits statistics on ID training images beyond the threshold. ``default_for``: the
+    model kinds whose default detector set includes it. ``units`` of ``score_samples``."""
+
+    name: str
+    cls: type
+    params: dict
+    kinds: tuple
+    fitted: bool
+    units: str
+    summary: str
+    default_for: tuple = field(default=())
+
+
+_C, _D = CDMDetector, DiffusionDetector
+TABLE: dict[str, DetectorInfo] = {d.name: d for d in [
+    # CDM detectors first: one forward pass serves them all
+    DetectorInfo("loglik", _C, {"score": "loglik"}, ("cdm",), False, "nats", "Eq. 10 log-likelihood", ("cdm",)),
+    DetectorInfo("posterior", _C, {"score": "posterior"}, ("cdm",), False, "nats", "log p(t=0 | x)", ("cdm",)),
+    DetectorInfo("expected-t", _C, {"score": "expected-t"}, ("cdm",), False, "levels", "minus E[t | x]", ("cdm",)),
+    DetectorInfo("typicality", _C, {"score": "typicality"}, ("cdm",), True, "nats",
+                 "minus |log p(x) - training mean|", ("cdm",)),
+    DetectorInfo("complexity", _C, {"score": "complexity"}, ("cdm",), False, "bits",
+                 "log2 p(x) + PNG bits (input complexity)", ("cdm",)),
+    DetectorInfo("profile", _C, {"score": "profile", "density": "knn"}, ("cdm",), True, "log-density",
+                 "kNN density of the multiscale likelihood profile", ("cdm",)),
+    DetectorInfo("profile-gmm", _C, {"score": "profile", "density": "gmm"}, ("cdm",), True, "log-density",
+                 "Gaussian-mixture density of the profile"),
+    DetectorInfo("elbo", _D, {"score": "elbo"}, ("ddpm", "joint"), False, "bits/dim", "minus the exact ELBO (T passes)"),
+    DetectorInfo("elbo-k", _D, {"score": "elbo", "n_terms": 50}, ("ddpm", "joint"), False, "bits/dim",
+                 "minus the 50-term stratified ELBO", ("ddpm", "joint")),
+    DetectorInfo("itd", _D, {"score": "itd"}, ("ddpm", "joint", "cdm"), False, "nats",
+                 "log P(x), discrete information-theoretic estimate (64 passes)", ("ddpm", "joint")),
+    DetectorInfo("recon", _D, {"score": "recon"}, ("ddpm", "joint"), False, "MSE",
+                 "minus one-step reconstruction error", ("ddpm", "joint")),
+    DetectorInfo("msp", _D, {"score": "msp"}, ("joint",), False, "probability", "maximum softmax probability",
+                 ("joint",)),
+    DetectorInfo("energy", _D, {"score": "energy"}, ("joint",), False, "nats", "logsumexp of class logits",
+                 ("joint",)),
+]}
+
+# name -> (class, fixed parameters), the shape older code and tests use
+DETECTORS = {name: (d.cls, d.params) for name, d in TABLE.items()}
+
+
+def detector_kinds(name: str) -> tuple:
+    """Model kinds a registered detector can run on, preferred first. ``NAME@KIND``
+    (e.g. ``itd@cdm``) names a detector pinned to one kind of model."""
+    base, _, kind = name.partition("@")
+    if base not in TABLE:
+        raise ValueError(f"unknown detector {base!r}; choose from {', '.join(TABLE)}")
+    kinds = TABLE[base].kinds
+    if kind and kind not in kinds:
+        raise ValueError(f"detector {base} runs on a {' or '.join(kinds)} model, not {kind!r}")
+    return (kind,) if kind else kinds
+
+
+def make_detector(name: str, **params):
+    """A detector from the registry, e.g. ``make_detector("profile", model="cdm.pt")``
+    (a ``@KIND`` suffix, which only chooses among a benchmark's models, is accepted).
+    Parameters the detector's class does not take are dropped."""
+    detector_kinds(name)  # unknown names and kinds fail here
+    info = TABLE[name.partition("@")[0]]
+    accepted = info.cls().get_params()
+    return info.cls(**{**{k: v for k, v in params.items() if k in accepted}, **info.params})
+
+
+def default_detectors(kinds) -> list[str]:
+    """The default detectors for models of these kinds, in table order."""
+    kinds = set(kinds)
+    return [name for name, d in TABLE.items() if kinds & set(d.default_for)]
+
+
+def describe_detectors() -> str:
+    """One line per detector, for the CLI help."""
+    return "\n".join(f"{n}: {d.summary} [{d.units}; {'/'.join(d.kinds)}]" for n, d in TABLE.items())
