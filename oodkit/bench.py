@@ -25,7 +25,8 @@ import pandas as pd
 import torch
 from sklearn.base import clone
 
-from .checkpoint import CheckpointError, load_checkpoint, load_model
+from .checkpoint import CheckpointError, load_checkpoint
+from .pretrained import list_models, load_model
 from .data import DataNotFound, as_images, conform, load_dataset
 from .data.images import fingerprint, jpeg_roundtrip
 from .data.registry import ood_group
@@ -43,6 +44,9 @@ SUITES = {
     "cifar10": "cifar10-vs-svhn,cifar100,mnist,fashionmnist,textures,celeba,noise,constant",
     "fashionmnist": "fashionmnist-vs-mnist,noise,constant",
     "mnist": "mnist-vs-fashionmnist,noise,constant",
+    # near-OOD: held-out classes (needs a model trained on the ID classes only)
+    "cifar10-near": "cifar10[0-5]-vs-cifar10[6-9]",
+    "fashionmnist-near": "fashionmnist[0-4]-vs-fashionmnist[5-9]",
 }
 # What `oodkit bench digits` trains when no model is given: a few minutes on two CPU cores.
 EMBEDDED_TRAINING = dict(net="tiny", steps=1500, T=1000, schedule="uniform", lr=1e-3, batch_size=64)
@@ -109,7 +113,7 @@ def load_sets(bs: BenchSpec, data_root=None, download=False, jpeg_ood=None, max_
             raise
         ood = _subsample(ood, max_test, seed + 2)
         if jpeg_ood is not None:
-            ood = ImageSet(jpeg_roundtrip(ood.images, jpeg_ood), ood.labels, ood.name)
+            ood = ImageSet(jpeg_roundtrip(ood.images, jpeg_ood), ood.labels, ood.name, ood.paths)
         oods[name] = ood
     if not oods:
         raise DataNotFound(f"none of the OOD sets {bs.oods} could be loaded")
@@ -164,8 +168,11 @@ def resolve_models(model, sets: Sets, net=None, steps=None, T=None, image_size=N
         ([p for p in str(model).split(",") if p.strip()] if model is not None else [])
     if model is not None and not paths:
         raise ValueError(f"--model {model!r} names no checkpoint")
+    if not paths and sets.spec.id in {r["name"] for r in list_models() if r["available"] != "missing"}:
+        paths = [sets.spec.id]  # a pretrained model of the ID set: use it rather than train one
+        echo(f"model: the pretrained {sets.spec.id!r} model (pass --model to use another)")
     if not paths:
-        x = as_images(sets.id_train.images)
+        x = sets.id_train.tensor()
         x = conform(x, image_size or x.shape[-1], x.shape[1])
         training = dict(EMBEDDED_TRAINING)
         if sets.spec.suite != "digits":
@@ -226,8 +233,8 @@ def score_pairs(sets: Sets, assignment: dict, batch_size=256, device=None, seed=
         by_ref.setdefault(min(native, ood.size), []).append(name)
     rows, scores, pairs, fitted = [], {d: {} for d in assignment}, {d: [] for d in assignment}, {d: {} for d in assignment}
     for ref, ood_names in by_ref.items():
-        x_train = conform(as_images(sets.id_train.images), h, c, ref_size=ref)
-        x_id = conform(as_images(sets.id_test.images), h, c, ref_size=ref)
+        x_train = conform(sets.id_train.tensor(), h, c, ref_size=ref)
+        x_id = conform(sets.id_test.tensor(), h, c, ref_size=ref)
         id_key = sets.spec.id if ref == native else f"{sets.spec.id}@{ref}px"
         for dname, (model, _) in assignment.items():
             det = make_detector(dname, model=model, batch_size=batch_size, device=device, seed=seed,
@@ -236,7 +243,7 @@ def score_pairs(sets: Sets, assignment: dict, batch_size=256, device=None, seed=
             s_id = det.score_samples(x_id)
             scores[dname][id_key] = s_id
             for ood_name in ood_names:
-                s_ood = det.score_samples(conform(as_images(sets.oods[ood_name].images), h, c, ref_size=ref))
+                s_ood = det.score_samples(conform(sets.oods[ood_name].tensor(), h, c, ref_size=ref))
                 scores[dname][ood_name] = s_ood
                 pairs[dname].append((ood_name, s_id, s_ood, id_key))
                 ci = bootstrap_intervals(s_id, s_ood, n_boot=n_boot, seed=seed) if n_boot else {}

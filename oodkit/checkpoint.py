@@ -12,10 +12,13 @@ Layout (format version 1)::
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
+import signal
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -75,15 +78,64 @@ def save_checkpoint(path, model, ema_state_dict=None, train_state=None, data=Non
         "train_state": train_state,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with _TermCleansUp():
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            torch.save(ckpt, tmp)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
+            os.replace(tmp, path)
+        finally:  # also on KeyboardInterrupt, SystemExit and (see _TermCleansUp) SIGTERM
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
     return path
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the platform allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class _Terminated(BaseException):
+    pass
+
+
+class _TermCleansUp:
+    """While a checkpoint is written, make SIGTERM (whose default action kills the process
+    without running ``finally`` blocks) raise instead, so the temporary file is removed;
+    the signal is then re-raised with its default action. Only in the main thread and
+    only where SIGTERM has its default action (a caller's own handler is left alone)."""
+
+    def __enter__(self):
+        self.prev = None
+        if threading.current_thread() is threading.main_thread():
+            try:
+                if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+                    self.prev = signal.signal(signal.SIGTERM, self._raise)
+            except (ValueError, OSError):  # no signals here (embedded interpreter)
+                self.prev = None
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise _Terminated
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.prev is not None:
+            signal.signal(signal.SIGTERM, self.prev)
+            if exc_type is _Terminated:
+                signal.raise_signal(signal.SIGTERM)  # die as SIGTERM would have
+        return False
 
 
 def load_checkpoint(path) -> dict:
@@ -94,10 +146,17 @@ def load_checkpoint(path) -> dict:
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"checkpoint path is a directory: {path}")
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {_reason(e)}") from None
     if not zipfile.is_zipfile(path):  # torch.save always writes a zip archive
         raise CheckpointError(f"cannot read {path}: truncated or not a checkpoint (not a torch archive)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as e:
+        raise CheckpointError(f"cannot read {path}: {_reason(e)}") from None
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         what = f" ({found.group(1)})" if found else ""
@@ -111,7 +170,11 @@ def load_checkpoint(path) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an oodkit checkpoint (no 'format': 'oodkit' entry)")
     version = ckpt.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or version < 1:  # bools are not versions
+        raise CheckpointError(
+            f"{path}: {version!r} is not a valid format version (expected an integer 1..{FORMAT_VERSION})"
+        )
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format version {version!r}; this oodkit reads up to {FORMAT_VERSION}: upgrade oodkit"
         )
@@ -131,6 +194,7 @@ def load_model(path, ema: bool = True, device=None):
         schedule = NoiseSchedule.from_dict(ckpt["schedule"])
         model = build_model(ckpt["kind"], ckpt["net"]["config"], schedule, ckpt["model"])
         weights = ckpt["ema_state_dict"] if (ema and ckpt.get("ema_state_dict")) else ckpt["state_dict"]
+        _check_weights(path, model, weights)
         model.load_state_dict(weights)
     except CheckpointError:
         raise
@@ -141,6 +205,38 @@ def load_model(path, ema: bool = True, device=None):
     model.train_steps = (ckpt.get("train_state") or {}).get("step")
     model.data_info = ckpt.get("data", {})
     return model.to(device or "cpu").eval()
+
+
+def _reason(e: OSError) -> str:
+    if isinstance(e, PermissionError) or e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    text = (e.strerror or str(e) or type(e).__name__).splitlines()[0]
+    return text[:120]
+
+
+def _check_weights(path, model, weights) -> None:
+    """One-line errors for weights that do not fit ``model`` (naming the first bad key)
+    or that hold NaN/inf."""
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path}: checkpoint does not match its model (weights are a {type(weights).__name__})")
+    expected = model.state_dict()
+    for k, v in weights.items():
+        if k not in expected:
+            raise CheckpointError(f"{path}: checkpoint does not match its model (unexpected key {k})")
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{path}: checkpoint does not match its model (key {k} holds a {type(v).__name__})")
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise CheckpointError(
+                f"{path}: checkpoint does not match its model (key {k}: checkpoint shape {tuple(v.shape)}, "
+                f"model shape {tuple(expected[k].shape)})"
+            )
+    missing = [k for k in expected if k not in weights]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise CheckpointError(f"{path}: checkpoint does not match its model (missing key {missing[0]}{more})")
+    for k, v in weights.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise CheckpointError(f"{path}: weights contain NaN/inf (key {k}): the run diverged or the file is corrupt")
 
 
 def file_sha256(path) -> str:

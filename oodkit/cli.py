@@ -161,7 +161,7 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
         raise UserError("--resume and --overwrite contradict each other")
     device = _device(device)
     ds = load_dataset(data_spec, "train", root=data_root, download=download, holdout=True)
-    x = as_images(ds.images)
+    x = ds.tensor()
     x = conform(x, image_size or x.shape[-1], int(channels) if channels else x.shape[1])
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, ema_decay=ema_decay,
                       grad_clip=grad_clip, hflip=hflip, amp=not no_amp, save_every=save_every, seed=seed)
@@ -268,12 +268,65 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
 
 
 @main.command()
-@click.option("--model", type=click.Path(path_type=Path), required=True, help="Trained checkpoint.")
+@click.option("--model", required=True, help="Trained checkpoint, or a pretrained name (see `oodkit models`).")
+@click.option("--data", "data_spec", required=True, help="ID data set to fit on (its train split).")
+@click.option("--detectors", default=None, cls=_LazyHelp)
+@click.option("--calibrate-on", default=None,
+              help="Held-out ID data (its test split) to set each threshold on, accepting --tpr of it.")
+@click.option("--tpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
+@click.option("--max-train", type=POS, default=None, help="Fit on at most this many images (seeded subsample).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Detector file to write (.npz).")
+@click.option("--embed-model", is_flag=True, help="Store the model's weights in the detector file.")
+@data_root_option
+@download_option
+@click.option("--batch-size", type=POS, default=256, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
+@click.option("--quiet", is_flag=True)
+@_friendly
+def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_model, data_root, download, batch_size,
+        seed, device, quiet):
+    """Fit detectors once and save them, to score later with `oodkit score --detector`."""
+    from .data import as_images, conform, load_dataset
+    from .detectors import default_detectors, make_detector
+    from .detectors.persist import save_detectors
+    from .pretrained import load_model
+
+    _writable_file(out, "--out")
+    device = _device(device)
+    m = load_model(model, device=device)
+    m.reference = model  # the file records the name or path as given
+    names = _split_list(detectors) or default_detectors([m.kind])
+    c, h, _ = m.image_shape
+    ds = load_dataset(data_spec, "train", data_root, download, holdout=True)
+    if max_train is not None and len(ds) > max_train:
+        import numpy as np
+        ds = ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), max_train, replace=False)))
+    x = conform(ds.tensor(), h, c)
+    x_val = None
+    if calibrate_on:
+        x_val = conform(load_dataset(calibrate_on, "test", data_root, download, holdout=True).tensor(), h, c)
+    dets = {}
+    for name in names:
+        det = make_detector(name, model=m, batch_size=batch_size, seed=seed, progress=not quiet).fit(x)
+        if x_val is not None:
+            det.calibrate(x_val, tpr=tpr)
+        dets[name] = det
+    save_detectors(out, dets, embed_model=embed_model)
+    how = f"thresholds accept {tpr:g} of {calibrate_on} (test split)" if calibrate_on else \
+        "thresholds: the 5 % training quantile"
+    click.echo(f"wrote {out}: {', '.join(dets)} fitted on {len(x)} {ds.name} images; {how}")
+
+
+@main.command()
+@click.option("--model", default=None, help="Trained checkpoint, or a pretrained name (see `oodkit models`).")
+@click.option("--detector", "detector_file", type=click.Path(path_type=Path), default=None,
+              help="Detector file from `oodkit fit` (scores without touching the training set).")
 @click.option("--data", "data_spec", required=True, help="Data set name, npz:PATH or folder:PATH.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--fit-data", default=None,
-              help="ID data (train split) to fit typicality and profile on (default: the model's training set, "
-                   "when it can be found).")
+              help="With --model: ID data (train split) to fit typicality and profile on (default: the model's "
+                   "training set, when it can be found).")
 @data_root_option
 @download_option
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV file to write.")
@@ -281,18 +334,41 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
 @device_option
 @click.option("--quiet", is_flag=True)
 @_friendly
-def score(model, data_spec, split, fit_data, data_root, download, out, batch_size, device, quiet):
+def score(model, detector_file, data_spec, split, fit_data, data_root, download, out, batch_size, device, quiet):
     """Per-sample scores of a data set (CSV, one column per score, higher = more ID)."""
     from .report import atomic_write
-    from .scoring import score_dataset
+    from .scoring import score_dataset, score_with_detectors
 
+    if (model is None) == (detector_file is None):
+        raise UserError("give exactly one of --model (fit here) and --detector (a file from `oodkit fit`)")
     _writable_file(out, "--out")
+    if detector_file is not None:
+        df = score_with_detectors(detector_file, data_spec, split, data_root, download, _device(device), not quiet)
+        atomic_write(out, df.to_csv(index=False).encode())
+        click.echo(f"wrote {out}: {len(df)} rows, columns {', '.join(df.columns)}")
+        return
     df, fitted_on = score_dataset(model, data_spec, split=split, fit_data=fit_data, data_root=data_root,
                                   download=download, batch_size=batch_size, device=_device(device),
                                   progress=not quiet)
     atomic_write(out, df.to_csv(index=False).encode())
     note = f"; typicality and profile fitted on {fitted_on}" if fitted_on else "; no ID data for typicality/profile"
     click.echo(f"wrote {out}: {len(df)} rows, columns {', '.join(df.columns)}{note}")
+
+
+@main.command()
+def models():
+    """List the pretrained models (names usable wherever --model takes a checkpoint)."""
+    from .pretrained import list_models
+
+    rows = list_models()
+    if not rows:
+        click.echo("no pretrained models are installed")
+        return
+    click.echo(f"{'name':<13} {'data':<13} {'steps':>6} {'CPU-h':>6} {'test bpd':>9}  {'available':<9} sha256")
+    for r in rows:
+        click.echo(f"{r['name']:<13} {r.get('dataset', '?'):<13} {r.get('steps') or 0:>6} "
+                   f"{r.get('cpu_hours') or 0:>6.1f} {r.get('test_bpd') or float('nan'):>9.3f}  "
+                   f"{r['available']:<9} {r['sha256'][:16]}")
 
 
 @main.command()

@@ -30,12 +30,15 @@ class Representation:
         log_gauss: (N,) float64, ``log N(x; 0, I)`` in nats.
         dim: d = C*H*W of the model input.
         images: the model-size inputs (uint8 or float (N, C, H, W)), for complexity.
+        features: (N, C) float32, the pooled features the classification head reads
+            (None for nets that cannot return them), from the same pass.
     """
 
     logits: torch.Tensor
     log_gauss: np.ndarray
     dim: int
     images: torch.Tensor
+    features: torch.Tensor | None = None
     _png_bits: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -73,6 +76,15 @@ _CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDict
 _CACHE_PER_MODEL = 16
 
 
+def _gives_features(model) -> bool:
+    import inspect
+
+    try:
+        return "return_features" in inspect.signature(model.net.forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
 def clear_cache() -> None:
     _CACHE.clear()
 
@@ -96,15 +108,22 @@ def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progre
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    logits, log_gauss = [], []
+    logits, log_gauss, feats = [], [], []
+    with_features = _gives_features(model)
     try:
         for xb in tqdm(list(batches(x, batch_size)), desc=desc, disable=not progress, leave=False):
             xf = to_float(xb).to(device)
-            logits.append(model.logits(xf).float().cpu())
+            if with_features:
+                f, h = model.logits(xf, return_features=True)
+                feats.append(h.float().cpu())
+            else:
+                f = model.logits(xf)
+            logits.append(f.float().cpu())
             log_gauss.append(log_std_normal(xf).cpu())
     finally:
         model.train(was_training)
-    rep = Representation(torch.cat(logits), torch.cat(log_gauss).numpy(), int(x[0].numel()), x)
+    rep = Representation(torch.cat(logits), torch.cat(log_gauss).numpy(), int(x[0].numel()), x,
+                         features=torch.cat(feats) if feats else None)
     if not torch.isfinite(rep.logits).all():
         raise FloatingPointError("the model produced NaN or inf logits; the checkpoint may be corrupt or diverged")
     if len(per_model) >= _CACHE_PER_MODEL:

@@ -3,12 +3,39 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .checkpoint import load_model
+from .pretrained import load_model
 from .data import DataNotFound, as_images, conform, load_dataset
 from .detectors import TABLE, default_detectors, make_detector
 from .representation import represent
 
-__all__ = ["score_dataset"]
+__all__ = ["score_dataset", "score_with_detectors"]
+
+
+def score_with_detectors(path, data_spec, split="test", data_root=None, download=False, device=None,
+                         progress=True) -> pd.DataFrame:
+    """Scores of ``data_spec`` under the fitted detectors in ``path`` (from ``oodkit
+    fit``): index, path (folders), label, then per detector its score, threshold and
+    ``is_ood`` (score below the threshold)."""
+    from .detectors.persist import load_detectors
+
+    dets = load_detectors(path, device=device)
+    model = next(iter(dets.values())).model_
+    c, h, _ = model.image_shape
+    ds = load_dataset(data_spec, split, data_root, download)
+    x = conform(ds.tensor(), h, c)
+    cols = {"index": range(len(ds))}
+    if getattr(ds, "paths", None) is not None:
+        cols["path"] = ds.paths
+    if ds.labels is not None:
+        cols["label"] = ds.labels
+    frame = pd.DataFrame(cols)
+    for name, det in dets.items():
+        det.set_params(progress=progress)
+        s = det.score_samples(x)
+        frame[name] = s
+        frame[f"{name}_threshold"] = det.offset_
+        frame[f"{name}_is_ood"] = s < det.offset_
+    return frame
 
 
 def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=None, download=False,
@@ -20,7 +47,7 @@ def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=
     model = load_model(model_path, device=device)
     c, h, _ = model.image_shape
     ds = load_dataset(data_spec, split, data_root, download)
-    x = conform(as_images(ds.images), h, c)
+    x = conform(ds.tensor(), h, c)
     cols = {"index": range(len(ds))}
     if ds.labels is not None:
         cols["label"] = ds.labels
@@ -33,7 +60,7 @@ def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=
     x_fit, fitted_on = None, fit_data or model.data_info.get("dataset")
     if fitted_on and any(TABLE[n].fitted for n in names):
         try:
-            x_fit = conform(as_images(load_dataset(fitted_on, "train", data_root, download, holdout=True).images), h, c)
+            x_fit = conform(load_dataset(fitted_on, "train", data_root, download, holdout=True).tensor(), h, c)
         except DataNotFound:
             if fit_data:
                 raise

@@ -62,7 +62,7 @@ def test_train_then_score_then_bench_with_model(run, tmp_path):
     assert r.exit_code == 0, r.output
     df = pd.read_csv(tmp_path / "s.csv")
     assert list(df.columns) == ["index", "bpd", "loglik", "posterior", "expected-t", "typicality", "complexity",
-                                "profile"]
+                                "profile", "features", "fused"]
     assert len(df) == len(np.unique(df["index"])) and "fitted on digits-0to4" in r.output
     r = run("bench", "digits-0to4-vs-digits-5to9", "--model", "m.pt", "--detectors", "typicality", "--quiet",
             "--output-dir", "b")

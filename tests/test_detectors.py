@@ -147,3 +147,33 @@ def test_golden_aurocs(data):
     for name, per in GOLDEN.items():
         for k, want in per.items():
             assert got[name][k] == pytest.approx(want, abs=1e-6), (name, k, got[name][k])
+
+
+def test_fused_score_is_fitted_on_id_only_and_ignores_training_order(data):
+    clear_cache()
+    model = fixed_model(seed=5)
+    perm = np.random.default_rng(0).permutation(len(data["train"]))
+    a = make_detector("fused", model=model, progress=False).fit(data["train"])
+    b = make_detector("fused", model=model, progress=False).fit(data["train"][torch.from_numpy(perm)])
+    for k in ("test", "letters", "noise"):
+        np.testing.assert_allclose(a.score_samples(data[k]), b.score_samples(data[k]), rtol=1e-12, atol=1e-12)
+    # an image's score does not depend on what else is scored (nothing transductive)
+    alone = a.score_samples(data["test"][:5])
+    np.testing.assert_allclose(alone, a.score_samples(data["test"])[:5], rtol=1e-12)
+
+
+def test_fused_is_fishers_rule_on_the_components_p_values(data):
+    """Each part is log((#training scores <= s) + 1) / (n + 1)) inside the training range."""
+    clear_cache()
+    det = make_detector("fused", model=fixed_model(seed=6), progress=False).fit(data["train"])
+    rep = det.representation(data["test"])
+    parts = det.scorer_.parts(rep)
+    assert set(parts) == {"profile", "complexity", "features"}
+    np.testing.assert_allclose(sum(parts.values()), det.score_samples(data["test"]))
+    comp = det.scorer_.components["complexity"]
+    train_c = comp.score(det.representation(data["train"]))
+    s = comp.score(rep)
+    inside = s >= train_c.min()
+    want = np.log(((train_c[None, :] <= s[:, None]).sum(1) + 1) / (len(train_c) + 1))
+    np.testing.assert_allclose(parts["complexity"][inside], want[inside])
+    assert (parts["complexity"][~inside] < np.log(1 / (len(train_c) + 1)) + 1e-12).all()

@@ -21,10 +21,12 @@ class ImageInputError(ValueError):
     """Images of the wrong shape, dtype, range or content."""
 
 
-def _from_iterable(X) -> torch.Tensor:
+def _from_iterable(X) -> tuple[torch.Tensor, bool]:
+    """Stack the images of a Dataset, DataLoader or iterable. Returns the batch and
+    whether any item was a numpy array (whose layout is guessed, never assumed)."""
     from PIL import Image
 
-    items = []
+    items, any_numpy = [], False
     for item in X:
         if isinstance(item, (tuple, list)):
             item = item[0]  # (image, label) pairs
@@ -36,6 +38,7 @@ def _from_iterable(X) -> torch.Tensor:
             else:
                 item = item.permute(2, 0, 1)
         elif isinstance(item, np.ndarray):
+            any_numpy = True
             item = torch.from_numpy(item)
         if not isinstance(item, torch.Tensor):
             raise ImageInputError(f"cannot read an image from a {type(item).__name__}")
@@ -45,65 +48,182 @@ def _from_iterable(X) -> torch.Tensor:
     shapes = {tuple(i.shape[1:]) for i in items}
     if len(shapes) > 1:
         raise ImageInputError(f"images differ in shape: {sorted(shapes)[:3]}; resize them to one size first")
-    return torch.cat(items)
+    return torch.cat(items), any_numpy
 
 
-def as_images(X, name: str = "X") -> torch.Tensor:
+#: Float inputs with no negative value and more than this many values are refused as
+#: probably being in [0, 1] (a smaller array only warns: a few bright pixels may be real).
+HANDFUL = 64
+
+_VALUE_RANGES = {(-1, 1): None, (0, 1): (2.0, -1.0), (0, 255): (2.0 / 255.0, -1.0)}
+
+
+def _channel_rank(n: int) -> int:
+    """How channel-like an axis of ``n`` entries is: 2 for grey/RGB, 1 for RGBA, 0 otherwise."""
+    return 2 if n in (1, 3) else 1 if n == 4 else 0
+
+
+def _layout(x: torch.Tensor, layout: str | None, is_tensor: bool, name: str) -> str:
+    shape = tuple(x.shape)
+    if layout is not None:
+        if layout not in ("nchw", "nhwc"):
+            raise ImageInputError(f'{name}: layout must be "nchw", "nhwc" or None, got {layout!r}')
+        return layout
+    first, last = _channel_rank(shape[1]), _channel_rank(shape[3])
+    if first > last:
+        return "nchw"
+    if last > first:
+        return "nhwc"
+    if first == 0:
+        return "nchw"  # neither axis holds channels: refused below with the channel error
+    if is_tensor:
+        return "nchw"  # torch's convention, and what as_images returns
+    raise ImageInputError(
+        f"{name}: shape {shape} is ambiguous: axis 1 and axis 3 could both hold the channels; "
+        f'pass layout="nhwc" or layout="nchw" to as_images, or a torch tensor in (N, C, H, W), '
+        f"e.g. torch.from_numpy(np.transpose(x, (0, 3, 1, 2)).copy()) for channels-last x"
+    )
+
+
+def _check_3d(shape: tuple, name: str) -> None:
+    n, h, w = shape
+    if n == 3 and h == w > 4:  # also one (C, H, W) RGB image; a leading 1 reads the same either way
+        what, grey = "(C, H, W)", "x[:, None]"
+    elif w in (1, 3, 4) and n == h > 4:  # also one (H, W, C) image
+        what, grey = "(H, W, C)", "x[:, :, :, None]"
+    else:
+        return
+    raise ImageInputError(
+        f"{name}: shape {shape} is ambiguous: {n} grey {h}x{w} images (3-D input is read as (N, H, W)) "
+        f"or one {what} image? pass x[None] for one image, or {grey} for a batch of grey images"
+    )
+
+
+def as_images(X, name: str = "X", *, layout: str | None = None, value_range: tuple | None = None) -> torch.Tensor:
     """Validate and standardise a batch of images.
 
-    Accepts uint8 arrays/tensors (N, H, W), (N, H, W, C) or (N, C, H, W) (channels-last is
-    recognised when the last axis has 1, 3 or 4 entries and the second does not); float
-    arrays/tensors (N, C, H, W) scaled to [-1, 1]; a torch ``Dataset`` or ``DataLoader``
-    or any iterable of images or (image, label) pairs (PIL images, uint8 or float tensors).
+    Accepts arrays/tensors of uint8 pixels (or integers 0..255) or floats in [-1, 1]
+    shaped (N, H, W) (grey), (N, C, H, W) or (N, H, W, C) with C in 1, 3 or 4 (alpha is
+    dropped); a torch ``Dataset`` or ``DataLoader`` or any iterable of images or
+    (image, label) pairs (PIL images, arrays or tensors).
 
-    Returns uint8 (N, C, H, W) or float32 (N, C, H, W) in [-1, 1].
+    Layout rules (nothing is guessed where two readings are possible):
+
+    * 2-D input is one image without a batch axis and is refused: pass ``x[None]``.
+    * 3-D input is (N, H, W) grey images, except shapes that also read as a single
+      square image and are refused as ambiguous: (3, H, H) (one RGB (C, H, W) image?)
+      and (H, H, C) with C in 1, 3, 4 (one (H, W, C) image?), for H > 4. Fix:
+      ``x[None]`` for one image, ``x[:, None]`` for a grey batch. (1, H, W) is one grey
+      image either way; (4, H, W) stays 4 grey images.
+    * 4-D input: the channel axis is axis 1 or axis 3, whichever alone holds 1 or 3
+      entries (else whichever alone holds 4). When both hold a channel count, e.g.
+      (N, 3, 3, 3) or (N, 1, 4, 1), a torch tensor is read as (N, C, H, W) (torch's
+      convention; so ``as_images`` is idempotent), and a numpy array is refused as
+      ambiguous. ``layout="nchw"`` or ``"nhwc"`` states the layout and skips the guess.
+
+    Value rules: floats must be finite and in [-1, 1] (``x = 2k/255 - 1``). A float
+    input with no negative value at all and more than ``HANDFUL`` values is refused:
+    it is almost surely [0, 1] data (``ToTensor``'s range), which read as [-1, 1] would
+    be off by ~log 2 per pixel; convert with ``x * 2 - 1`` or declare the range with
+    ``value_range``: ``(-1, 1)`` (accepts data that merely happen to be non-negative),
+    ``(0, 1)`` or ``(0, 255)`` (both converted to [-1, 1]). Values outside the declared
+    range, NaN and inf are refused. Every refusal is a one-line :class:`ImageInputError`.
+
+    Returns uint8 (N, C, H, W) or float32 (N, C, H, W) in [-1, 1], C in 1 or 3.
     """
+    if value_range is not None:
+        given = value_range
+        try:
+            ok = isinstance(given, (tuple, list)) and len(given) == 2
+            value_range = tuple(float(v) for v in given) if ok else None
+        except (TypeError, ValueError):
+            value_range = None
+        if value_range not in _VALUE_RANGES:
+            raise ImageInputError(
+                f"{name}: value_range must be None, (-1, 1), (0, 1) or (0, 255), got {given!r}"
+            )
+    is_tensor = False
     if isinstance(X, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(X))
     elif isinstance(X, torch.Tensor):
-        x = X.detach().cpu()
+        x, is_tensor = X.detach().cpu(), True
     elif hasattr(X, "__iter__") or hasattr(X, "__getitem__"):
-        x = _from_iterable(X)
+        x, any_numpy = _from_iterable(X)
+        is_tensor = not any_numpy
     else:
         raise ImageInputError(f"{name}: expected an array, tensor, Dataset or DataLoader of images, got {type(X).__name__}")
 
+    if x.ndim == 2:
+        raise ImageInputError(
+            f"{name}: got shape {tuple(x.shape)}, one image without a batch axis; pass x[None] "
+            "(images are (N, H, W), (N, C, H, W) or (N, H, W, C))"
+        )
     if x.ndim == 3:
+        if layout is not None:
+            raise ImageInputError(f"{name}: layout={layout!r} needs 4-D images, got shape {tuple(x.shape)}")
+        _check_3d(tuple(x.shape), name)
         x = x[:, None]
     if x.ndim != 4:
         raise ImageInputError(f"{name}: expected images (N, C, H, W) or (N, H, W, C), got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ImageInputError(f"{name}: got no images (shape {tuple(x.shape)})")
-    if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+    if _layout(x, layout, is_tensor, name) == "nhwc":
         x = x.permute(0, 3, 1, 2)
     if x.shape[1] not in (1, 3, 4):
         raise ImageInputError(f"{name}: images must have 1, 3 or 4 channels, got shape {tuple(x.shape)}")
     if x.shape[1] == 4:  # drop alpha
         x = x[:, :3]
+    if x.is_floating_point():
+        return _floats(x.float(), value_range, name).contiguous()
+    if value_range not in (None, (0.0, 255.0)):
+        raise ImageInputError(
+            f"{name}: {x.dtype} images are pixels 0..255; value_range={value_range} applies to float images only"
+        )
     if x.dtype == torch.uint8:
         return x.contiguous()
-    if x.is_floating_point():
-        x = x.float()
-        if not torch.isfinite(x).all():
-            bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
-            raise ImageInputError(f"{name}: images contain NaN or inf (first at indices {bad})")
-        lo, hi = x.min().item(), x.max().item()
-        if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
-            raise ImageInputError(
-                f"{name}: float images must be scaled to [-1, 1], got values in [{lo:.4g}, {hi:.4g}]; "
-                "pass uint8 pixels or rescale with x = 2 * x01 - 1"
-            )
-        if lo >= 0.0 and hi > 0.5:
-            warnings.warn(
-                f"{name}: float images lie in [{lo:.3g}, {hi:.3g}]; oodkit expects [-1, 1], "
-                "not [0, 1] (ToTensor's range): rescale with x = 2 * x01 - 1",
-                stacklevel=3,
-            )
-        return x.clamp(-1, 1).contiguous()
     if x.dtype in (torch.int16, torch.int32, torch.int64, torch.uint16 if hasattr(torch, "uint16") else torch.int16):
         if x.min() < 0 or x.max() > 255:
             raise ImageInputError(f"{name}: integer images must hold 8-bit pixels 0..255")
         return x.to(torch.uint8).contiguous()
     raise ImageInputError(f"{name}: unsupported image dtype {x.dtype}; pass uint8 pixels or floats in [-1, 1]")
+
+
+def _floats(x: torch.Tensor, value_range: tuple | None, name: str) -> torch.Tensor:
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
+        raise ImageInputError(f"{name}: images contain NaN or inf (first at indices {bad})")
+    lo, hi = x.min().item(), x.max().item()
+    if value_range is None:
+        if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
+            raise ImageInputError(
+                f"{name}: float images must be scaled to [-1, 1], got values in [{lo:.4g}, {hi:.4g}]; "
+                "pass uint8 pixels, rescale with x = 2 * x01 - 1, or declare value_range=(0, 255)"
+            )
+        if lo >= 0.0:
+            msg = (
+                f"{name}: float images hold no negative value (range [{lo:.3g}, {hi:.3g}]): oodkit takes uint8 "
+                "pixels or floats in [-1, 1]; if the data are in [0, 1] (ToTensor's range) convert with x * 2 - 1, "
+                "or pass value_range=(0, 1) (or value_range=(-1, 1) if they really are [-1, 1] data)"
+            )
+            if x.numel() > HANDFUL:
+                raise ImageInputError(msg)
+            warnings.warn(
+                f"{name}: float images lie in [{lo:.3g}, {hi:.3g}]; oodkit expects [-1, 1], not [0, 1] "
+                "(ToTensor's range): convert with x * 2 - 1, or declare value_range=(0, 1) or (-1, 1)",
+                stacklevel=4,
+            )
+        return x.clamp(-1, 1)
+    a, b = value_range
+    tol = 1e-4 * (b - a)
+    if lo < a - tol or hi > b + tol:
+        raise ImageInputError(
+            f"{name}: float images have values in [{lo:.4g}, {hi:.4g}], outside the declared "
+            f"value_range [{a:g}, {b:g}]"
+        )
+    scale = _VALUE_RANGES[value_range]
+    if scale is not None:
+        x = x * scale[0] + scale[1]
+    return x.clamp(-1, 1)
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:

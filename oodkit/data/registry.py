@@ -54,11 +54,34 @@ SYNTHETIC = ("noise", "constant")
 
 
 def ood_group(id_name: str, ood_name: str) -> str:
-    """``"near"``, ``"far"`` or ``"synthetic"`` for an (ID, OOD) pair; unlisted real
+    """``"near"``, ``"far"`` or ``"synthetic"`` for an (ID, OOD) pair; other classes of
+    the ID set (``cifar10[0-5]`` against ``cifar10[6-9]``) are "near"; unlisted real
     pairs are "far"."""
     if ood_name in SYNTHETIC:
         return "synthetic"
-    return GROUPS.get((id_name, ood_name), "far")
+    id_base, ood_base = parse_classes(id_name)[0], parse_classes(ood_name)[0]
+    if id_base == ood_base and id_name != ood_name:
+        return "near"
+    return GROUPS.get((id_base, ood_base), "far")
+
+
+def parse_classes(spec: str) -> tuple[str, list | None]:
+    """``"cifar10[0-5]"`` -> ("cifar10", [0..5]); ``"mnist[1+3+5]"`` -> ("mnist", [1, 3, 5]);
+    a plain name -> (name, None). Ranges are inclusive; ``+`` joins (a comma would split
+    a benchmark's OOD list)."""
+    if not spec.endswith("]") or "[" not in spec or spec.startswith(("npz:", "folder:")):
+        return spec, None
+    base, _, body = spec[:-1].partition("[")
+    classes = []
+    try:
+        for part in body.split("+"):
+            lo, sep, hi = part.partition("-")
+            classes += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    except ValueError:
+        raise ValueError(f"{spec}: write classes as NAME[0-5] or NAME[1+3+5]") from None
+    if not base or not classes:
+        raise ValueError(f"{spec}: write classes as NAME[0-5] or NAME[1+3+5]")
+    return base, sorted(set(classes))
 
 
 PACKAGED = {
@@ -96,6 +119,15 @@ def load_dataset(
     RGB). ``holdout``: split a single-file generic spec 80/20 into train / test."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    base, classes = parse_classes(spec)
+    if classes is not None:  # NAME[0-5]: a held-out-class split of a labelled set
+        ds = load_dataset(base, split, root, download, like, holdout)
+        if ds.labels is None:
+            raise ValueError(f"{spec}: {base} has no labels to select classes by")
+        missing = sorted(set(classes) - set(np.unique(ds.labels).tolist()))
+        if missing:
+            raise ValueError(f"{spec}: {base} ({split}) has no class {missing[0]}")
+        return ds.subset(np.flatnonzero(np.isin(ds.labels, classes)), name=spec)
     root = Path(root) if root is not None else default_root()
 
     for prefix, reader in (("npz:", sources.read_npz), ("folder:", sources.read_folder)):

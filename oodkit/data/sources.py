@@ -20,6 +20,7 @@ class ImageSet:
     images: np.ndarray  # uint8 (N, H, W, C)
     labels: np.ndarray | None
     name: str
+    paths: list[str] | None = None  # where each image came from (folder sources), in order
 
     def __post_init__(self):
         a = self.images
@@ -31,6 +32,10 @@ class ImageSet:
             self.labels = np.asarray(self.labels).astype(np.int64)
             if len(self.labels) != len(a):
                 raise ValueError(f"{self.name}: {len(a)} images but {len(self.labels)} labels")
+        if self.paths is not None:
+            self.paths = [str(p) for p in self.paths]
+            if len(self.paths) != len(a):
+                raise ValueError(f"{self.name}: {len(a)} images but {len(self.paths)} paths")
 
     def __len__(self):
         return len(self.images)
@@ -43,8 +48,16 @@ class ImageSet:
     def channels(self) -> int:
         return self.images.shape[-1]
 
+    def tensor(self):
+        """The images as a uint8 torch tensor (N, C, H, W) (the arrays are channels-last)."""
+        from .images import as_images
+
+        a = self.images if self.images.ndim == 4 else self.images[..., None]
+        return as_images(a, name=self.name, layout="nhwc")
+
     def subset(self, idx, name=None) -> "ImageSet":
-        return ImageSet(self.images[idx], None if self.labels is None else self.labels[idx], name or self.name)
+        paths = None if self.paths is None else np.asarray(self.paths, dtype=object)[idx].tolist()
+        return ImageSet(self.images[idx], None if self.labels is None else self.labels[idx], name or self.name, paths)
 
 
 def read_npz(path, name=None) -> ImageSet:
@@ -65,34 +78,75 @@ def read_npz(path, name=None) -> ImageSet:
     return ImageSet(images, labels, name or path.stem)
 
 
-def read_folder(path, name=None, max_size: int = 64) -> ImageSet:
-    """An ImageFolder (``class/xxx.png``) or a flat folder of images. Images of mixed
-    sizes are centre-cropped square and resized to the smallest side (at most
-    ``max_size``); grayscale stays one channel only if every image is grayscale."""
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def _pixels(im) -> np.ndarray:
+    """A PIL image as uint8 (H, W) grey or (H, W, 3) colour; alpha is dropped."""
+    if im.mode.startswith("I"):  # 16-bit PNG ("I;16") and 32-bit TIFF ("I"): take the high byte
+        return (np.clip(np.asarray(im, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+    if im.mode == "P":  # via RGBA, so that a transparent palette entry keeps its colour
+        a = np.asarray(im.convert("RGBA"))[..., :3]
+        return a[..., 0].copy() if (a == a[..., :1]).all() else a
+    if im.mode in ("1", "L", "LA", "F"):
+        return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))
+
+
+def read_folder(path, name=None, max_size: int = 64, resize: int | None = None) -> ImageSet:
+    """An ImageFolder (``class/xxx.png``) or a flat folder of images, read in sorted path
+    order (kept in ``paths``); hidden files and other extensions are skipped. Every image
+    must have one size: non-square ones are centre-cropped square, and downsampled to
+    ``max_size`` if larger. ``resize=N`` accepts mixed sizes instead: each image is
+    centre-cropped square and resized to N x N. Grayscale stays one channel only if every
+    image is grayscale."""
     from PIL import Image
+
+    from .images import ImageInputError
 
     path = Path(path)
     if not path.is_dir():
         raise DataNotFound(f"no such folder: {path}")
-    exts = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in exts)
+    files = sorted(
+        p for p in path.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTS and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
     if not files:
-        raise DataNotFound(f"no images ({', '.join(sorted(exts))}) under {path}")
-    classes = sorted({p.parent.relative_to(path).as_posix() for p in files})
-    pils = [Image.open(p) for p in files]
-    gray = all(im.mode in ("L", "1", "I;16", "I") for im in pils)
-    side = min(max_size, min(min(im.size) for im in pils))
+        raise DataNotFound(f"no images ({', '.join(sorted(IMAGE_EXTS))}) under {path}")
+    first = side = None
     arrays = []
-    for im in pils:
-        im = im.convert("L" if gray else "RGB")
-        w, h = im.size
-        s = min(w, h)
-        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-        if s != side:
-            im = im.resize((side, side), Image.BILINEAR)
-        arrays.append(np.asarray(im))
-    labels = np.array([classes.index(p.parent.relative_to(path).as_posix()) for p in files])
-    return ImageSet(np.stack(arrays), labels, name or path.name)
+    for p in files:
+        try:  # one file open at a time: a folder of thousands must not exhaust file handles
+            with Image.open(p) as im:
+                if resize is None:
+                    if first is None:
+                        first, side = (p, im.size), min(max_size, *im.size)
+                    elif im.size != first[1]:  # refuse before decoding; sizes come from the header
+                        (w0, h0), (w, h) = first[1], im.size
+                        raise ImageInputError(
+                            f"images in {path} differ in size: {first[0].relative_to(path)} is {w0}x{h0}, "
+                            f"{p.relative_to(path)} is {w}x{h}; make all images one size or pass resize=N"
+                        )
+                im.load()
+                a = _pixels(im)
+        except ImageInputError:
+            raise
+        except Exception as e:  # PIL raises OSError, SyntaxError, struct.error, ... for bad files
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ImageInputError(f"cannot read image {p}: {msg}") from e
+        h, w = a.shape[:2]
+        s, target = min(h, w), resize or side
+        a = a[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+        if s != target:
+            a = np.asarray(Image.fromarray(a).resize((target, target), Image.BILINEAR))
+        arrays.append(a)
+    if any(a.ndim == 3 for a in arrays):
+        arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=-1) for a in arrays]
+    rel = [p.parent.relative_to(path).as_posix() for p in files]
+    classes = {c: i for i, c in enumerate(sorted(set(rel)))}
+    labels = np.array([classes[c] for c in rel])
+    return ImageSet(np.stack(arrays), labels, name or path.name, paths=[str(p) for p in files])
 
 
 # -- torchvision -----------------------------------------------------------------------

@@ -5,14 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from ..checkpoint import load_model
+from ..pretrained import load_model
 from ..data.images import ImageInputError, as_images, conform
 from ..representation import Representation, represent
 from ..training import TrainConfig, fit_model
 from .base import BaseDetector
-from .scores import SCORERS, Profile, profile_levels
+from .scores import SCORERS, Complexity, FeatureKNN, Fused, Profile, profile_levels
 
 __all__ = ["CDMDetector"]
 
@@ -37,11 +38,17 @@ class CDMDetector(BaseDetector):
             saved to ``model_out`` if set).
         score: ``"loglik"`` (Eq. 10), ``"posterior"`` (log p(t=0|x)), ``"expected-t"``
             (minus E[t|x]), ``"profile"`` (density of the multiscale likelihood profile),
+            ``"features"`` (deep kNN on the head's pooled features), ``"features-gauss"``
+            (their Mahalanobis distance), ``"fused"`` (profile, complexity and features
+            combined by Fisher's rule on ID p-values),
             ``"typicality"`` or ``"complexity"`` (likelihood + PNG bits).
         n_levels, density, n_neighbors, n_components: the profile's levels and density
             model (``"knn"`` or ``"gmm"``).
         resize: bring images of another size or channel count to the model's (see
             :func:`oodkit.data.conform`); otherwise such input is refused.
+        layout, value_range: passed to :func:`oodkit.data.as_images` for arrays whose
+            layout is ambiguous (``"nhwc"`` / ``"nchw"``) or floats not in [-1, 1]
+            (``(0, 1)``, ``(0, 255)``).
         contamination: share of training data below ``offset_`` (the predict threshold).
 
     Inputs ``X``: uint8 pixel arrays (N, H, W[, C]) or (N, C, H, W), float (N, C, H, W)
@@ -52,7 +59,8 @@ class CDMDetector(BaseDetector):
 
     def __init__(self, model=None, score="loglik", *, net="small", steps=2000, T=1000, schedule="uniform",
                  image_size=None, batch_size=128, n_levels=20, density="knn", n_neighbors=5, n_components=10,
-                 resize=False, contamination=0.05, device=None, seed=0, progress=True, model_out=None):
+                 resize=False, layout=None, value_range=None, contamination=0.05, device=None, seed=0, progress=True,
+                 model_out=None):
         self.model = model
         self.score = score
         self.net = net
@@ -66,6 +74,8 @@ class CDMDetector(BaseDetector):
         self.n_neighbors = n_neighbors
         self.n_components = n_components
         self.resize = resize
+        self.layout = layout
+        self.value_range = value_range
         self.contamination = contamination
         self.device = device
         self.seed = seed
@@ -74,7 +84,7 @@ class CDMDetector(BaseDetector):
 
     # -- helpers ----------------------------------------------------------------------
     def _images(self, X, model) -> torch.Tensor:
-        x = as_images(X)
+        x = as_images(X, layout=self.layout, value_range=self.value_range)
         c, h, w = model.image_shape
         if tuple(x.shape[1:]) != (c, h, w):
             if not self.resize:
@@ -87,7 +97,7 @@ class CDMDetector(BaseDetector):
 
     def _load_model(self, X):
         if self.model is None:
-            x = as_images(X)
+            x = as_images(X, layout=self.layout, value_range=self.value_range)
             if self.image_size is not None:
                 x = conform(x, self.image_size, x.shape[1])
             cfg = TrainConfig(steps=self.steps, batch_size=min(64, self.batch_size), seed=self.seed)
@@ -102,9 +112,14 @@ class CDMDetector(BaseDetector):
     def _make_scorer(self, model):
         if self.score not in SCORERS:
             raise ValueError(f"unknown score {self.score!r}; choose one of {sorted(SCORERS)}")
+        levels = profile_levels(model.T, model.schedule.alpha_bar.numpy(), self.n_levels)
         if self.score == "profile":
-            levels = profile_levels(model.T, model.schedule.alpha_bar.numpy(), self.n_levels)
             return Profile(levels, self.density, self.n_neighbors, self.n_components, self.seed)
+        if self.score == "features":
+            return FeatureKNN(self.n_neighbors)
+        if self.score == "fused":
+            return Fused({"profile": Profile(levels, "knn", self.n_neighbors, seed=self.seed),
+                          "complexity": Complexity(), "features": FeatureKNN(self.n_neighbors)})
         return SCORERS[self.score]()
 
     def representation(self, X) -> Representation:
@@ -120,6 +135,7 @@ class CDMDetector(BaseDetector):
         rep = represent(self.model_, self._images(X, self.model_), self.batch_size, self.device,
                         progress=self.progress, desc="forward (fit)")
         self.scorer_ = self._make_scorer(self.model_).fit(rep)
+        self._fitted_for = self._score_params()
         train_scores = self.scorer_.train_score(rep) if hasattr(self.scorer_, "train_score") else self.scorer_.score(rep)
         self._set_offset(train_scores)
         self.n_features_in_ = int(np.prod(self.model_.image_shape))
@@ -129,7 +145,16 @@ class CDMDetector(BaseDetector):
         """float64 (N,), higher = more in-distribution."""
         return self.score_representation(self.representation(X))
 
+    _SCORE_PARAMS = ("score", "n_levels", "density", "n_neighbors", "n_components", "seed")
+
+    def _score_params(self) -> tuple:
+        return tuple(getattr(self, k) for k in self._SCORE_PARAMS)
+
     def score_representation(self, rep: Representation) -> np.ndarray:
         """Score a precomputed :class:`Representation` without running the network."""
         check_is_fitted(self, "scorer_")
+        fitted = getattr(self, "_fitted_for", self._score_params())
+        if fitted != self._score_params():
+            changed = [k for k, a, b in zip(self._SCORE_PARAMS, fitted, self._score_params()) if a != b]
+            raise NotFittedError(f"{', '.join(changed)} changed since fit (set_params); call fit again")
         return np.asarray(self.scorer_.score(rep), dtype=np.float64)

@@ -11,7 +11,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from ..checkpoint import load_model
+from ..pretrained import load_model
 from ..data.images import ImageInputError, as_images, batches, conform, fingerprint, to_float
 from ..itd import discrete_denoiser, itd_nll
 from .base import BaseDetector
@@ -39,6 +39,7 @@ class DiffusionDetector(BaseDetector):
             k - 1 stratified KL terms, an unbiased estimate).
         clip_denoised: clip the ELBO's predicted x0 to [-1, 1] (the reference default).
         n_offset: at most this many training images (a seeded subsample) set ``offset_``.
+        layout, value_range: as for :class:`CDMDetector`.
         n_points: log-SNR points of the ITD estimate.
         recon_levels: noise levels of the reconstruction score.
 
@@ -48,8 +49,8 @@ class DiffusionDetector(BaseDetector):
     """
 
     def __init__(self, model=None, score="elbo", *, n_terms=None, n_points=64, recon_levels=(100, 300, 500),
-                 clip_denoised=True, n_offset=256, batch_size=128, resize=False, contamination=0.05, device=None, seed=0,
-                 progress=True):
+                 clip_denoised=True, n_offset=256, batch_size=128, resize=False, layout=None, value_range=None,
+                 contamination=0.05, device=None, seed=0, progress=True):
         self.model = model
         self.score = score
         self.n_terms = n_terms
@@ -59,6 +60,8 @@ class DiffusionDetector(BaseDetector):
         self.n_offset = n_offset
         self.batch_size = batch_size
         self.resize = resize
+        self.layout = layout
+        self.value_range = value_range
         self.contamination = contamination
         self.device = device
         self.seed = seed
@@ -72,7 +75,7 @@ class DiffusionDetector(BaseDetector):
                 "msp": 1, "energy": 1}[self.score]
 
     def _images(self, X):
-        x = as_images(X)
+        x = as_images(X, layout=self.layout, value_range=self.value_range)
         c, h, w = self.model_.image_shape
         if tuple(x.shape[1:]) != (c, h, w):
             if not self.resize:

@@ -53,6 +53,13 @@ class Typicality:
         self.mean_ = float(np.mean(rep.loglik))
         return self
 
+    def get_state(self):
+        return {"mean": np.float64(self.mean_)}
+
+    def set_state(self, st):
+        self.mean_ = float(st["mean"])
+        return self
+
     def score(self, rep):
         return -np.abs(rep.loglik - self.mean_)
 
@@ -111,6 +118,31 @@ class Profile:
             self.gmm_ = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=self.seed).fit(z)
         return self
 
+    def get_state(self):
+        st = {"scaler_mean": self.scaler_.mean_, "scaler_scale": self.scaler_.scale_}
+        if self.density == "knn":
+            st["train_z"] = self._train_z
+        else:
+            st.update(weights=self.gmm_.weights_, means=self.gmm_.means_, covariances=self.gmm_.covariances_)
+        return st
+
+    def set_state(self, st):
+        self.scaler_ = StandardScaler()
+        self.scaler_.mean_, self.scaler_.scale_ = np.asarray(st["scaler_mean"]), np.asarray(st["scaler_scale"])
+        self.scaler_.var_ = self.scaler_.scale_ ** 2
+        self.scaler_.n_features_in_ = len(self.scaler_.mean_)
+        if self.density == "knn":
+            self._train_z = np.asarray(st["train_z"])
+            self.nn_ = NearestNeighbors(n_neighbors=self.n_neighbors + 1).fit(self._train_z)
+        else:
+            from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
+
+            g = GaussianMixture(len(st["weights"]), covariance_type="full")
+            g.weights_, g.means_, g.covariances_ = (np.asarray(st[k]) for k in ("weights", "means", "covariances"))
+            g.precisions_cholesky_ = _compute_precision_cholesky(g.covariances_, "full")
+            self.gmm_ = g
+        return self
+
     def score(self, rep, _is_train=False):
         z = self.scaler_.transform(self.features(rep))
         if self.density == "gmm":
@@ -124,6 +156,127 @@ class Profile:
         return self.score(rep, _is_train=True)
 
 
+def _need_features(rep):
+    if rep.features is None:
+        raise ValueError("this model's network does not return pooled features; feature scores need oodkit's UNet")
+    return rep.features.double().numpy()
+
+
+def _l2(z):
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+class FeatureKNN:
+    """Deep nearest neighbours (Sun et al., 2022) on the pooled features the noise
+    classifier's head reads, from the same forward pass: minus the distance of the
+    L2-normalised feature to its k-th nearest ID training feature."""
+
+    def __init__(self, n_neighbors=5):
+        self.n_neighbors = n_neighbors
+
+    def fit(self, rep):
+        z = _l2(_need_features(rep))
+        if len(z) <= self.n_neighbors:
+            raise ValueError(f"features/knn needs more than {self.n_neighbors} training images, got {len(z)}")
+        self.nn_ = NearestNeighbors(n_neighbors=self.n_neighbors + 1).fit(z)
+        self._train_z = z
+        return self
+
+    def get_state(self):
+        return {"train_z": self._train_z}
+
+    def set_state(self, st):
+        self._train_z = np.asarray(st["train_z"])
+        self.nn_ = NearestNeighbors(n_neighbors=self.n_neighbors + 1).fit(self._train_z)
+        return self
+
+    def score(self, rep, _is_train=False):
+        dist, _ = self.nn_.kneighbors(_l2(_need_features(rep)), n_neighbors=self.n_neighbors + (1 if _is_train else 0))
+        return -dist[:, -1]
+
+    def train_score(self, rep):
+        return self.score(rep, _is_train=True)
+
+
+class FeatureGauss:
+    """Minus the Mahalanobis distance of the L2-normalised pooled features to one
+    Gaussian fitted on ID training features (Ledoit-Wolf shrinkage; label-free)."""
+
+    def fit(self, rep):
+        from sklearn.covariance import LedoitWolf
+
+        self.cov_ = LedoitWolf().fit(_l2(_need_features(rep)))
+        return self
+
+    def get_state(self):
+        return {"location": self.cov_.location_, "covariance": self.cov_.covariance_}
+
+    def set_state(self, st):
+        from sklearn.covariance import EmpiricalCovariance
+
+        self.cov_ = EmpiricalCovariance()
+        self.cov_._set_covariance(np.asarray(st["covariance"]))
+        self.cov_.location_ = np.asarray(st["location"])
+        return self
+
+    def score(self, rep):
+        return -self.cov_.mahalanobis(_l2(_need_features(rep)))
+
+
+class Fused:
+    """Complementary single-pass signals combined without weights: each component's
+    score becomes a p-value against its own ID training scores (leave-one-out where the
+    component is a neighbour method), and the p-values combine by Fisher's rule,
+    ``sum_i log p_i`` (higher = more ID). Below the smallest training score a p-value
+    continues as an exponential tail in units of the training scores' standard
+    deviation, so that far-OOD inputs stay ranked instead of tying. Only ID data fit it,
+    and no signal dominates by its scale."""
+
+    def __init__(self, components: dict):
+        self.components = components
+
+    def fit(self, rep):
+        self.ref_ = {}
+        for name, c in self.components.items():
+            c.fit(rep)
+            ref = c.train_score(rep) if hasattr(c, "train_score") else c.score(rep)
+            self.ref_[name] = (np.sort(np.asarray(ref, dtype=np.float64)), float(np.std(ref)) or 1.0)
+        return self
+
+    def get_state(self):
+        st = {}
+        for name, c in self.components.items():
+            st.update({f"{name}.{k}": v for k, v in (c.get_state() if hasattr(c, "get_state") else {}).items()})
+            st[f"{name}.ref"], st[f"{name}.scale"] = self.ref_[name][0], np.float64(self.ref_[name][1])
+        return st
+
+    def set_state(self, st):
+        self.ref_ = {}
+        for name, c in self.components.items():
+            sub = {k[len(name) + 1:]: v for k, v in st.items() if k.startswith(name + ".")}
+            if hasattr(c, "set_state"):
+                c.set_state(sub)
+            self.ref_[name] = (np.asarray(sub["ref"]), float(sub["scale"]))
+        return self
+
+    @staticmethod
+    def _log_p(s, ref, scale):
+        n = len(ref)
+        below = np.searchsorted(ref, s, side="right")  # training scores <= s
+        log_p = np.log((below + 1.0) / (n + 1.0))
+        tail = s < ref[0]
+        log_p[tail] = np.log(1.0 / (n + 1.0)) + (s[tail] - ref[0]) / scale
+        return log_p
+
+    def parts(self, rep) -> dict:
+        """Each component's log p-value, (N,) float64."""
+        return {name: self._log_p(np.asarray(c.score(rep), dtype=np.float64), *self.ref_[name])
+                for name, c in self.components.items()}
+
+    def score(self, rep):
+        return np.sum(list(self.parts(rep).values()), axis=0)
+
+
 SCORERS = {
     "loglik": LogLik,
     "posterior": Posterior,
@@ -131,4 +284,7 @@ SCORERS = {
     "typicality": Typicality,
     "complexity": Complexity,
     "profile": Profile,
+    "features": FeatureKNN,
+    "features-gauss": FeatureGauss,
+    "fused": Fused,
 }

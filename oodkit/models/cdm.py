@@ -80,17 +80,24 @@ class CDM(nn.Module):
             raise TypeError(f"images must be floating point in [-1, 1], got {x.dtype}")
 
     # -- one forward pass ------------------------------------------------------------
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """``f(x)``: (B, T+2), ``log p(t | x)`` up to a per-row constant (float32 or wider)."""
+    def logits(self, x: torch.Tensor, return_features: bool = False):
+        """``f(x)``: (B, T+2), ``log p(t | x)`` up to a per-row constant (float32 or wider).
+        ``return_features``: also the pooled features (B, C) the classification head reads,
+        from the same forward pass (nets that cannot give them raise TypeError)."""
         self._check(x)
-        raw = self.net(x)
+        feats = None
+        if return_features:
+            raw, feats = self.net(x, return_features=True)
+        else:
+            raw = self.net(x)
         if raw.shape != (x.shape[0], self.schedule.num_classes):
             raise ValueError(
                 f"net returned shape {tuple(raw.shape)}, expected ({x.shape[0]}, {self.schedule.num_classes})"
             )
         if raw.dtype in (torch.float16, torch.bfloat16):
             raw = raw.float()
-        return torch.cumsum(raw, dim=1)
+        f = torch.cumsum(raw, dim=1)
+        return (f, feats.float()) if return_features else f
 
     @staticmethod
     def levels_from_logits(logits: torch.Tensor, log_gauss: torch.Tensor) -> torch.Tensor:

@@ -250,7 +250,9 @@ class UNet(nn.Module):
         h, hs, _ = self._encode(x, t)
         return torch.cat([a.mean(dim=(2, 3)) for a in hs] + [h.mean(dim=(2, 3))], dim=1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, return_features: bool = False):
+        """``return_features`` (classification head only): also return the pooled
+        features the head reads, (B, C), from the same pass."""
         cfg = self.config
         h, hs, emb = self._encode(x, t)
         for blocks in self.up:
@@ -267,4 +269,5 @@ class UNet(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             if h.dtype in (torch.float16, torch.bfloat16):
                 h = h.float()
-            return self.head(h.to(self.head.weight.dtype))
+            out = self.head(h.to(self.head.weight.dtype))
+        return (out, h) if return_features else out

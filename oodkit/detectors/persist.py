@@ -1,0 +1,164 @@
+"""Fitted detectors as files, without pickle.
+
+One ``.npz`` file holds one or more fitted detectors: a JSON header (format, version,
+each detector's class, parameters, threshold and model reference) and plain float
+arrays for the fitted statistics, read back with ``allow_pickle=False``. The model is
+referenced by path (or pretrained name) and SHA-256, checked at load time, or embedded
+as checkpoint bytes (loaded with ``weights_only=True``). Anything else is refused.
+"""
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["save_detectors", "load_detectors", "load_detector", "DetectorFileError", "FORMAT"]
+
+FORMAT, VERSION = "oodkit-detector", 1
+
+
+class DetectorFileError(ValueError):
+    """A file that is not a sound oodkit detector file."""
+
+
+def _model_entry(det, embed: bool, arrays: dict, key: str) -> dict:
+    from ..checkpoint import file_sha256, save_checkpoint
+
+    model = det.model_
+    path = getattr(model, "checkpoint_path", None)
+    if path and not embed and Path(path).exists():
+        ref = getattr(model, "reference", None) or (det.model if isinstance(det.model, (str, Path)) else path)
+        return {"ref": str(ref), "path": str(path),
+                "sha256": file_sha256(path)}
+    with tempfile.TemporaryDirectory() as tmp:  # embed the weights as checkpoint bytes
+        save_checkpoint(Path(tmp) / "m.pt", model, data=getattr(model, "data_info", None))
+        arrays[key] = np.frombuffer((Path(tmp) / "m.pt").read_bytes(), dtype=np.uint8)
+    return {"embedded": key}
+
+
+def save_detectors(path, detectors: dict, embed_model: bool = False) -> Path:
+    """Write fitted detectors ``{name: detector}`` to ``path`` (.npz), atomically."""
+    from ..report import atomic_write
+
+    header, arrays, models = {"format": FORMAT, "version": VERSION, "detectors": {}}, {}, {}
+    for i, (name, det) in enumerate(detectors.items()):
+        if not hasattr(det, "offset_"):
+            raise ValueError(f"detector {name!r} is not fitted: call fit first")
+        mid = id(det.model_)
+        if mid not in models:
+            models[mid] = f"model{len(models)}"
+            header.setdefault("models", {})[models[mid]] = _model_entry(det, embed_model, arrays,
+                                                                        f"{models[mid]}/checkpoint")
+        # the model is stored apart; device and progress belong to the machine that loads it
+        params = {k: v for k, v in det.get_params().items() if k not in ("model", "device", "progress")}
+        entry = {"class": type(det).__name__, "params": json.loads(json.dumps(params, default=list)),
+                 "offset": det.offset_, "threshold_source": getattr(det, "threshold_source_", "contamination"),
+                 "model": models[mid], "state": []}
+        scorer = getattr(det, "scorer_", None)
+        if scorer is not None and hasattr(scorer, "get_state"):
+            for k, v in scorer.get_state().items():
+                arrays[f"det{i}/{k}"] = np.asarray(v, dtype=np.float64)
+                entry["state"].append(k)
+        entry["key"] = f"det{i}"
+        header["detectors"][name] = entry
+    arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, buf.getvalue())
+
+
+def _read(path) -> tuple[dict, dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise DetectorFileError(f"detector file not found: {path}")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise DetectorFileError(f"cannot read {path}: not a detector file (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as e:  # object arrays need pickle: refused
+        raise DetectorFileError(f"refusing {path}: it holds pickled objects ({str(e).splitlines()[0][:80]})") from None
+    except (OSError, EOFError) as e:
+        raise DetectorFileError(f"cannot read {path}: not a detector file ({type(e).__name__})") from None
+    try:
+        header = json.loads(arrays.pop("__header__").tobytes().decode())
+    except (KeyError, UnicodeDecodeError, json.JSONDecodeError):
+        raise DetectorFileError(f"{path} is not an oodkit detector file (no valid header)") from None
+    if header.get("format") != FORMAT:
+        raise DetectorFileError(f"{path} is not an oodkit detector file")
+    if header.get("version") != VERSION:
+        raise DetectorFileError(f"{path} has detector format version {header.get('version')!r}; this oodkit reads "
+                                f"{VERSION}")
+    return header, arrays
+
+
+def _load_model(entry: dict, arrays: dict, base: Path, device):
+    from ..checkpoint import file_sha256
+    from ..pretrained import load_model, resolve_model
+
+    if "embedded" in entry:
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / "m.pt"
+            p.write_bytes(arrays[entry["embedded"]].tobytes())
+            m = load_model(p, device=device)
+            m.checkpoint_path = None
+            return m
+    candidates = [Path(entry["path"]), base / entry["path"]]
+    path = next((p for p in candidates if p.is_file()), None) or resolve_model(entry["ref"])
+    if not Path(path).is_file():
+        raise DetectorFileError(f"the detector's model {entry['ref']} is not found (looked at {entry['path']})")
+    if file_sha256(path) != entry["sha256"]:
+        raise DetectorFileError(f"the detector's model {path} has changed since the detector was fitted "
+                                "(SHA-256 differs): refit the detector")
+    return load_model(path, device=device)
+
+
+def load_detectors(path, device=None) -> dict:
+    """``{name: fitted detector}`` from a detector file, ready to score."""
+    from . import CDMDetector, DiffusionDetector
+
+    classes = {"CDMDetector": CDMDetector, "DiffusionDetector": DiffusionDetector}
+    header, arrays = _read(path)
+    models = {}
+    out = {}
+    for name, e in header["detectors"].items():
+        cls = classes.get(e.get("class"))
+        if cls is None:
+            raise DetectorFileError(f"{path}: unknown detector class {e.get('class')!r}")
+        if e["model"] not in models:
+            models[e["model"]] = _load_model(header["models"][e["model"]], arrays, Path(path).parent, device)
+        model = models[e["model"]]
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in e["params"].items()}
+        det = cls(model=model, **{**params, "device": device if device is not None else params.get("device")})
+        det.model_ = model
+        if cls is CDMDetector:
+            det.scorer_ = det._make_scorer(model)
+            state = {k: arrays[f"{e['key']}/{k}"] for k in e["state"]}
+            if hasattr(det.scorer_, "set_state"):
+                det.scorer_.set_state(state)
+            det.n_features_in_ = int(np.prod(model.image_shape))
+        else:
+            det._cache = {}
+        det.offset_ = float(e["offset"])
+        det.threshold_source_ = e.get("threshold_source", "contamination")
+        out[name] = det
+    return out
+
+
+def load_detector(path, name: str | None = None, device=None):
+    """The fitted detector in ``path`` (``name`` picks one when the file holds several)."""
+    dets = load_detectors(path, device=device)
+    if name is None:
+        if len(dets) != 1:
+            raise DetectorFileError(f"{path} holds {len(dets)} detectors ({', '.join(dets)}): pass name=")
+        return next(iter(dets.values()))
+    if name not in dets:
+        raise DetectorFileError(f"{path} holds no detector {name!r} ({', '.join(dets)})")
+    return dets[name]

@@ -1,0 +1,127 @@
+"""Pretrained models by name: ``oodkit.load_model("cifar10")``, ``--model fashionmnist``.
+
+A name resolves through ``pretrained/index.json`` to a file bundled with the package or,
+for models too large to bundle, to a URL whose download is checked against its SHA-256
+before it is used (and cached under ``$OODKIT_CACHE/pretrained``). Bundled models are
+EMA weights in half precision (the network runs in float32 after loading; the recorded
+bits/dim are measured on these rounded weights). A path that exists always wins over
+a name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from .checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+from .checkpoint import load_model as _load_path
+
+__all__ = ["load_model", "resolve_model", "list_models", "export_model", "PRETRAINED_DIR", "download_verified"]
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+def _index(index_path: Path | None = None) -> dict:
+    path = Path(index_path or PRETRAINED_DIR / "index.json")
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def list_models(index_path=None) -> list[dict]:
+    """Every registered model: ``name``, ``dataset``, ``steps``, ``test_bpd``,
+    ``sha256``, where it lives, and whether it is available without a download."""
+    out = []
+    for name, rec in _index(index_path).items():
+        local = PRETRAINED_DIR / rec["file"] if rec.get("file") else None
+        out.append({"name": name, **rec, "available": "bundled" if local and local.exists() else
+                    ("download" if rec.get("url") else "missing")})
+    return out
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("OODKIT_CACHE", Path.home() / ".cache" / "oodkit")) / "pretrained"
+
+
+def download_verified(url: str, sha256: str, dest: Path, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` and keep it only if its SHA-256 is ``sha256``; a
+    mismatch leaves nothing behind and raises :class:`CheckpointError`."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
+            for chunk in iter(lambda: r.read(1 << 20), b""):
+                h.update(chunk)
+                f.write(chunk)
+        if h.hexdigest() != sha256:
+            raise CheckpointError(f"download of {url} has SHA-256 {h.hexdigest()[:16]}..., expected "
+                                  f"{sha256[:16]}...: refused (corrupt or tampered)")
+        os.replace(tmp, dest)
+    except OSError as e:
+        raise CheckpointError(f"cannot download {url}: {e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def resolve_model(ref, index_path=None) -> Path:
+    """A checkpoint path for ``ref``: an existing path as is, else a registered name
+    (bundled, or downloaded and verified once). Anything else is returned unchanged,
+    so that loading it reports "not found" with the registered names."""
+    path = Path(ref)
+    if path.exists():
+        return path
+    rec = _index(index_path).get(str(ref))
+    if rec is None:
+        return path
+    if rec.get("file") and (PRETRAINED_DIR / rec["file"]).exists():
+        local = PRETRAINED_DIR / rec["file"]
+        if file_sha256(local) != rec["sha256"]:
+            raise CheckpointError(f"bundled model {ref!r} ({local}) does not match its recorded SHA-256: "
+                                  "the installation is damaged; reinstall oodkit")
+        return local
+    if rec.get("url"):
+        dest = _cache_dir() / f"{ref}-{rec['sha256'][:12]}.pt"
+        if dest.exists() and file_sha256(dest) == rec["sha256"]:
+            return dest
+        return download_verified(rec["url"], rec["sha256"], dest)
+    raise CheckpointError(f"pretrained model {ref!r} is registered but neither bundled nor downloadable")
+
+
+def load_model(ref, ema: bool = True, device=None, index_path=None):
+    """Load a model by checkpoint path or pretrained name (see :func:`list_models`), in
+    eval mode on ``device`` (CPU by default)."""
+    path = resolve_model(ref, index_path)
+    if not path.exists():
+        names = ", ".join(_index(index_path)) or "none installed"
+        raise CheckpointError(f"checkpoint not found: {ref} (pretrained names: {names})")
+    return _load_path(path, ema=ema, device=device)
+
+
+def export_model(checkpoint, out, **record) -> dict:
+    """Write the EMA weights of ``checkpoint`` in half precision to ``out`` as a plain
+    oodkit checkpoint (no optimizer state) and return its index record (with ``sha256``
+    and ``steps``; ``record`` adds fields such as ``test_bpd``)."""
+    import torch
+
+    ckpt = load_checkpoint(checkpoint)
+    weights = ckpt.get("ema_state_dict") or ckpt["state_dict"]
+    model = _load_path(checkpoint)
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in weights.items()}
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half.items()})
+    step = (ckpt.get("train_state") or {}).get("step")
+    save_checkpoint(out, model, train_state={"step": step}, data=ckpt.get("data"))
+    raw = torch.load(out, map_location="cpu", weights_only=True)
+    raw["state_dict"] = half
+    fd, tmp = tempfile.mkstemp(prefix=".export.", suffix=".tmp", dir=Path(out).parent)
+    os.close(fd)
+    torch.save(raw, tmp)
+    os.replace(tmp, out)
+    os.chmod(out, 0o644)
+    return {"kind": ckpt["kind"], "steps": step, "sha256": file_sha256(out), **record}

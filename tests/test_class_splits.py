@@ -1,0 +1,27 @@
+"""Held-out-class splits (near-OOD) and OOD groups."""
+import numpy as np
+import pytest
+
+from oodkit.bench import parse_spec
+from oodkit.data import load_dataset
+from oodkit.data.registry import ood_group, parse_classes
+
+
+def test_class_subsets_select_exactly_those_classes():
+    full = load_dataset("digits", "train")
+    sub = load_dataset("digits[0-2+7]", "train")
+    assert set(np.unique(sub.labels)) == {0, 1, 2, 7} and sub.name == "digits[0-2+7]"
+    assert len(sub) == np.isin(full.labels, [0, 1, 2, 7]).sum()
+    assert parse_classes("cifar10[6-9]") == ("cifar10", [6, 7, 8, 9]) and parse_classes("mnist") == ("mnist", None)
+    with pytest.raises(ValueError, match=r"NAME\[0-5\]"):
+        load_dataset("digits[a-b]", "train")
+    with pytest.raises(ValueError, match="no class 42"):
+        load_dataset("digits[42]", "train")
+
+
+def test_groups_and_the_near_suites():
+    assert ood_group("cifar10[0-5]", "cifar10[6-9]") == "near"
+    assert ood_group("cifar10", "cifar100") == "near" and ood_group("cifar10", "svhn") == "far"
+    assert ood_group("fashionmnist", "noise") == "synthetic"
+    spec = parse_spec("cifar10-near")
+    assert spec.id == "cifar10[0-5]" and spec.oods == ["cifar10[6-9]"]

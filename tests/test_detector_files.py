@@ -1,0 +1,108 @@
+"""Fitted detectors as files, thresholds, and the fit -> score --detector workflow."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from oodkit.checkpoint import save_checkpoint
+from oodkit.data import as_images, load_dataset
+from oodkit.detectors import make_detector
+from oodkit.detectors.persist import DetectorFileError, load_detector, load_detectors, save_detectors
+from oodkit.representation import clear_cache
+
+from .test_detectors import fixed_model
+
+NAMES = ["loglik", "typicality", "profile", "profile-gmm", "features", "features-gauss", "fused", "complexity"]
+
+
+@pytest.fixture(scope="module")
+def imgs():
+    return {"train": as_images(load_dataset("digits-0to4", "train").images),
+            "test": as_images(load_dataset("digits-0to4", "test").images),
+            "letters": as_images(load_dataset("letters", "test").images)}
+
+
+@pytest.mark.parametrize("embed", [False, True])
+def test_saved_and_loaded_detectors_score_identically(imgs, tmp_path, embed):
+    clear_cache()
+    save_checkpoint(tmp_path / "m.pt", fixed_model(seed=2))
+    dets = {n: make_detector(n, model=str(tmp_path / "m.pt"), progress=False).fit(imgs["train"]) for n in NAMES}
+    save_detectors(tmp_path / "d.npz", dets, embed_model=embed)
+    back = load_detectors(tmp_path / "d.npz")
+    assert list(back) == NAMES
+    for n in NAMES:
+        for k in ("test", "letters"):
+            np.testing.assert_array_equal(back[n].score_samples(imgs[k]), dets[n].score_samples(imgs[k]), err_msg=n)
+        assert back[n].offset_ == dets[n].offset_
+    one = dets["profile"].save(tmp_path / "p.npz")
+    np.testing.assert_array_equal(load_detector(one).predict(imgs["letters"]), dets["profile"].predict(imgs["letters"]))
+
+
+def test_tampered_pickled_or_stale_files_are_refused(imgs, tmp_path):
+    clear_cache()
+    save_checkpoint(tmp_path / "m.pt", fixed_model(seed=2))
+    det = make_detector("typicality", model=str(tmp_path / "m.pt"), progress=False).fit(imgs["train"])
+    det.save(tmp_path / "d.npz")
+    np.savez(tmp_path / "pickled.npz", __header__=np.array([{"format": "oodkit-detector"}], dtype=object))
+    with pytest.raises(DetectorFileError, match="pickled objects"):
+        load_detectors(tmp_path / "pickled.npz")
+    (tmp_path / "junk.npz").write_bytes(b"nothing")
+    with pytest.raises(DetectorFileError, match="not a detector file"):
+        load_detectors(tmp_path / "junk.npz")
+    with np.load(tmp_path / "d.npz") as z:
+        arrays = dict(z)
+    header = json.loads(arrays["__header__"].tobytes())
+    header["format"] = "other"
+    np.savez(tmp_path / "t.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
+    with pytest.raises(DetectorFileError, match="not an oodkit detector file"):
+        load_detectors(tmp_path / "t.npz")
+    save_checkpoint(tmp_path / "m.pt", fixed_model(seed=3))  # the model changed under the detector
+    with pytest.raises(DetectorFileError, match="has changed since the detector was fitted"):
+        load_detectors(tmp_path / "d.npz")
+
+
+def test_calibrate_accepts_the_requested_share_of_held_out_id(imgs):
+    clear_cache()
+    det = make_detector("profile", model=fixed_model(seed=4), progress=False).fit(imgs["train"][:300])
+    val, held = imgs["train"][300:], imgs["test"]
+    det.calibrate(val, tpr=0.9)
+    assert (det.predict(val) == 1).mean() >= 0.9
+    acc = (det.predict(held) == 1).mean()
+    se = np.sqrt(0.9 * 0.1 / len(held))
+    assert abs(acc - 0.9) < 4 * se + 1.0 / len(val), acc
+    assert det.threshold_source_.startswith("calibrated")
+
+
+def test_set_params_after_fit_does_not_return_stale_scores(imgs):
+    from sklearn.exceptions import NotFittedError
+
+    det = make_detector("loglik", model=fixed_model(), progress=False).fit(imgs["train"])
+    det.set_params(score="typicality")
+    with pytest.raises(NotFittedError, match="score changed since fit"):
+        det.score_samples(imgs["test"])
+
+
+def test_cli_fit_then_score_with_the_detector_matches_bench(imgs, tmp_path, monkeypatch):
+    from oodkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    clear_cache()
+    save_checkpoint(tmp_path / "m.pt", fixed_model(seed=7))
+    run = lambda *a: CliRunner().invoke(main, [str(x) for x in a], catch_exceptions=False)
+    r = run("fit", "--model", "m.pt", "--data", "digits-0to4", "--detectors", "loglik,profile", "--out", "det.npz",
+            "--calibrate-on", "digits-0to4", "--tpr", "0.9", "--quiet")
+    assert r.exit_code == 0, r.output
+    r = run("score", "--detector", "det.npz", "--data", "letters", "--out", "s.csv", "--quiet")
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "s.csv")
+    assert {"loglik", "profile", "profile_threshold", "profile_is_ood"} <= set(df.columns)
+    r = run("bench", "digits-0to4-vs-letters", "--model", "m.pt", "--detectors", "loglik,profile", "--quiet",
+            "--output-dir", "b", "--bootstrap", "0")
+    assert r.exit_code == 0, r.output
+    s = np.load(tmp_path / "b" / "scores.npz")
+    np.testing.assert_allclose(df["profile"], s["profile/letters"], rtol=1e-12)
+    np.testing.assert_allclose(df["loglik"], s["loglik/letters"], rtol=1e-12)
+    assert (df["profile_is_ood"] == (df["profile"] < df["profile_threshold"])).all()

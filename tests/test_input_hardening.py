@@ -1,0 +1,250 @@
+"""Silent wrong answers found by the API audit: image layout and value range in
+``as_images``, and checkpoint loading/saving edge cases. Every refusal is one line."""
+import builtins
+import os
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from oodkit import CDM, CheckpointError, NoiseSchedule, load_model, save_checkpoint, unet_from_preset
+from oodkit.checkpoint import load_checkpoint
+from oodkit.data import ImageInputError, as_images
+
+RNG = np.random.default_rng(0)
+
+
+def u8(*shape):
+    return RNG.integers(0, 256, shape, dtype=np.uint8)
+
+
+def one_line_error(exc_type, fn, match):
+    with pytest.raises(exc_type, match=match) as e:
+        fn()
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+# -- A1: unbatched images ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (28, 28)])
+def test_2d_image_is_refused_with_batch_axis_hint(shape):
+    one_line_error(ImageInputError, lambda: as_images(u8(*shape)), r"x\[None\]")
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (3, 32, 32), (3, 8, 8)])
+def test_3d_single_image_is_refused_as_ambiguous(shape):
+    msg = one_line_error(ImageInputError, lambda: as_images(u8(*shape)), "ambiguous")
+    assert "x[None]" in msg
+
+
+def test_3d_batches_that_cannot_be_one_image_stay_grey_batches():
+    assert as_images(u8(4, 8, 8)).shape == (4, 1, 8, 8)
+    assert as_images(u8(5, 28, 28)).shape == (5, 1, 28, 28)
+    assert as_images(u8(1, 28, 28)).shape == (1, 1, 28, 28)  # one grey image either way
+    assert as_images(u8(3, 4, 4)).shape == (3, 1, 4, 4)  # too small to look like an image
+    x = u8(3, 32, 32)
+    assert as_images(x[None]).shape == (1, 3, 32, 32)  # the fixes the message names
+    assert as_images(x[:, None]).shape == (3, 1, 32, 32)
+
+
+# -- A2: 4-D layout ------------------------------------------------------------------------
+
+
+def test_channels_last_with_square_side_equal_to_a_channel_count():
+    x = u8(2, 4, 4, 3)  # 4x4 RGB, channels-last
+    got = as_images(x)
+    assert got.shape == (2, 3, 4, 4)
+    assert torch.equal(got, torch.from_numpy(x).permute(0, 3, 1, 2))
+    assert as_images(u8(2, 8, 8, 4)).shape == (2, 3, 8, 8)  # RGBA channels-last, alpha dropped
+    assert as_images(u8(2, 4, 8, 8)).shape == (2, 3, 8, 8)  # RGBA channels-first
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 3, 3), (2, 1, 4, 1), (2, 3, 5, 3), (2, 4, 4, 4)])
+def test_ambiguous_numpy_layouts_are_refused(shape):
+    msg = one_line_error(ImageInputError, lambda: as_images(u8(*shape)), "ambiguous")
+    assert 'layout="nhwc"' in msg and "(0, 3, 1, 2)" in msg
+
+
+def test_layout_keyword_and_tensors_resolve_ambiguity():
+    x = u8(2, 3, 3, 3)
+    nhwc = as_images(x, layout="nhwc")
+    assert torch.equal(nhwc, torch.from_numpy(x).permute(0, 3, 1, 2))
+    assert torch.equal(as_images(x, layout="nchw"), torch.from_numpy(x))
+    # a torch tensor is (N, C, H, W) when its shape allows both: as_images is idempotent
+    t = torch.from_numpy(np.transpose(x, (0, 3, 1, 2)).copy())
+    assert torch.equal(as_images(t), nhwc)
+    assert torch.equal(as_images(nhwc), nhwc)
+    with pytest.raises(ImageInputError, match="layout"):
+        as_images(x, layout="chw")
+    with pytest.raises(ImageInputError, match="channels"):
+        as_images(u8(2, 8, 8, 3), layout="nchw")  # 8 channels
+
+
+# -- A3: float value range -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hi", [1.0, 0.5, 0.2])
+def test_floats_in_0_1_are_refused(hi):
+    x = RNG.uniform(0, hi, (2, 1, 8, 8)).astype(np.float32)
+    msg = one_line_error(ImageInputError, lambda: as_images(x), r"\[-1, 1\]")
+    assert "x * 2 - 1" in msg and "uint8" in msg
+    t = torch.from_numpy(x)
+    one_line_error(ImageInputError, lambda: as_images(t), r"x \* 2 - 1")
+
+
+def test_value_range_keyword():
+    x01 = RNG.uniform(0, 1, (2, 1, 8, 8)).astype(np.float32)
+    torch.testing.assert_close(as_images(x01, value_range=(0, 1)), torch.from_numpy(x01) * 2 - 1)
+    x255 = (x01 * 255).astype(np.float64)
+    torch.testing.assert_close(as_images(x255, value_range=(0, 255)), torch.from_numpy(x01) * 2 - 1)
+    bright = RNG.uniform(0, 1, (2, 1, 8, 8)).astype(np.float32)  # [-1, 1] data that happen to be >= 0
+    torch.testing.assert_close(as_images(bright, value_range=(-1, 1)), torch.from_numpy(bright))
+    signed = RNG.uniform(-1, 1, (2, 1, 8, 8)).astype(np.float32)
+    torch.testing.assert_close(as_images(signed), torch.from_numpy(signed))
+    one_line_error(ImageInputError, lambda: as_images(signed, value_range=(0, 1)), r"outside .*\[0, 1\]")
+    one_line_error(ImageInputError, lambda: as_images(x255, value_range=(0, 1)), r"outside .*\[0, 1\]")
+    one_line_error(ImageInputError, lambda: as_images(x01, value_range=(0, 2)), "value_range")
+    # uint8 pixels are 0..255 whatever value_range says they are not
+    one_line_error(ImageInputError, lambda: as_images(u8(2, 1, 8, 8), value_range=(0, 1)), "value_range")
+    assert as_images(u8(2, 1, 8, 8), value_range=(0, 255)).dtype == torch.uint8
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("value_range", [None, (0, 1), (-1, 1)])
+def test_non_finite_floats_are_refused(bad, value_range):
+    x = RNG.uniform(0, 1, (2, 1, 8, 8)).astype(np.float32)
+    x[1, 0, 3, 3] = bad
+    one_line_error(ImageInputError, lambda: as_images(x, value_range=value_range), "NaN or inf")
+
+
+# -- B: checkpoints ------------------------------------------------------------------------
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    s = NoiseSchedule.linear(20)
+    net = unet_from_preset("tiny", in_channels=1, image_size=8, num_classes=s.num_classes)
+    return CDM(net, s)
+
+
+def _edit(path, out, **changes):
+    ckpt = torch.load(path, weights_only=True)
+    ckpt.update(changes)
+    torch.save(ckpt, out)
+    return out
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_b1_nan_weights_are_refused(tmp_path, bad):
+    path = save_checkpoint(tmp_path / "m.pt", tiny_model())
+    ckpt = torch.load(path, weights_only=True)
+    key = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point() and v.numel() > 1)
+    ckpt["state_dict"][key][0] = bad
+    torch.save(ckpt, tmp_path / "diverged.pt")
+    msg = one_line_error(CheckpointError, lambda: load_model(tmp_path / "diverged.pt"), "NaN/inf")
+    assert f"(key {key})" in msg and "diverged or the file is corrupt" in msg
+
+
+def test_b2_unreadable_file_is_not_called_truncated(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "m.pt", tiny_model())
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    msg = one_line_error(CheckpointError, lambda: load_model(path), "permission denied")
+    assert msg == f"cannot read {path}: permission denied"
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads mode-000 files")
+def test_b2_chmod_000(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", tiny_model())
+    path.chmod(0)
+    try:
+        one_line_error(CheckpointError, lambda: load_model(path), "permission denied")
+    finally:
+        path.chmod(0o644)
+
+
+@pytest.mark.parametrize("version", ["1", 0, -5, True, 1.0, None])
+def test_b3_invalid_format_versions(tmp_path, version):
+    path = save_checkpoint(tmp_path / "m.pt", tiny_model())
+    bad = _edit(path, tmp_path / "v.pt", format_version=version)
+    msg = one_line_error(CheckpointError, lambda: load_checkpoint(bad), "not a valid format version")
+    assert "upgrade" not in msg
+    assert load_checkpoint(path)["format_version"] == 1
+
+
+def test_b4_shape_mismatch_names_the_key_and_both_shapes(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", tiny_model())
+    ckpt = torch.load(path, weights_only=True)
+    sd = ckpt["state_dict"]
+    key = next(k for k, v in sd.items() if v.ndim == 4)
+    want = tuple(sd[key].shape)
+    sd[key] = sd[key][..., :1]
+    torch.save(ckpt, tmp_path / "bad.pt")
+    msg = one_line_error(CheckpointError, lambda: load_model(tmp_path / "bad.pt"), "does not match its model")
+    assert key in msg and str(tuple(sd[key].shape)) in msg and str(want) in msg
+    # a missing key is named too
+    del sd[key]
+    torch.save(ckpt, tmp_path / "missing.pt")
+    msg = one_line_error(CheckpointError, lambda: load_model(tmp_path / "missing.pt"), "does not match its model")
+    assert key in msg and "missing" in msg
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_b5_interrupted_save_leaves_no_temp_file(tmp_path, monkeypatch, exc):
+    import oodkit.checkpoint as ck
+
+    def dying_save(obj, f, *a, **k):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise exc()
+
+    monkeypatch.setattr(ck.torch, "save", dying_save)
+    with pytest.raises(exc):
+        save_checkpoint(tmp_path / "m.pt", tiny_model())
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_b5_sigterm_during_save_leaves_no_temp_file(tmp_path):
+    script = f"""
+import os, signal, torch
+import oodkit.checkpoint as ck
+from oodkit import CDM, NoiseSchedule, unet_from_preset
+s = NoiseSchedule.linear(20)
+model = CDM(unet_from_preset("tiny", in_channels=1, image_size=8, num_classes=s.num_classes), s)
+real = torch.save
+def killed_save(obj, f, *a, **k):
+    real(obj, f, *a, **k)
+    os.kill(os.getpid(), signal.SIGTERM)
+    import time; time.sleep(30)
+ck.torch.save = killed_save
+ck.save_checkpoint({str(tmp_path / "m.pt")!r}, model)
+print("survived")
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == -signal.SIGTERM, r.stderr[-2000:]
+    assert "survived" not in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_b6_checkpoint_mode_follows_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = save_checkpoint(tmp_path / "m.pt", tiny_model())
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+    assert zipfile.is_zipfile(path)
