@@ -31,7 +31,8 @@ from .data import DataNotFound, as_images, conform, load_dataset
 from .data.images import fingerprint, jpeg_roundtrip
 from .data.registry import ood_group
 from .data.sources import ImageSet
-from .detectors import TABLE, default_detectors, detector_kinds, make_detector
+from .detectors import TABLE, CDMDetector, default_detectors, detector_kinds, make_detector
+from .representation import represent
 from .metrics import bootstrap_intervals, ood_metrics
 from .report import console_table, write_results
 from .training import TrainConfig, fit_model
@@ -236,14 +237,28 @@ def score_pairs(sets: Sets, assignment: dict, batch_size=256, device=None, seed=
         x_train = conform(sets.id_train.tensor(), h, c, ref_size=ref)
         x_id = conform(sets.id_test.tensor(), h, c, ref_size=ref)
         id_key = sets.spec.id if ref == native else f"{sets.spec.id}@{ref}px"
+        x_oods = {o: conform(sets.oods[o].tensor(), h, c, ref_size=ref) for o in ood_names}
+        reps = {}  # one forward pass per (model, image set), handed to every CDM detector on that model
+
+        def rep(model, key, x):
+            if (id(model), key) not in reps:
+                reps[id(model), key] = represent(model, x, batch_size, progress=progress, desc=f"forward {key}")
+            return reps[id(model), key]
+
         for dname, (model, _) in assignment.items():
             det = make_detector(dname, model=model, batch_size=batch_size, device=device, seed=seed,
-                                progress=progress).fit(x_train)
+                                progress=progress)
+            one_pass = isinstance(det, CDMDetector)
+            if one_pass:
+                det.fit_representation(rep(model, "train", x_train))
+            else:
+                det.fit(x_train)
             fitted[dname][ref] = det.offset_
-            s_id = det.score_samples(x_id)
+            s_id = det.score_representation(rep(model, id_key, x_id)) if one_pass else det.score_samples(x_id)
             scores[dname][id_key] = s_id
             for ood_name in ood_names:
-                s_ood = det.score_samples(conform(sets.oods[ood_name].tensor(), h, c, ref_size=ref))
+                x_ood = x_oods[ood_name]
+                s_ood = det.score_representation(rep(model, ood_name, x_ood)) if one_pass else det.score_samples(x_ood)
                 scores[dname][ood_name] = s_ood
                 pairs[dname].append((ood_name, s_id, s_ood, id_key))
                 ci = bootstrap_intervals(s_id, s_ood, n_boot=n_boot, seed=seed) if n_boot else {}

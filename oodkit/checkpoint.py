@@ -36,25 +36,18 @@ class CheckpointError(ValueError):
     """A file that is not a usable oodkit checkpoint."""
 
 
-def _model_kinds():
-    from .models.cdm import CDM
-    from .models.ddpm import DDPM
-    from .models.joint import JointDiffusion
-
-    return {"cdm": CDM, "ddpm": DDPM, "joint": JointDiffusion}
-
-
 def build_model(kind: str, net_config: dict, schedule: NoiseSchedule, model_config: dict | None = None):
     """Construct a fresh model of ``kind`` from plain configuration values."""
     from .nn.unet import UNet, UNetConfig
 
-    kinds = _model_kinds()
-    if kind not in kinds:
-        raise CheckpointError(f"unknown model kind {kind!r}; this oodkit knows {sorted(kinds)}")
+    from .models import MODEL_KINDS
+
+    if kind not in MODEL_KINDS:
+        raise CheckpointError(f"unknown model kind {kind!r}; this oodkit knows {sorted(MODEL_KINDS)}")
     net = UNet(UNetConfig.from_dict(net_config))
     cfg = dict(model_config or {})
     cfg.pop("image_shape", None)  # derived from the net's config
-    return kinds[kind](net, schedule, **cfg)
+    return MODEL_KINDS[kind].cls(net, schedule, **cfg)
 
 
 def save_checkpoint(path, model, ema_state_dict=None, train_state=None, data=None) -> Path:

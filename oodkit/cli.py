@@ -112,8 +112,10 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 
 
 @main.command()
-@click.option("--model", "kind", type=click.Choice(["cdm", "ddpm", "joint"]), default="cdm", show_default=True,
-              help="cdm; ddpm (the ELBO baseline); joint (DDPM + classifier head, needs labels).")
+@click.option("--kind", "--model", "kind", type=click.Choice(["cdm", "ddpm", "joint"]), default="cdm",
+              show_default=True,
+              help="Model kind: cdm; ddpm (the ELBO baseline); joint (DDPM + classifier head, needs labels). "
+                   "(--model is the older spelling.)")
 @click.option("--data", "data_spec", required=True, help="Data set name, npz:PATH or folder:PATH (train split).")
 @data_root_option
 @download_option

@@ -7,7 +7,6 @@ scores from it without touching the network again.
 """
 from __future__ import annotations
 
-import math
 import weakref
 from dataclasses import dataclass, field
 
@@ -16,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.images import batches, fingerprint, png_bits, to_float
-from .models.cdm import log_std_normal
+from .models.cdm import bits_per_dim, eq10_levels, log_std_normal
 
 __all__ = ["Representation", "represent", "clear_cache"]
 
@@ -47,18 +46,15 @@ class Representation:
     @property
     def loglik(self) -> np.ndarray:
         """Eq. 10: ``log p(x)`` in nats, float64 (N,)."""
-        f = self.logits.double()
-        return (f[:, 0] - f[:, -1]).numpy() + self.log_gauss
+        return self.levels([0])[:, 0]
 
     @property
     def bpd(self) -> np.ndarray:
-        return -self.loglik / (self.dim * math.log(2)) + 7.0
+        return bits_per_dim(self.loglik, self.dim)
 
     def levels(self, t: np.ndarray | list | None = None) -> np.ndarray:
         """``log p_t(x)`` in nats for levels ``t`` (all by default): float64 (N, len(t))."""
-        f = self.logits.double()
-        sel = f if t is None else f[:, torch.as_tensor(np.asarray(t), dtype=torch.long)]
-        return (sel - f[:, -1:]).numpy() + self.log_gauss[:, None]
+        return eq10_levels(self.logits, self.log_gauss, None if t is None else np.asarray(t)).numpy()
 
     def log_posterior(self) -> np.ndarray:
         """``log p(t | x)``, float64 (N, T+2)."""

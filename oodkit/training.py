@@ -340,13 +340,16 @@ def fit_model(
 
     if net not in PRESETS:
         raise ValueError(f"unknown network preset {net!r}; choose one of {sorted(PRESETS)}")
+    from .models import model_kind
+
+    info_kind = model_kind(kind)
     sched = NoiseSchedule.from_name(schedule, T)
     c, h, w = images.shape[1:]
     net_cfg = UNetConfig(**{**PRESETS[net], **(net_overrides or {})}, in_channels=c, image_size=h,
-                         num_classes=sched.num_classes if kind == "cdm" else None,
-                         time_conditioning=kind != "cdm")
+                         num_classes=sched.num_classes if info_kind.head == "classifier" else None,
+                         time_conditioning=info_kind.time_conditioning)
     options = dict(model_options or {})
-    if kind == "joint" and "num_labels" not in options:
+    if info_kind.needs_labels and "num_labels" not in options:
         if labels is None:
             raise ValueError("a joint model trains on labels, and the training data has none")
         options["num_labels"] = int(torch.as_tensor(labels).max()) + 1

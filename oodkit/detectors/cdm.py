@@ -134,6 +134,15 @@ class CDMDetector(BaseDetector):
         self.model_ = self._load_model(X)
         rep = represent(self.model_, self._images(X, self.model_), self.batch_size, self.device,
                         progress=self.progress, desc="forward (fit)")
+        return self.fit_representation(rep)
+
+    def fit_representation(self, rep: Representation):
+        """Fit on a precomputed :class:`Representation` of ID training images (one
+        forward pass of this detector's model, shared by every detector on it)."""
+        if not hasattr(self, "model_"):
+            if self.model is None:
+                raise ValueError("fit_representation needs a model (model=...); fit(X) trains one")
+            self.model_ = self._load_model(None)
         self.scorer_ = self._make_scorer(self.model_).fit(rep)
         self._fitted_for = self._score_params()
         train_scores = self.scorer_.train_score(rep) if hasattr(self.scorer_, "train_score") else self.scorer_.score(rep)

@@ -1,0 +1,42 @@
+"""Model kinds. :data:`MODEL_KINDS` is the one table of what each kind is: its class,
+its network head and whether the network is time-conditioned. Checkpoint loading
+(:func:`oodkit.checkpoint.build_model`) and training (:func:`oodkit.training.fit_model`)
+both read it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ModelKind", "MODEL_KINDS", "model_kind"]
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """``head``: "classifier" (T+2 noise-level logits) or "dense" (an eps image).
+    ``needs_labels``: trained on class labels."""
+
+    name: str
+    module: str
+    cls_name: str
+    head: str
+    time_conditioning: bool
+    needs_labels: bool = False
+
+    @property
+    def cls(self):
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.cls_name)
+
+
+MODEL_KINDS = {k.name: k for k in [
+    ModelKind("cdm", "oodkit.models.cdm", "CDM", head="classifier", time_conditioning=False),
+    ModelKind("ddpm", "oodkit.models.ddpm", "DDPM", head="dense", time_conditioning=True),
+    ModelKind("joint", "oodkit.models.joint", "JointDiffusion", head="dense", time_conditioning=True,
+              needs_labels=True),
+]}
+
+
+def model_kind(name: str) -> ModelKind:
+    if name not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {name!r}; this oodkit knows {', '.join(MODEL_KINDS)}")
+    return MODEL_KINDS[name]

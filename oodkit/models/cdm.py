@@ -22,7 +22,7 @@ from torch import nn
 from ..schedules import NoiseSchedule
 from .sampling import eta_for, sample_loop
 
-__all__ = ["CDM", "log_std_normal"]
+__all__ = ["CDM", "log_std_normal", "eq10_levels", "bits_per_dim"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -31,6 +31,23 @@ def log_std_normal(x: torch.Tensor) -> torch.Tensor:
     """``log N(x; 0, I)`` per image in nats, float64 (B,)."""
     x = x.reshape(x.shape[0], -1).double()
     return -0.5 * (x * x).sum(dim=1) - 0.5 * x.shape[1] * LOG_2PI
+
+
+def eq10_levels(logits, log_gauss, t=None):
+    """Eq. 10, the one place it is written: ``log p_t(x) = f(x)[t] - f(x)[T+1] + log N(x; 0, I)``
+    in nats, float64, for levels ``t`` (all by default): (B, len(t)). ``logits`` (B, T+2)
+    and ``log_gauss`` (B,) may be tensors or arrays; the result has the type of ``logits``."""
+    f = torch.as_tensor(logits).double()
+    g = torch.as_tensor(log_gauss, device=f.device).double()
+    sel = f if t is None else f[:, torch.as_tensor(t, dtype=torch.long, device=f.device)]
+    out = sel - f[:, -1:] + g[:, None]
+    return out if isinstance(logits, torch.Tensor) else out.cpu().numpy()
+
+
+def bits_per_dim(log_p, d: int):
+    """Bits per dimension of 8-bit data from ``log p(x)`` in nats on [-1, 1]:
+    ``-log p / (d ln 2) + 7`` (7 = log2 128, the change of variables from 256 levels)."""
+    return -log_p / (d * math.log(2)) + 7.0
 
 
 class CDM(nn.Module):
@@ -102,8 +119,7 @@ class CDM(nn.Module):
     @staticmethod
     def levels_from_logits(logits: torch.Tensor, log_gauss: torch.Tensor) -> torch.Tensor:
         """Eq. 10 on cached logits: ``log p_t(x)`` (B, T+2) in nats, float64."""
-        f = logits.double()
-        return f - f[:, -1:] + log_gauss.double()[:, None]
+        return eq10_levels(logits, log_gauss)
 
     @torch.no_grad()
     def log_prob_levels(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,14 +129,12 @@ class CDM(nn.Module):
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log p_data(x)`` by Eq. 10 in one forward pass: (B,) nats, float64."""
-        f = self.logits(x).double()
-        return f[:, 0] - f[:, -1] + log_std_normal(x)
+        return eq10_levels(self.logits(x), log_std_normal(x), [0])[:, 0]
 
     @torch.no_grad()
     def bpd(self, x: torch.Tensor) -> torch.Tensor:
         """Bits per dimension of 8-bit data: ``-log p(x) / (d ln 2) + 7`` (B,), float64."""
-        d = x[0].numel()
-        return -self.log_prob(x) / (d * math.log(2)) + 7.0
+        return bits_per_dim(self.log_prob(x), x[0].numel())
 
     @torch.no_grad()
     def noise_posterior(self, x: torch.Tensor) -> torch.Tensor:
