@@ -44,7 +44,7 @@ def timed(fn, device, reps=1):
     return (time.perf_counter() - t0) / reps
 
 
-def matmul_gflops(dtype, device, n=2048, reps=3):
+def matmul_gflops(dtype, device, n=2048, reps=5):
     """Best-of-``reps`` GFLOP/s of an n x n matmul in ``dtype``: the floor's rate."""
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     torch.mm(a, b)

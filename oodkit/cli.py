@@ -85,6 +85,38 @@ def _device(value):
     return dev
 
 
+def _load_config(ctx, param, value):
+    """``--config FILE.toml``: its keys (option names, dashes or underscores) become this
+    command's defaults, so flags on the command line still win."""
+    if value is None:
+        return None
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        raise click.BadParameter("reading TOML needs Python 3.11 or newer") from None
+    try:
+        with open(value, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise click.BadParameter(f"cannot read {value}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise click.BadParameter(f"{value} is not valid TOML ({e})") from None
+    data = data.get(ctx.info_name, data)  # a [bench] / [train] table, or top-level keys
+    names = {p.name for p in ctx.command.params}
+    resolved = {}
+    for key, v in data.items():
+        name = key.replace("-", "_")
+        if name not in names or name == "config":
+            raise click.BadParameter(f"{value}: unknown setting {key!r} for `oodkit {ctx.info_name}`")
+        resolved[name] = ",".join(map(str, v)) if isinstance(v, list) else v
+    ctx.default_map = {**(ctx.default_map or {}), **resolved}
+    return value
+
+
+config_option = click.option("--config", type=click.Path(dir_okay=False), default=None, is_eager=True,
+                             expose_value=False, callback=_load_config,
+                             help="TOML file of settings for this command (flags override it).")
+
 POS = click.IntRange(min=1)
 NONNEG = click.IntRange(min=0)
 
@@ -144,6 +176,7 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out checkpoint.")
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@config_option
 @_friendly
 def train(kind, data_spec, data_root, download, net, image_size, channels, schedule, T, steps, batch_size, lr,
           warmup, ema_decay, grad_clip, hflip, no_amp, save_every, seed, var_type, cdl_weight, out, resume, overwrite,
@@ -239,6 +272,7 @@ def _command_line() -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@config_option
 @_friendly
 def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T, image_size, batch_size, jpeg_ood,
           max_train, max_test, bootstrap, seed, device, quiet):
@@ -285,6 +319,7 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True)
+@config_option
 @_friendly
 def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_model, data_root, download, batch_size,
         seed, device, quiet):
@@ -335,6 +370,7 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
 @click.option("--batch-size", type=POS, default=256, show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True)
+@config_option
 @_friendly
 def score(model, detector_file, data_spec, split, fit_data, data_root, download, out, batch_size, device, quiet):
     """Per-sample scores of a data set (CSV, one column per score, higher = more ID)."""

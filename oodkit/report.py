@@ -49,7 +49,7 @@ def _umask() -> int:
 
 def _means(df: pd.DataFrame, cols) -> pd.DataFrame:
     """The rows, then "mean (real)" over near + far sets and "mean (all)"."""
-    rows = df[["ood", *cols]].copy()
+    rows = df[["ood", *cols]].reset_index(drop=True)
     extra = []
     real = df[df["group"] != "synthetic"] if "group" in df else df
     if len(real) and len(real) < len(df):
@@ -209,9 +209,9 @@ def plot_roc(pairs: dict, path: Path, title: str = "", meta: dict | None = None)
 
 def plot_histograms(pairs: dict, path: Path, title: str = "", meta: dict | None = None) -> Path:
     """Per detector: the ID test scores (filled) at each alignment size they were compared
-    at, and each OOD set (outline) in its own colour. The axis spans the 1st - 99th
-    percentiles of all sets; scores beyond it are not piled into the edge bins but counted
-    in the legend."""
+    at, and each OOD set (outline) in its own colour. The axis spans the ID scores
+    (0.5 - 99.5 %) and one ID width either side; scores beyond it are not piled into the
+    edge bins but counted in the legend."""
     plt = _plt()
     colours, dets = _colours(pairs), list(pairs)
     cols = min(3, len(dets))
@@ -224,11 +224,14 @@ def plot_histograms(pairs: dict, path: Path, title: str = "", meta: dict | None 
             ids.setdefault(key[0] if key else "ID", s_id)
         sets = [(f"{k} (ID)", v, "0.35", True) for k, v in ids.items()]
         sets += [(name, s_ood, colours[name], False) for name, _, s_ood, *_ in pairs[det]]
+        # the axis frames the ID scores and their surroundings (one ID width either side):
+        # OOD sets far away are counted in the legend rather than squeezing the ID
+        idv = np.concatenate([v for _, v, _, filled in sets if filled])
+        lo, hi = np.percentile(idv, [0.5, 99.5])
+        width = hi - lo if hi > lo else 1.0
         allv = np.concatenate([v for _, v, _, _ in sets])
-        lo, hi = np.percentile(allv, [1, 99])
-        if hi <= lo:
-            lo, hi = allv.min() - 0.5, allv.max() + 0.5
-        pad = 0.03 * (hi - lo)
+        lo, hi = max(lo - width, allv.min()), min(hi + width, allv.max())
+        pad = 0.02 * (hi - lo)
         bins = np.linspace(lo - pad, hi + pad, 60)
         for i, (name, v, col, filled) in enumerate(sets):
             out = int(((v < bins[0]) | (v > bins[-1])).sum())

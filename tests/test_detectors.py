@@ -68,7 +68,7 @@ def test_scores_match_the_model(data):
     model = fixed_model()
     x = data["test"][:16]
     xf = x.float() * 2 / 255 - 1
-    det = CDMDetector(model=model, progress=False).fit(data["train"])
+    det = CDMDetector(model=model, score="loglik", progress=False).fit(data["train"])
     np.testing.assert_allclose(det.score_samples(x), model.log_prob(xf).numpy(), rtol=1e-6)
     post = CDMDetector(model=model, score="posterior", progress=False).fit(data["train"])
     np.testing.assert_allclose(post.score_samples(x), model.noise_posterior(xf)[:, 0].log().numpy(), rtol=1e-5,

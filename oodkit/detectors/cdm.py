@@ -36,7 +36,7 @@ class CDMDetector(BaseDetector):
             on the data given to :meth:`fit` (with ``net``, ``steps``, ``T``,
             ``schedule``, ``image_size`` (default: the data's), ``batch_size``, ``seed``;
             saved to ``model_out`` if set).
-        score: ``"loglik"`` (Eq. 10), ``"posterior"`` (log p(t=0|x)), ``"expected-t"``
+        score: ``"fused"`` (the default; see below), ``"loglik"`` (Eq. 10), ``"posterior"`` (log p(t=0|x)), ``"expected-t"``
             (minus E[t|x]), ``"profile"`` (density of the multiscale likelihood profile),
             ``"features"`` (deep kNN on the head's pooled features), ``"features-gauss"``
             (their Mahalanobis distance), ``"fused"`` (profile, complexity and features
@@ -57,7 +57,7 @@ class CDMDetector(BaseDetector):
     complexity.
     """
 
-    def __init__(self, model=None, score="loglik", *, net="small", steps=2000, T=1000, schedule="uniform",
+    def __init__(self, model=None, score="fused", *, net="small", steps=2000, T=1000, schedule="uniform",
                  image_size=None, batch_size=128, n_levels=20, density="knn", n_neighbors=5, n_components=10,
                  resize=False, layout=None, value_range=None, contamination=0.05, device=None, seed=0, progress=True,
                  model_out=None):

@@ -1,0 +1,39 @@
+"""The device rule: the CLI resolves --device once (CUDA if available, else CPU); the
+library runs a model where it is and never moves a model it was given."""
+import pytest
+import torch
+
+from oodkit.data import as_images, load_dataset
+from oodkit.detectors import make_detector
+from oodkit.representation import clear_cache, represent
+
+from .test_detectors import fixed_model
+
+
+def test_cli_default_device_resolution(monkeypatch):
+    from oodkit.cli import UserError, _device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _device(None) == torch.device("cpu")
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        _device("cuda")
+    with pytest.raises(UserError, match="is not a device"):
+        _device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _device(None) == torch.device("cuda")
+
+
+def test_the_library_never_moves_a_users_model(monkeypatch):
+    clear_cache()
+    model = fixed_model()
+    x = as_images(load_dataset("digits-0to4", "train").images)[:64]
+    moved = []
+    for m in (model, model.net):
+        monkeypatch.setattr(m, "to", lambda *a, **k: moved.append(a) or m)
+    represent(model, x, progress=False)
+    det = make_detector("fused", model=model, progress=False).fit(x)
+    det.score_samples(x[:8])
+    assert moved == [] and next(model.parameters()).device.type == "cpu"
+    # asking a detector for another device works on a copy, not on the user's model
+    det = make_detector("loglik", model=model, progress=False, device="cpu").fit(x)
+    assert det.model_ is model  # same device: no copy either
