@@ -120,7 +120,7 @@ def _load_model(entry: dict, arrays: dict, base: Path, device):
     return load_model(path, device=device)
 
 
-def load_detectors(path, device=None) -> dict:
+def load_detectors(path, device=None, progress: bool = True) -> dict:
     """``{name: fitted detector}`` from a detector file, ready to score."""
     from . import CDMDetector, DiffusionDetector
 
@@ -136,7 +136,7 @@ def load_detectors(path, device=None) -> dict:
             models[e["model"]] = _load_model(header["models"][e["model"]], arrays, Path(path).parent, device)
         model = models[e["model"]]
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in e["params"].items()}
-        det = cls(model=model, **{**params, "device": device if device is not None else params.get("device")})
+        det = cls(model=model, **{**params, "device": device, "progress": progress})
         det.model_ = model
         if cls is CDMDetector:
             det.scorer_ = det._make_scorer(model)
@@ -152,9 +152,9 @@ def load_detectors(path, device=None) -> dict:
     return out
 
 
-def load_detector(path, name: str | None = None, device=None):
+def load_detector(path, name: str | None = None, device=None, progress: bool = True):
     """The fitted detector in ``path`` (``name`` picks one when the file holds several)."""
-    dets = load_detectors(path, device=device)
+    dets = load_detectors(path, device=device, progress=progress)
     if name is None:
         if len(dets) != 1:
             raise DetectorFileError(f"{path} holds {len(dets)} detectors ({', '.join(dets)}): pass name=")
