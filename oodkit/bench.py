@@ -194,6 +194,9 @@ def resolve_models(model, sets: Sets, net=None, steps=None, T=None, image_size=N
 
 def check_detectors(names, model_given: bool):
     """Fail before any data or model work on unknown names and impossible requests."""
+    twice = sorted({d for d in names if names.count(d) > 1})
+    if twice:
+        raise ValueError(f"detector(s) {twice} named twice")
     unknown = [d for d in names if d.partition("@")[0] not in TABLE]
     if unknown:
         raise ValueError(f"unknown detector(s) {unknown}; choose from {', '.join(TABLE)}")

@@ -71,10 +71,11 @@ def save_checkpoint(path, model, ema_state_dict=None, train_state=None, data=Non
         "train_state": train_state,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     with _TermCleansUp():
         tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
             os.close(fd)
             torch.save(ckpt, tmp)
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
@@ -83,6 +84,22 @@ def save_checkpoint(path, model, ema_state_dict=None, train_state=None, data=Non
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
     return path
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temporary files that a SIGKILLed save left beside ``path`` (no handler runs on
+    SIGKILL): those whose writing process is gone are removed. The pid is in the name."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2:].split(".")
+        if not parts or not parts[0].isdigit():
+            continue
+        pid = int(parts[0])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, someone else's
 
 
 def _umask() -> int:

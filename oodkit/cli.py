@@ -80,8 +80,11 @@ def _device(value):
             raise UserError(f"--device {value}: this machine has no CUDA GPU (use --device cpu)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise UserError(f"--device {value}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif dev.type not in ("cpu", "mps"):
-        raise UserError(f"--device {value}: oodkit runs on cpu or cuda")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UserError(f"--device {value}: this machine has no Apple MPS device (use --device cpu)")
+    elif dev.type != "cpu":
+        raise UserError(f"--device {value}: oodkit runs on cpu, cuda or mps")
     return dev
 
 
@@ -117,6 +120,18 @@ config_option = click.option("--config", type=click.Path(dir_okay=False), defaul
                              expose_value=False, callback=_load_config,
                              help="TOML file of settings for this command (flags override it).")
 
+class Finite(click.FloatRange):
+    """A float range that also refuses NaN and inf (plain ranges let NaN through)."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
 POS = click.IntRange(min=1)
 NONNEG = click.IntRange(min=0)
 
@@ -129,8 +144,11 @@ def main(debug):
 
     \b
     oodkit bench digits                          embedded demo, CPU, no downloads
-    oodkit train --model cdm --data cifar10 --out cdm.pt
-    oodkit score --model cdm.pt --data svhn --out svhn.csv
+    oodkit models                                the pretrained CDMs (names for --model)
+    oodkit score --model fashionmnist --data mnist --out s.csv
+    oodkit fit --model fashionmnist --data fashionmnist --out det.npz
+    oodkit score --detector det.npz --data folder:imgs --out s.csv
+    oodkit train --kind cdm --data cifar10 --out cdm.pt
     oodkit bench cifar10-vs-svhn --model cdm.pt
     """
 
@@ -158,10 +176,10 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 @click.option("-T", "--T", "T", type=POS, default=1000, show_default=True, help="Number of noise levels.")
 @click.option("--steps", type=POS, default=2000, show_default=True, help="Optimizer steps in all.")
 @click.option("--batch-size", type=POS, default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
+@click.option("--lr", type=Finite(0, 1, min_open=True), default=2e-4, show_default=True)
 @click.option("--warmup", type=NONNEG, default=100, show_default=True, help="Linear learning-rate warm-up steps.")
-@click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=0.999, show_default=True)
-@click.option("--grad-clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--ema-decay", type=Finite(0, 1, max_open=True), default=0.999, show_default=True)
+@click.option("--grad-clip", type=Finite(min=0), default=1.0, show_default=True,
               help="Clip the gradient norm to this (0 = no clipping).")
 @click.option("--hflip", is_flag=True, help="Random horizontal flips.")
 @click.option("--no-amp", is_flag=True, help="Train in float32 (default: bf16 autocast where the CPU or GPU runs bf16 natively).")
@@ -169,7 +187,7 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--var-type", type=click.Choice(["beta", "posterior"]), default="beta", show_default=True,
               help="ddpm/joint: the reverse process's fixed variance (for the ELBO).")
-@click.option("--cdl-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--cdl-weight", type=Finite(0, 1e3), default=0.0, show_default=True,
               help="ddpm/joint: weight of the contrastive diffusion loss (Wu et al. 2024); 0 = off.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint file to write.")
 @click.option("--resume", is_flag=True, help="Continue from --out, bit-for-bit (the run's settings must match).")
@@ -293,6 +311,8 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
         raise UserError(f"--detectors {detectors!r} names no detector")
     if model is not None and not _split_list(model):
         raise UserError(f"--model {model!r} names no checkpoint")
+    if model is not None and any(v is not None for v in (net, steps, T, image_size)):
+        raise UserError("--net, --steps, -T and --image-size set a model trained here; drop them with --model")
     if net is not None and net not in PRESETS:
         raise UserError(f"--net {net!r}: choose one of {', '.join(PRESETS)}")
     if output_dir.exists() and not output_dir.is_dir():
@@ -309,7 +329,7 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
 @click.option("--detectors", default=None, cls=_LazyHelp)
 @click.option("--calibrate-on", default=None,
               help="Held-out ID data (its test split) to set each threshold on, accepting --tpr of it.")
-@click.option("--tpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
+@click.option("--tpr", type=Finite(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
 @click.option("--max-train", type=POS, default=None, help="Fit on at most this many images (seeded subsample).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Detector file to write (.npz).")
 @click.option("--embed-model", is_flag=True, help="Store the model's weights in the detector file.")
@@ -331,6 +351,8 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
 
     _writable_file(out, "--out")
     device = _device(device)
+    if detectors is not None and not _split_list(detectors):
+        raise UserError(f"--detectors {detectors!r} names no detector")
     m = load_model(model, device=device)
     m.reference = model  # the file records the name or path as given
     names = _split_list(detectors) or default_detectors([m.kind])

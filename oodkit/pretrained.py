@@ -1,6 +1,6 @@
 """Pretrained models by name: ``oodkit.load_model("cifar10")``, ``--model fashionmnist``.
 
-A name resolves through ``pretrained/index.json`` to a file bundled with the package or,
+A name resolves through ``weights/index.json`` to a file bundled with the package or,
 for models too large to bundle, to a URL whose download is checked against its SHA-256
 before it is used (and cached under ``$OODKIT_CACHE/pretrained``). Bundled models are
 EMA weights in half precision (the network runs in float32 after loading; the recorded
@@ -21,7 +21,7 @@ from .checkpoint import load_model as _load_path
 
 __all__ = ["load_model", "resolve_model", "list_models", "export_model", "PRETRAINED_DIR", "download_verified"]
 
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).parent / "weights"
 
 
 def _index(index_path: Path | None = None) -> dict:

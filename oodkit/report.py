@@ -128,8 +128,8 @@ def write_results(out: Path, rows, scores, pairs, meta: dict, plots: bool = True
     """results.csv / .md / .json and scores.npz (and with ``plots`` roc.png and
     histograms.png), each atomically. ``clean`` first removes an old run's files."""
     out = Path(out)
-    if clean:
-        for name in RESULT_FILES:
+    if clean:  # results.json first: an old "complete" must never outlive the files it describes
+        for name in ("results.json", *[f for f in RESULT_FILES if f != "results.json"]):
             (out / name).unlink(missing_ok=True)
     df = pd.DataFrame(rows)
     if len(df):

@@ -49,6 +49,8 @@ def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=
     ds = load_dataset(data_spec, split, data_root, download)
     x = conform(ds.tensor(), h, c)
     cols = {"index": range(len(ds))}
+    if getattr(ds, "paths", None) is not None:
+        cols["path"] = ds.paths
     if ds.labels is not None:
         cols["label"] = ds.labels
     names = default_detectors([model.kind])

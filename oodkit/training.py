@@ -50,7 +50,7 @@ class TrainConfig:
         """One-line ValueErrors for settings that cannot train (a negative clip would
         ascend the gradient, a decay of 1 would freeze the EMA)."""
         checks = [("steps", self.steps >= 1, "at least 1"), ("batch_size", self.batch_size >= 1, "at least 1"),
-                  ("lr", self.lr > 0, "positive"), ("warmup", self.warmup >= 0, "0 or more"),
+                  ("lr", 0 < self.lr <= 1, "in (0, 1]"), ("warmup", self.warmup >= 0, "0 or more"),
                   ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
                   ("grad_clip", self.grad_clip >= 0, "0 (off) or positive"),
                   ("save_every", self.save_every >= 0, "0 or more")]

@@ -61,7 +61,7 @@ def test_clone_and_params_round_trip():
     c.set_params(score="loglik")
     assert c.score == "loglik" and det.score == "profile"
     fitted = CDMDetector(model=fixed_model(), progress=False)
-    assert clone(fitted).get_params()["score"] == "loglik"
+    assert clone(fitted).get_params()["score"] == "fused"  # the default
 
 
 def test_scores_match_the_model(data):

@@ -167,6 +167,8 @@ def as_images(X, name: str = "X", *, layout: str | None = None, value_range: tup
         raise ImageInputError(f"{name}: expected images (N, C, H, W) or (N, H, W, C), got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ImageInputError(f"{name}: got no images (shape {tuple(x.shape)})")
+    if x.numel() == 0:
+        raise ImageInputError(f"{name}: images of shape {tuple(x.shape)} have an empty axis")
     if _layout(x, layout, is_tensor, name) == "nhwc":
         x = x.permute(0, 3, 1, 2)
     if x.shape[1] not in (1, 3, 4):
@@ -174,7 +176,8 @@ def as_images(X, name: str = "X", *, layout: str | None = None, value_range: tup
     if x.shape[1] == 4:  # drop alpha
         x = x[:, :3]
     if x.is_floating_point():
-        return _floats(x.float(), value_range, name).contiguous()
+        # checked in the input's own precision: float64 beyond float32's range is not "inf"
+        return _floats(x if x.dtype == torch.float64 else x.float(), value_range, name).float().contiguous()
     if value_range not in (None, (0.0, 255.0)):
         raise ImageInputError(
             f"{name}: {x.dtype} images are pixels 0..255; value_range={value_range} applies to float images only"

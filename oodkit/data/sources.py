@@ -65,13 +65,21 @@ def read_npz(path, name=None) -> ImageSet:
     path = Path(path)
     if not path.is_file():
         raise DataNotFound(f"no such file: {path}")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"cannot read {path}: not an .npz archive")
     try:
         with np.load(path, allow_pickle=False) as z:
             if "images" not in z.files:
                 raise ValueError(f"{path} has no 'images' array (has {z.files})")
             images = z["images"]
             labels = z["labels"] if "labels" in z.files else None
-    except (ValueError, OSError) as e:
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise ValueError(f"refusing {path}: it holds pickled objects; oodkit reads plain arrays only") from None
+        raise ValueError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+    except OSError as e:
         raise ValueError(f"cannot read {path}: {e}") from None
     if images.dtype != np.uint8:
         raise ValueError(f"{path}: 'images' must be uint8 pixels, got {images.dtype}")

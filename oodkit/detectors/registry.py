@@ -69,7 +69,9 @@ DETECTORS = {name: (d.cls, d.params) for name, d in TABLE.items()}
 def detector_kinds(name: str) -> tuple:
     """Model kinds a registered detector can run on, preferred first. ``NAME@KIND``
     (e.g. ``itd@cdm``) names a detector pinned to one kind of model."""
-    base, _, kind = name.partition("@")
+    base, at, kind = name.partition("@")
+    if at and not kind:
+        raise ValueError(f"detector {name!r}: name a model kind after '@' (e.g. {base}@cdm) or drop the '@'")
     if base not in TABLE:
         raise ValueError(f"unknown detector {base!r}; choose from {', '.join(TABLE)}")
     kinds = TABLE[base].kinds
