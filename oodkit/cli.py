@@ -383,6 +383,8 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
               help="Detector file from `oodkit fit` (scores without touching the training set).")
 @click.option("--data", "data_spec", required=True, help="Data set name, npz:PATH or folder:PATH.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--resize", type=POS, default=None,
+              help="folder: data: bring every image to this square size (mixed sizes are refused otherwise).")
 @click.option("--fit-data", default=None,
               help="With --model: ID data (train split) to fit typicality and profile on (default: the model's "
                    "training set, when it can be found).")
@@ -394,7 +396,8 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
 @click.option("--quiet", is_flag=True)
 @config_option
 @_friendly
-def score(model, detector_file, data_spec, split, fit_data, data_root, download, out, batch_size, device, quiet):
+def score(model, detector_file, data_spec, split, resize, fit_data, data_root, download, out, batch_size, device,
+          quiet):
     """Per-sample scores of a data set (CSV, one column per score, higher = more ID)."""
     from .report import atomic_write
     from .scoring import score_dataset, score_with_detectors
@@ -403,13 +406,14 @@ def score(model, detector_file, data_spec, split, fit_data, data_root, download,
         raise UserError("give exactly one of --model (fit here) and --detector (a file from `oodkit fit`)")
     _writable_file(out, "--out")
     if detector_file is not None:
-        df = score_with_detectors(detector_file, data_spec, split, data_root, download, _device(device), not quiet)
+        df = score_with_detectors(detector_file, data_spec, split, data_root, download, _device(device), not quiet,
+                                  resize=resize)
         atomic_write(out, df.to_csv(index=False).encode())
         click.echo(f"wrote {out}: {len(df)} rows, columns {', '.join(df.columns)}")
         return
     df, fitted_on = score_dataset(model, data_spec, split=split, fit_data=fit_data, data_root=data_root,
                                   download=download, batch_size=batch_size, device=_device(device),
-                                  progress=not quiet)
+                                  progress=not quiet, resize=resize)
     atomic_write(out, df.to_csv(index=False).encode())
     note = f"; typicality and profile fitted on {fitted_on}" if fitted_on else "; no ID data for typicality/profile"
     click.echo(f"wrote {out}: {len(df)} rows, columns {', '.join(df.columns)}{note}")

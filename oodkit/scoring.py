@@ -12,7 +12,7 @@ __all__ = ["score_dataset", "score_with_detectors"]
 
 
 def score_with_detectors(path, data_spec, split="test", data_root=None, download=False, device=None,
-                         progress=True) -> pd.DataFrame:
+                         progress=True, resize=None) -> pd.DataFrame:
     """Scores of ``data_spec`` under the fitted detectors in ``path`` (from ``oodkit
     fit``): index, path (folders), label, then per detector its score, threshold and
     ``is_ood`` (score below the threshold)."""
@@ -21,7 +21,7 @@ def score_with_detectors(path, data_spec, split="test", data_root=None, download
     dets = load_detectors(path, device=device)
     model = next(iter(dets.values())).model_
     c, h, _ = model.image_shape
-    ds = load_dataset(data_spec, split, data_root, download)
+    ds = load_dataset(data_spec, split, data_root, download, resize=resize)
     x = conform(ds.tensor(), h, c)
     cols = {"index": range(len(ds))}
     if getattr(ds, "paths", None) is not None:
@@ -39,14 +39,14 @@ def score_with_detectors(path, data_spec, split="test", data_root=None, download
 
 
 def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=None, download=False,
-                  batch_size=256, device=None, progress=True):
+                  batch_size=256, device=None, progress=True, resize=None):
     """Every default score of the model's kind for ``data_spec`` as a DataFrame (index,
     label, bpd for a CDM, then one column per detector, higher = more in-distribution).
     Detectors that fit ID statistics are added when ``fit_data`` (or the model's recorded
     training set) can be loaded. Returns ``(frame, name of the fitting data or None)``."""
     model = load_model(model_path, device=device)
     c, h, _ = model.image_shape
-    ds = load_dataset(data_spec, split, data_root, download)
+    ds = load_dataset(data_spec, split, data_root, download, resize=resize)
     x = conform(ds.tensor(), h, c)
     cols = {"index": range(len(ds))}
     if getattr(ds, "paths", None) is not None:

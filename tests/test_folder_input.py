@@ -206,3 +206,29 @@ def test_folder_without_images_is_a_one_line_error(tmp_path, layout):
     with pytest.raises(DataNotFound) as e:
         load_dataset(f"folder:{tmp_path / 'e'}")
     assert _one_line(e) and "no images" in str(e.value) and str(tmp_path / "e") in str(e.value)
+
+
+def test_cli_score_resize_reads_a_folder_of_mixed_sizes(tmp_path, monkeypatch):
+    """`oodkit score --resize N` is how a user follows the mixed-size error's advice; the
+    CSV keeps each file's path."""
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from oodkit.checkpoint import save_checkpoint
+    from oodkit.cli import main
+
+    from .test_detectors import fixed_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imgs").mkdir()
+    rng = np.random.default_rng(0)
+    for i, size in enumerate([8, 12, 8, 20]):
+        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    save_checkpoint(tmp_path / "m.pt", fixed_model())
+    args = ["score", "--model", "m.pt", "--data", "folder:imgs", "--out", "s.csv", "--quiet"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and "differ in size" in r.output
+    r = CliRunner().invoke(main, args + ["--resize", "8"])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "s.csv")
+    assert [p.split("/")[-1] for p in df["path"]] == ["0.png", "1.png", "2.png", "3.png"]
