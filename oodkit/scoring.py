@@ -11,6 +11,18 @@ from .representation import represent
 __all__ = ["score_dataset", "score_with_detectors"]
 
 
+def _load(data_spec, split, data_root, download, resize, c, h):
+    """The set at the model's size, and the CSV's leading columns: index, path (files),
+    label."""
+    ds = load_dataset(data_spec, split, data_root, download, resize=resize)
+    cols = {"index": range(len(ds))}
+    if getattr(ds, "paths", None) is not None:
+        cols["path"] = ds.paths
+    if ds.labels is not None:
+        cols["label"] = ds.labels
+    return ds, conform(ds.tensor(), h, c), cols
+
+
 def score_with_detectors(path, data_spec, split="test", data_root=None, download=False, device=None,
                          progress=True, resize=None) -> pd.DataFrame:
     """Scores of ``data_spec`` under the fitted detectors in ``path`` (from ``oodkit
@@ -21,13 +33,7 @@ def score_with_detectors(path, data_spec, split="test", data_root=None, download
     dets = load_detectors(path, device=device)
     model = next(iter(dets.values())).model_
     c, h, _ = model.image_shape
-    ds = load_dataset(data_spec, split, data_root, download, resize=resize)
-    x = conform(ds.tensor(), h, c)
-    cols = {"index": range(len(ds))}
-    if getattr(ds, "paths", None) is not None:
-        cols["path"] = ds.paths
-    if ds.labels is not None:
-        cols["label"] = ds.labels
+    ds, x, cols = _load(data_spec, split, data_root, download, resize, c, h)
     frame = pd.DataFrame(cols)
     for name, det in dets.items():
         det.set_params(progress=progress)
@@ -46,13 +52,7 @@ def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=
     training set) can be loaded. Returns ``(frame, name of the fitting data or None)``."""
     model = load_model(model_path, device=device)
     c, h, _ = model.image_shape
-    ds = load_dataset(data_spec, split, data_root, download, resize=resize)
-    x = conform(ds.tensor(), h, c)
-    cols = {"index": range(len(ds))}
-    if getattr(ds, "paths", None) is not None:
-        cols["path"] = ds.paths
-    if ds.labels is not None:
-        cols["label"] = ds.labels
+    ds, x, cols = _load(data_spec, split, data_root, download, resize, c, h)
     names = default_detectors([model.kind])
     rep = None
     if model.kind == "cdm":
