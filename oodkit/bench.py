@@ -132,7 +132,7 @@ def _train_cached(x_train: torch.Tensor, id_name: str, training: dict, device, p
     partial = path.with_name(path.stem + ".partial.pt")
     if path.exists():
         try:
-            m = load_model(path)
+            m = load_model(path, device=device)
             if m.train_steps == training["steps"]:
                 echo(f"model: reusing cached {path}")
                 return m, str(path)
@@ -169,7 +169,9 @@ def resolve_models(model, sets: Sets, net=None, steps=None, T=None, image_size=N
         ([p for p in str(model).split(",") if p.strip()] if model is not None else [])
     if model is not None and not paths:
         raise ValueError(f"--model {model!r} names no checkpoint")
-    if not paths and sets.spec.id in {r["name"] for r in list_models() if r["available"] != "missing"}:
+    asked_to_train = any(v is not None for v in (net, steps, T, image_size))
+    if not paths and not asked_to_train and \
+            sets.spec.id in {r["name"] for r in list_models() if r["available"] != "missing"}:
         paths = [sets.spec.id]  # a pretrained model of the ID set: use it rather than train one
         echo(f"model: the pretrained {sets.spec.id!r} model (pass --model to use another)")
     if not paths:
@@ -244,9 +246,10 @@ def score_pairs(sets: Sets, assignment: dict, batch_size=256, device=None, seed=
         reps = {}  # one forward pass per (model, image set), handed to every CDM detector on that model
 
         def rep(model, key, x):
-            if (id(model), key) not in reps:
-                reps[id(model), key] = represent(model, x, batch_size, progress=progress, desc=f"forward {key}")
-            return reps[id(model), key]
+            k = (id(model), fingerprint(x))  # by content: two sets of one name are not one pass
+            if k not in reps:
+                reps[k] = represent(model, x, batch_size, progress=progress, desc=f"forward {key}")
+            return reps[k]
 
         for dname, (model, _) in assignment.items():
             det = make_detector(dname, model=model, batch_size=batch_size, device=device, seed=seed,

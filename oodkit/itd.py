@@ -11,6 +11,12 @@ With ``mmse(x, a) = E ||eps - eps_hat(z_a, a)||^2`` and
 
       -log P(x) = 1/2 * integral over a of mmse(x, a)
 
+  Above the span's top ``a_max`` the rest of the integral is ``-log P(x | z_a_max)``,
+  the information still needed to resolve each pixel: it is taken as the ELBO's decoder
+  term (a Gaussian around the denoiser's x0 with the noise's std, discretized into the
+  pixel bins), so a model whose levels stop short of pixel resolution (a DDPM's linear
+  schedule ends at log-SNR 9.2) is not cut off there.
+
   For discrete data the continuous identity diverges as ``a -> inf`` (the denoiser
   recovers ``x`` exactly, ``mmse -> 0``, and ``-d sigmoid(a)`` is left), which made the
   old estimate depend on where the integral was cut. The discrete integrand decays at
@@ -19,10 +25,12 @@ With ``mmse(x, a) = E ||eps - eps_hat(z_a, a)||^2`` and
   :func:`discrete_logsnr_max` (noise std one eighth of half a bin).
 
 The integral over ``[a_lo, a_hi]`` is estimated by importance sampling ``a`` from a
-truncated logistic (densities) or uniformly (discrete), stratified. ``a_lo, a_hi`` default to the span of the model's levels
-when the denoiser has them (nothing outside it was ever trained). Beyond the span both
-integrands decay like ``e^-|a - a_end|`` (exactly so for Gaussian data), so each tail is
-added as the integrand at its end point, which costs one more denoiser call per end.
+truncated logistic (densities) or uniformly (discrete), stratified. ``a_lo, a_hi``
+default to the span of the model's levels when the denoiser has them (nothing outside
+it was ever trained). Below the span (and above it, for densities) the integrands decay
+like ``e^-|a - a_end|`` (exactly so for Gaussian data at the low end), so the proposal
+reaches past the span and a point there counts as the end's integrand damped by that
+factor: those tails are in the estimate and in its standard error.
 
 Any model serves through a *denoiser* ``(z, a) -> eps_hat``: :func:`discrete_denoiser`
 adapts a model with integer levels (DDPM, or a CDM through Theorem 3.1). Its sampled
@@ -109,11 +117,12 @@ def itd_nll(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``-log p(x)`` in nats (B,) float64, and the standard error of the estimate (B,).
 
-    ``discrete``: ``-log P(x)`` of 8-bit data (divide by ``d ln 2`` for bits/dim, which
-    then compare with a DDPM's ELBO); otherwise the continuous density on [-1, 1].
+    ``discrete``: ``-log P(x)`` of 8-bit data (divide by ``d ln 2`` for bits/dim, the
+    units of a DDPM's ELBO); otherwise the continuous density on [-1, 1].
     ``a_min, a_max``: the integration span; defaults: the denoiser's level span, else
     ``[-12, 14]`` (continuous) or ``[-12, discrete_logsnr_max()]`` (discrete).
-    ``n_points`` denoiser calls per batch; ``tails`` adds the analytic tails.
+    ``n_points`` denoiser calls per batch (+1 for the decoder term when ``discrete``);
+    ``tails`` adds the tails.
     ``proposal``: ``"logistic"`` (default for densities) or ``"uniform"`` (default for
     ``discrete``: its integrand is near d over most of the span, and a logistic leaves
     the high-SNR end, where 8-bit pixels are resolved, with few points). ``grad=True`` keeps the
@@ -132,7 +141,9 @@ def itd_nll(
     # the proposal reaches past each end of the span: a point there is the end's integrand
     # damped by e^-|a - end|, so the tails are part of the estimate and of its error
     reach = (LOGISTIC_REACH if proposal == "logistic" else UNIFORM_REACH) if tails else 0.0
-    lo_a, hi_a = a_min - reach, a_max + reach
+    # discrete data: above the span the integrand does not decay until the noise is below
+    # a pixel bin, so the upper tail is the decoder term -log P(x | z_{a_max}) instead
+    lo_a, hi_a = a_min - reach, a_max + (0.0 if discrete else reach)
     with torch.set_grad_enabled(grad):
         b, d = x.shape[0], x[0].numel()
         # stratified uniforms, shared across the batch, -> the proposal
@@ -173,4 +184,24 @@ def itd_nll(
         integral = vals.mean(1)
         stderr = 0.5 * vals.std(1) / math.sqrt(n_points) if n_points > 1 else torch.full_like(integral, float("nan"))
         nll = 0.5 * integral if discrete else 0.5 * d * math.log(2 * math.pi * math.e) + 0.5 * integral
+        if discrete and tails:
+            nll = nll + _decoder_nats(x, denoiser, a_max, levels, noise_shape, generator)
         return nll, stderr.detach()
+
+
+def _decoder_nats(x, denoiser, a_top, levels, noise_shape, generator) -> torch.Tensor:
+    """``-log P(x | z)`` at log-SNR ``a_top``: what is left to resolve the 8-bit pixels
+    once the noise is at ``a_top``. By the I-MMSE identity it is half the integral of the
+    discrete integrand above ``a_top``; it is estimated as the ELBO's decoder does, a
+    Gaussian around the denoiser's x0 with the noise's std ``e^(-a/2)``, discretized
+    into the 256 bins. (B,) nats, float64."""
+    from .models.ddpm import discretized_gaussian_log_likelihood
+
+    a_top = _snap(a_top, levels)
+    s = 1.0 / (1.0 + math.exp(-a_top))
+    eps = torch.randn(noise_shape, generator=generator, device="cpu").to(x.device, x.dtype)
+    z = math.sqrt(s) * x + math.sqrt(1 - s) * eps
+    eps_hat = denoiser(z, torch.full((x.shape[0],), a_top, dtype=torch.float64))
+    x0 = ((z.double() - math.sqrt(1 - s) * eps_hat.double()) / math.sqrt(s)).clamp(-1, 1)
+    log_scale = torch.full_like(x0, -0.5 * a_top)
+    return -discretized_gaussian_log_likelihood(x.double(), x0, log_scale).flatten(1).sum(1)

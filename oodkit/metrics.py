@@ -103,13 +103,15 @@ def bootstrap_intervals(scores_id, scores_ood, n_boot: int = 1000, level: float 
     report is reproducible. AUROC is vectorised; the other metrics loop."""
     a, b = _check(scores_id, scores_ood)
     rng = np.random.default_rng(seed)
-    ia = rng.integers(0, a.size, (n_boot, a.size))
-    ib = rng.integers(0, b.size, (n_boot, b.size))
+    ia = rng.integers(0, a.size, (n_boot, a.size), dtype=np.int32)
+    ib = rng.integers(0, b.size, (n_boot, b.size), dtype=np.int32)
     q = [(1 - level) / 2, (1 + level) / 2]
     out = {}
+    chunk = max(1, int(2e7 // (a.size + b.size)))  # bounded memory for large sets
     for name in metrics or METRICS:
         if name == "auroc":
-            vals = _auroc_rows(a[ia], b[ib])
+            vals = np.concatenate([_auroc_rows(a[ia[i:i + chunk]], b[ib[i:i + chunk]])
+                                   for i in range(0, n_boot, chunk)])
         else:
             fn = METRICS[name]
             vals = np.array([fn(a[i], b[j]) for i, j in zip(ia, ib)])

@@ -10,6 +10,7 @@ a name.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import tempfile
@@ -62,7 +63,7 @@ def download_verified(url: str, sha256: str, dest: Path, timeout: float = 60.0) 
             raise CheckpointError(f"download of {url} has SHA-256 {h.hexdigest()[:16]}..., expected "
                                   f"{sha256[:16]}...: refused (corrupt or tampered)")
         os.replace(tmp, dest)
-    except OSError as e:
+    except (OSError, http.client.HTTPException) as e:
         raise CheckpointError(f"cannot download {url}: {e}") from None
     finally:
         if os.path.exists(tmp):
@@ -75,10 +76,8 @@ def resolve_model(ref, index_path=None) -> Path:
     (bundled, or downloaded and verified once). Anything else is returned unchanged,
     so that loading it reports "not found" with the registered names."""
     path = Path(ref)
-    if path.exists():
-        return path
     rec = _index(index_path).get(str(ref))
-    if rec is None:
+    if path.is_file() or rec is None:  # a file wins; a folder of the same name does not hide a model
         return path
     if rec.get("file") and (PRETRAINED_DIR / rec["file"]).exists():
         local = PRETRAINED_DIR / rec["file"]

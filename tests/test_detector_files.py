@@ -106,3 +106,46 @@ def test_cli_fit_then_score_with_the_detector_matches_bench(imgs, tmp_path, monk
     np.testing.assert_allclose(df["profile"], s["profile/letters"], rtol=1e-12)
     np.testing.assert_allclose(df["loglik"], s["loglik/letters"], rtol=1e-12)
     assert (df["profile_is_ood"] == (df["profile"] < df["profile_threshold"])).all()
+
+
+def test_malformed_detector_files_are_one_line_errors(imgs, tmp_path):
+    clear_cache()
+    save_checkpoint(tmp_path / "m.pt", fixed_model(seed=2))
+    make_detector("loglik", model=str(tmp_path / "m.pt"), progress=False).fit(imgs["train"]).save(tmp_path / "d.npz")
+    with np.load(tmp_path / "d.npz") as z:
+        arrays = dict(z)
+    header = json.loads(arrays["__header__"].tobytes())
+    bad = [dict(header, detectors={}), {k: v for k, v in header.items() if k != "detectors"},
+           json.loads(json.dumps(header).replace('"contamination"', '"nosuch"'))]
+    for i, h in enumerate(bad):
+        np.savez(tmp_path / f"b{i}.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(h).encode(), np.uint8)})
+        with pytest.raises(DetectorFileError):
+            load_detectors(tmp_path / f"b{i}.npz")
+    data = bytearray((tmp_path / "d.npz").read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    (tmp_path / "crc.npz").write_bytes(bytes(data))
+    with pytest.raises(DetectorFileError):
+        load_detectors(tmp_path / "crc.npz")
+
+
+def test_a_detector_file_finds_its_model_relative_to_itself(imgs, tmp_path, monkeypatch):
+    clear_cache()
+    (tmp_path / "proj").mkdir()
+    save_checkpoint(tmp_path / "proj" / "m.pt", fixed_model(seed=2))
+    monkeypatch.chdir(tmp_path / "proj")
+    det = make_detector("loglik", model="m.pt", progress=False).fit(imgs["train"])
+    det.save("d.npz")
+    s = det.score_samples(imgs["letters"])
+    (tmp_path / "proj").rename(tmp_path / "moved")  # the folder moves with both files
+    monkeypatch.chdir(tmp_path)
+    np.testing.assert_array_equal(load_detector(tmp_path / "moved" / "d.npz").score_samples(imgs["letters"]), s)
+
+
+def test_fused_threshold_rejects_about_the_contamination_share_of_fresh_id(imgs):
+    """The threshold comes from leave-one-out training scores: in-sample kNN scores would
+    be too high and reject twice the intended share of fresh ID images."""
+    clear_cache()
+    det = make_detector("fused", model=fixed_model(seed=4), progress=False, contamination=0.1).fit(imgs["train"])
+    rejected = (det.predict(imgs["test"]) == -1).mean()
+    n = len(imgs["test"])
+    assert abs(rejected - 0.1) < 4 * np.sqrt(0.1 * 0.9 / n) + 0.02, rejected

@@ -42,7 +42,8 @@ class ImageSet:
 
     @property
     def size(self) -> int:
-        return self.images.shape[1]
+        """The side of the square the images are cropped to (``conform`` crops first)."""
+        return min(self.images.shape[1], self.images.shape[2])
 
     @property
     def channels(self) -> int:

@@ -29,8 +29,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         if not 0.0 < tpr < 1.0:
             raise ValueError(f"tpr must lie in (0, 1), got {tpr}")
         s = np.sort(self.score_samples(X_val))
+        if len(s) == 0:
+            raise ValueError("calibrate needs at least one held-out image")
         # the largest threshold that still accepts at least ceil(tpr * n) images
-        k = len(s) - int(np.ceil(tpr * len(s)))
+        k = len(s) - int(np.ceil(tpr * len(s) - 1e-9))
         self.offset_ = float(s[k])
         self.threshold_source_ = f"calibrated: {tpr:g} of {len(s)} held-out ID images accepted"
         return self

@@ -71,7 +71,7 @@ class DiffusionDetector(BaseDetector):
     def passes_per_image(self) -> int:
         """Network evaluations this score costs per image."""
         check_is_fitted(self, "model_")
-        return {"elbo": self.n_terms or self.model_.T, "itd": self.n_points, "recon": len(self.recon_levels),
+        return {"elbo": min(self.n_terms or self.model_.T, self.model_.T), "itd": self.n_points, "recon": len(self.recon_levels),
                 "msp": 1, "energy": 1}[self.score]
 
     def _images(self, X):

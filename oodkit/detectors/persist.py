@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import zipfile
+import zlib
 import tempfile
 from pathlib import Path
 
@@ -24,15 +27,18 @@ class DetectorFileError(ValueError):
     """A file that is not a sound oodkit detector file."""
 
 
-def _model_entry(det, embed: bool, arrays: dict, key: str) -> dict:
+def _model_entry(det, embed: bool, arrays: dict, key: str, base: Path) -> dict:
     from ..checkpoint import file_sha256, save_checkpoint
 
     model = det.model_
     path = getattr(model, "checkpoint_path", None)
-    if path and not embed and Path(path).exists():
+    loaded_sha = getattr(model, "checkpoint_sha256", None)
+    # by reference only when the file still holds the weights the model was loaded from
+    if path and not embed and loaded_sha and Path(path).is_file() and file_sha256(path) == loaded_sha:
         ref = getattr(model, "reference", None) or (det.model if isinstance(det.model, (str, Path)) else path)
-        return {"ref": str(ref), "path": str(path),
-                "sha256": file_sha256(path)}
+        path = Path(path).resolve()
+        return {"ref": str(ref), "path": str(path), "relpath": os.path.relpath(path, base.resolve()),
+                "sha256": loaded_sha}
     with tempfile.TemporaryDirectory() as tmp:  # embed the weights as checkpoint bytes
         save_checkpoint(Path(tmp) / "m.pt", model, data=getattr(model, "data_info", None))
         arrays[key] = np.frombuffer((Path(tmp) / "m.pt").read_bytes(), dtype=np.uint8)
@@ -50,8 +56,8 @@ def save_detectors(path, detectors: dict, embed_model: bool = False) -> Path:
         mid = id(det.model_)
         if mid not in models:
             models[mid] = f"model{len(models)}"
-            header.setdefault("models", {})[models[mid]] = _model_entry(det, embed_model, arrays,
-                                                                        f"{models[mid]}/checkpoint")
+            header.setdefault("models", {})[models[mid]] = _model_entry(
+                det, embed_model, arrays, f"{models[mid]}/checkpoint", Path(path).parent)
         # the model is stored apart; device and progress belong to the machine that loads it
         params = {k: v for k, v in det.get_params().items() if k not in ("model", "device", "progress")}
         entry = {"class": type(det).__name__, "params": json.loads(json.dumps(params, default=list)),
@@ -76,13 +82,14 @@ def _read(path) -> tuple[dict, dict]:
     path = Path(path)
     if not path.is_file():
         raise DetectorFileError(f"detector file not found: {path}")
-    import zipfile
 
     if not zipfile.is_zipfile(path):
         raise DetectorFileError(f"cannot read {path}: not a detector file (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, zlib.error) as e:
+        raise DetectorFileError(f"cannot read {path}: damaged archive ({e})") from None
     except ValueError as e:  # object arrays need pickle: refused
         raise DetectorFileError(f"refusing {path}: it holds pickled objects ({str(e).splitlines()[0][:80]})") from None
     except (OSError, EOFError) as e:
@@ -110,22 +117,37 @@ def _load_model(entry: dict, arrays: dict, base: Path, device):
             m = load_model(p, device=device)
             m.checkpoint_path = None
             return m
-    candidates = [Path(entry["path"]), base / entry["path"]]
-    path = next((p for p in candidates if p.is_file()), None) or resolve_model(entry["ref"])
-    if not Path(path).is_file():
-        raise DetectorFileError(f"the detector's model {entry['ref']} is not found (looked at {entry['path']})")
-    if file_sha256(path) != entry["sha256"]:
-        raise DetectorFileError(f"the detector's model {path} has changed since the detector was fitted "
+    candidates = [Path(entry["path"]), base / entry.get("relpath", entry["path"])]
+    try:
+        candidates.append(Path(resolve_model(entry["ref"])))
+    except Exception:  # a name that no longer resolves is just one candidate less
+        pass
+    found = [p for p in candidates if p.is_file()]
+    for p in found:
+        if file_sha256(p) == entry["sha256"]:
+            return load_model(p, device=device)
+    if found:
+        raise DetectorFileError(f"the detector's model {found[0]} has changed since the detector was fitted "
                                 "(SHA-256 differs): refit the detector")
-    return load_model(path, device=device)
+    raise DetectorFileError(f"the detector's model {entry['ref']} is not found (looked at "
+                            f"{', '.join(str(c) for c in candidates)})")
 
 
 def load_detectors(path, device=None, progress: bool = True) -> dict:
     """``{name: fitted detector}`` from a detector file, ready to score."""
+    try:
+        return _load_detectors(path, device, progress)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise DetectorFileError(f"{path} is not a valid detector file ({type(e).__name__}: {e})") from None
+
+
+def _load_detectors(path, device, progress) -> dict:
     from . import CDMDetector, DiffusionDetector
 
     classes = {"CDMDetector": CDMDetector, "DiffusionDetector": DiffusionDetector}
     header, arrays = _read(path)
+    if not isinstance(header.get("detectors"), dict) or not header["detectors"]:
+        raise DetectorFileError(f"{path} holds no detectors")
     models = {}
     out = {}
     for name, e in header["detectors"].items():
@@ -136,6 +158,9 @@ def load_detectors(path, device=None, progress: bool = True) -> dict:
             models[e["model"]] = _load_model(header["models"][e["model"]], arrays, Path(path).parent, device)
         model = models[e["model"]]
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in e["params"].items()}
+        unknown = set(params) - set(cls().get_params())
+        if unknown:
+            raise DetectorFileError(f"{path}: unknown parameters {sorted(unknown)} for {e['class']}")
         det = cls(model=model, **{**params, "device": device, "progress": progress})
         det.model_ = model
         if cls is CDMDetector:

@@ -276,6 +276,16 @@ class Fused:
     def score(self, rep):
         return np.sum(list(self.parts(rep).values()), axis=0)
 
+    def train_score(self, rep):
+        """Leave-one-out scores of the training images (for the threshold): each image's
+        p-value is its rank among the other training images' reference scores."""
+        total = 0.0
+        for name, c in self.components.items():
+            ref, scale = self.ref_[name]
+            r = np.asarray(c.train_score(rep) if hasattr(c, "train_score") else c.score(rep), dtype=np.float64)
+            total = total + np.log(np.maximum(np.searchsorted(ref, r, side="right"), 1) / len(ref))
+        return total
+
 
 SCORERS = {
     "loglik": LogLik,
