@@ -65,7 +65,7 @@ def _fmt(row, metric) -> str:
     lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
     if lo is None or pd.isna(lo):
         return f"{v:.4f}"
-    return f"{v:.4f} [{lo:.3f}, {hi:.3f}]"
+    return f"{v:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
 def console_table(df: pd.DataFrame) -> str:
