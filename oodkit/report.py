@@ -195,8 +195,8 @@ def plot_roc(pairs: dict, path: Path, title: str = "", meta: dict | None = None)
                 a.plot(fpr, tpr, color=colours[name], lw=1.3, label=f"{name} ({roc_auc_score(y, s):.3f})")
                 a.plot(fpr[k], tpr[k], "o", color=colours[name], ms=4)
         ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-        ax.set(title=f"{title}  [{det}{_model_of(meta, det)}]", xlabel="false positive rate (ID flagged)",
-               ylabel="true positive rate (OOD caught)")
+        ax.set_title(f"{title}\n{det}{_model_of(meta, det)}", fontsize=9)
+        ax.set(xlabel="false positive rate (ID flagged)", ylabel="true positive rate (OOD caught)")
         ax.legend(fontsize=7, loc="lower right", title="OOD (AUROC); dot: 95 % TPR", title_fontsize=7)
         n_id = max(len(p[1]) for p in pairs[det])
         axl.set_xscale("log")
@@ -239,8 +239,8 @@ def plot_histograms(pairs: dict, path: Path, title: str = "", meta: dict | None 
             ax.hist(v[(v >= bins[0]) & (v <= bins[-1])], bins=bins, density=False, color=col,
                     histtype="stepfilled" if filled else "step", alpha=0.3 if filled else 0.95,
                     lw=1.3, label=label, hatch="//" if filled and i else None)
-        ax.set(title=f"{title}  [{det}{_model_of(meta, det)}]",
-               xlabel=f"score, {units.get(det, 'a.u.')} (higher = more in-distribution)", ylabel="images per bin")
+        ax.set_title(f"{title}\n{det}{_model_of(meta, det)}", fontsize=9)
+        ax.set(xlabel=f"score, {units.get(det, 'a.u.')} (higher = more in-distribution)", ylabel="images per bin")
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(dets):]:
         ax.axis("off")
