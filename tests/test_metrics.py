@@ -70,3 +70,16 @@ def test_bootstrap_intervals_are_seeded_and_cover_every_metric():
     assert one == bootstrap_intervals(a, b, n_boot=50, seed=3) and set(one) == set(METRICS)
     for name, (lo, hi) in one.items():
         assert lo <= hi and 0 <= lo and hi <= 1, name
+
+
+def test_row_wise_bootstrap_metrics_equal_the_scalar_definitions():
+    """The bootstrap computes every metric row-wise; with ties (scores rounded) each row
+    must equal the scalar metric on that row."""
+    from oodkit.metrics import _ROW_METRICS, METRICS
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n, m = rng.integers(5, 60, 2)
+        a, b = np.round(rng.normal(0, 1, (3, n)), 1), np.round(rng.normal(-0.7, 1, (3, m)), 1)
+        for name, fn in METRICS.items():
+            np.testing.assert_allclose(_ROW_METRICS[name](a, b), [fn(a[i], b[i]) for i in range(3)], err_msg=name)
