@@ -270,8 +270,8 @@ def _command_line() -> str:
 @main.command()
 @click.argument("spec")
 @click.option("--model", default=None,
-              help="Trained checkpoint(s), comma-separated (cdm, ddpm, joint); absent: train a CDM on IN's "
-                   "training split (cached).")
+              help="Checkpoint(s) or pretrained names, comma-separated (cdm, ddpm, joint); absent: the "
+                   "pretrained model of IN if there is one, else a CDM trained on IN's training split (cached).")
 @data_root_option
 @download_option
 @click.option("--detectors", default=None, cls=_LazyHelp)
@@ -297,7 +297,8 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
     """Benchmark detectors on IN-vs-OUT[,OUT...] or a suite.
 
     \b
-    Suites: digits (embedded, no downloads), cifar10, fashionmnist, mnist.
+    Suites: digits (embedded, no downloads), cifar10, fashionmnist, mnist; near-OOD
+    (held-out classes): cifar10-near, fashionmnist-near.
     Examples:
       oodkit bench digits
       oodkit bench fashionmnist-vs-mnist --model fmnist.pt --data-root DIR
@@ -386,7 +387,8 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
 @click.option("--resize", type=POS, default=None,
               help="folder: data: bring every image to this square size (mixed sizes are refused otherwise).")
 @click.option("--fit-data", default=None,
-              help="With --model: ID data (train split) to fit typicality and profile on (default: the model's "
+              help="With --model: ID data (train split) to fit the detectors' ID statistics on (default: the "
+                   "model's "
                    "training set, when it can be found).")
 @data_root_option
 @download_option
@@ -415,7 +417,8 @@ def score(model, detector_file, data_spec, split, resize, fit_data, data_root, d
                                   download=download, batch_size=batch_size, device=_device(device),
                                   progress=not quiet, resize=resize)
     atomic_write(out, df.to_csv(index=False).encode())
-    note = f"; typicality and profile fitted on {fitted_on}" if fitted_on else "; no ID data for typicality/profile"
+    note = (f"; ID statistics fitted on {fitted_on}" if fitted_on
+            else "; no ID data: detectors that fit ID statistics left out")
     click.echo(f"wrote {out}: {len(df)} rows, columns {', '.join(df.columns)}{note}")
 
 
