@@ -386,6 +386,8 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--resize", type=POS, default=None,
               help="folder: data: bring every image to this square size (mixed sizes are refused otherwise).")
+@click.option("--num-workers", type=NONNEG, default=0, show_default=True,
+              help="folder: data: decode the files in this many DataLoader worker processes.")
 @click.option("--fit-data", default=None,
               help="With --model: ID data (train split) to fit the detectors' ID statistics on (default: the "
                    "model's "
@@ -398,7 +400,7 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
 @click.option("--quiet", is_flag=True)
 @config_option
 @_friendly
-def score(model, detector_file, data_spec, split, resize, fit_data, data_root, download, out, batch_size, device,
+def score(model, detector_file, data_spec, split, resize, num_workers, fit_data, data_root, download, out, batch_size, device,
           quiet):
     """Per-sample scores of a data set (CSV, one column per score, higher = more ID)."""
     from .report import atomic_write
@@ -409,13 +411,13 @@ def score(model, detector_file, data_spec, split, resize, fit_data, data_root, d
     _writable_file(out, "--out")
     if detector_file is not None:
         df = score_with_detectors(detector_file, data_spec, split, data_root, download, _device(device), not quiet,
-                                  resize=resize)
+                                  resize=resize, num_workers=num_workers)
         atomic_write(out, df.to_csv(index=False).encode())
         click.echo(f"wrote {out}: {len(df)} rows, columns {', '.join(df.columns)}")
         return
     df, fitted_on = score_dataset(model, data_spec, split=split, fit_data=fit_data, data_root=data_root,
                                   download=download, batch_size=batch_size, device=_device(device),
-                                  progress=not quiet, resize=resize)
+                                  progress=not quiet, resize=resize, num_workers=num_workers)
     atomic_write(out, df.to_csv(index=False).encode())
     note = (f"; ID statistics fitted on {fitted_on}" if fitted_on
             else "; no ID data: detectors that fit ID statistics left out")

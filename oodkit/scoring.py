@@ -11,10 +11,10 @@ from .representation import represent
 __all__ = ["score_dataset", "score_with_detectors"]
 
 
-def _load(data_spec, split, data_root, download, resize, c, h):
+def _load(data_spec, split, data_root, download, resize, c, h, num_workers=0):
     """The set at the model's size, and the CSV's leading columns: index, path (files),
     label."""
-    ds = load_dataset(data_spec, split, data_root, download, resize=resize)
+    ds = load_dataset(data_spec, split, data_root, download, resize=resize, num_workers=num_workers)
     cols = {"index": range(len(ds))}
     if getattr(ds, "paths", None) is not None:
         cols["path"] = ds.paths
@@ -24,7 +24,7 @@ def _load(data_spec, split, data_root, download, resize, c, h):
 
 
 def score_with_detectors(path, data_spec, split="test", data_root=None, download=False, device=None,
-                         progress=True, resize=None) -> pd.DataFrame:
+                         progress=True, resize=None, num_workers=0) -> pd.DataFrame:
     """Scores of ``data_spec`` under the fitted detectors in ``path`` (from ``oodkit
     fit``): index, path (folders), label, then per detector its score, threshold and
     ``is_ood`` (score below the threshold)."""
@@ -33,7 +33,7 @@ def score_with_detectors(path, data_spec, split="test", data_root=None, download
     dets = load_detectors(path, device=device)
     model = next(iter(dets.values())).model_
     c, h, _ = model.image_shape
-    ds, x, cols = _load(data_spec, split, data_root, download, resize, c, h)
+    ds, x, cols = _load(data_spec, split, data_root, download, resize, c, h, num_workers)
     frame = pd.DataFrame(cols)
     for name, det in dets.items():
         det.set_params(progress=progress)
@@ -45,14 +45,14 @@ def score_with_detectors(path, data_spec, split="test", data_root=None, download
 
 
 def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=None, download=False,
-                  batch_size=256, device=None, progress=True, resize=None):
+                  batch_size=256, device=None, progress=True, resize=None, num_workers=0):
     """Every default score of the model's kind for ``data_spec`` as a DataFrame (index,
     label, bpd for a CDM, then one column per detector, higher = more in-distribution).
     Detectors that fit ID statistics are added when ``fit_data`` (or the model's recorded
     training set) can be loaded. Returns ``(frame, name of the fitting data or None)``."""
     model = load_model(model_path, device=device)
     c, h, _ = model.image_shape
-    ds, x, cols = _load(data_spec, split, data_root, download, resize, c, h)
+    ds, x, cols = _load(data_spec, split, data_root, download, resize, c, h, num_workers)
     names = default_detectors([model.kind])
     rep = None
     if model.kind == "cdm":

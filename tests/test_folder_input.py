@@ -232,3 +232,17 @@ def test_cli_score_resize_reads_a_folder_of_mixed_sizes(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     df = pd.read_csv(tmp_path / "s.csv")
     assert [p.split("/")[-1] for p in df["path"]] == ["0.png", "1.png", "2.png", "3.png"]
+
+
+def test_folder_decoded_by_dataloader_workers_equals_the_serial_read(tmp_path):
+    (tmp_path / "w").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(tmp_path / "w" / f"{i:02d}.png")
+    serial, parallel = read_folder(tmp_path / "w"), read_folder(tmp_path / "w", num_workers=2)
+    np.testing.assert_array_equal(serial.images, parallel.images)
+    assert serial.paths == parallel.paths
+    (tmp_path / "w" / "05.png").write_bytes(b"broken")
+    with pytest.raises(ImageInputError, match=r"^cannot read image .*05\.png") as err:
+        read_folder(tmp_path / "w", num_workers=2)
+    assert "\n" not in str(err.value)

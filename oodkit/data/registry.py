@@ -115,17 +115,18 @@ def load_dataset(
     like: ImageSet | None = None,
     holdout: bool = False,
     resize: int | None = None,
+    num_workers: int = 0,
 ) -> ImageSet:
     """Load ``split`` ("train" or "test") of the data set named by ``spec`` as uint8
     (N, H, W, C). ``like`` gives synthetic sets their size and channels (default 32x32
     RGB). ``holdout``: split a single-file generic spec 80/20 into train / test.
     ``resize``: bring every image of a ``folder:`` set to this square size (a folder of
-    mixed sizes is refused without it)."""
+    mixed sizes is refused without it); ``num_workers``: DataLoader workers decoding it."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     base, classes = parse_classes(spec)
     if classes is not None:  # NAME[0-5]: a held-out-class split of a labelled set
-        ds = load_dataset(base, split, root, download, like, holdout, resize)
+        ds = load_dataset(base, split, root, download, like, holdout, resize, num_workers)
         if ds.labels is None:
             raise ValueError(f"{spec}: {base} has no labels to select classes by")
         missing = sorted(set(classes) - set(np.unique(ds.labels).tolist()))
@@ -134,7 +135,7 @@ def load_dataset(
         return ds.subset(np.flatnonzero(np.isin(ds.labels, classes)), name=spec)
     root = Path(root) if root is not None else default_root()
 
-    folder = functools.partial(sources.read_folder, resize=resize)
+    folder = functools.partial(sources.read_folder, resize=resize, num_workers=num_workers)
     for prefix, reader in (("npz:", sources.read_npz), ("folder:", folder)):
         if spec.startswith(prefix):
             raw = spec[len(prefix):]

@@ -102,13 +102,54 @@ def _pixels(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def read_folder(path, name=None, max_size: int = 64, resize: int | None = None) -> ImageSet:
+class _FolderImages:
+    """Map-style dataset over image files: item i is file i decoded to uint8 (H, W[, C]),
+    centre-cropped square at ``side``; one file open at a time."""
+
+    def __init__(self, files, root, first, side):
+        self.files, self.root, self.first, self.side = files, root, first, side
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        from .images import ImageInputError
+
+        p = self.files[i]
+        try:
+            with Image.open(p) as im:
+                if self.first is not None and im.size != self.first[1]:  # refuse before decoding
+                    (w0, h0), (w, h) = self.first[1], im.size
+                    raise ImageInputError(
+                        f"images in {self.root} differ in size: {self.first[0].relative_to(self.root)} is "
+                        f"{w0}x{h0}, {p.relative_to(self.root)} is {w}x{h}; make all images one size or pass "
+                        "resize=N"
+                    )
+                im.load()
+                a = _pixels(im)
+        except ImageInputError:
+            raise
+        except Exception as e:  # PIL raises OSError, SyntaxError, struct.error, ... for bad files
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ImageInputError(f"cannot read image {p}: {msg}") from e
+        h, w = a.shape[:2]
+        s = min(h, w)
+        a = a[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+        if s != self.side:
+            a = np.asarray(Image.fromarray(a).resize((self.side, self.side), Image.BILINEAR))
+        return a
+
+
+def read_folder(path, name=None, max_size: int = 64, resize: int | None = None, num_workers: int = 0) -> ImageSet:
     """An ImageFolder (``class/xxx.png``) or a flat folder of images, read in sorted path
     order (kept in ``paths``); hidden files and other extensions are skipped. Every image
     must have one size: non-square ones are centre-cropped square, and downsampled to
     ``max_size`` if larger. ``resize=N`` accepts mixed sizes instead: each image is
     centre-cropped square and resized to N x N. Grayscale stays one channel only if every
-    image is grayscale."""
+    image is grayscale. ``num_workers`` > 0 decodes the files in that many DataLoader
+    worker processes."""
     from PIL import Image
 
     from .images import ImageInputError
@@ -123,33 +164,27 @@ def read_folder(path, name=None, max_size: int = 64, resize: int | None = None) 
     )
     if not files:
         raise DataNotFound(f"no images ({', '.join(sorted(IMAGE_EXTS))}) under {path}")
-    first = side = None
-    arrays = []
-    for p in files:
-        try:  # one file open at a time: a folder of thousands must not exhaust file handles
-            with Image.open(p) as im:
-                if resize is None:
-                    if first is None:
-                        first, side = (p, im.size), min(max_size, *im.size)
-                    elif im.size != first[1]:  # refuse before decoding; sizes come from the header
-                        (w0, h0), (w, h) = first[1], im.size
-                        raise ImageInputError(
-                            f"images in {path} differ in size: {first[0].relative_to(path)} is {w0}x{h0}, "
-                            f"{p.relative_to(path)} is {w}x{h}; make all images one size or pass resize=N"
-                        )
-                im.load()
-                a = _pixels(im)
-        except ImageInputError:
-            raise
-        except Exception as e:  # PIL raises OSError, SyntaxError, struct.error, ... for bad files
+    side, first = None, None
+    if resize is None:  # every image must have the first one's size; read it from the header
+        try:
+            with Image.open(files[0]) as im:
+                first, side = (files[0], im.size), min(max_size, *im.size)
+        except Exception as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ImageInputError(f"cannot read image {p}: {msg}") from e
-        h, w = a.shape[:2]
-        s, target = min(h, w), resize or side
-        a = a[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-        if s != target:
-            a = np.asarray(Image.fromarray(a).resize((target, target), Image.BILINEAR))
-        arrays.append(a)
+            raise ImageInputError(f"cannot read image {files[0]}: {msg}") from e
+    reader = _FolderImages(files, path, first, resize or side)
+    if num_workers:  # decoded in parallel, in order, by a DataLoader
+        import torch.utils.data as tud
+
+        loader = tud.DataLoader(reader, batch_size=None, shuffle=False, num_workers=num_workers,
+                                collate_fn=lambda a: a)
+        try:
+            arrays = list(loader)
+        except ImageInputError as e:  # a worker's error arrives wrapped in its traceback: keep the message
+            last = [line for line in str(e).splitlines() if line.strip()][-1]
+            raise ImageInputError(last.split("ImageInputError: ", 1)[-1]) from None
+    else:
+        arrays = [reader[i] for i in range(len(reader))]
     if any(a.ndim == 3 for a in arrays):
         arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=-1) for a in arrays]
     rel = [p.parent.relative_to(path).as_posix() for p in files]
