@@ -61,27 +61,38 @@ class ImageSet:
         return ImageSet(self.images[idx], None if self.labels is None else self.labels[idx], name or self.name, paths)
 
 
+def load_plain_npz(path, error=ValueError, what: str = "an .npz archive") -> dict:
+    """Every array of an ``.npz`` file, read with ``allow_pickle=False``: a file that is
+    not a zip archive, is damaged, or holds pickled objects raises ``error`` in one line
+    (nothing in it is unpickled). ``what`` names the expected file in the message."""
+    import zipfile
+    import zlib
+
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise error(f"cannot read {path}: not {what}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, zlib.error) as e:
+        raise error(f"cannot read {path}: damaged archive ({e})") from None
+    except ValueError as e:  # object arrays need pickle: refused
+        if "pickle" in str(e):
+            raise error(f"refusing {path}: it holds pickled objects; oodkit reads plain arrays only") from None
+        raise error(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+    except (OSError, EOFError) as e:
+        raise error(f"cannot read {path}: {what} expected ({type(e).__name__}: {e})") from None
+
+
 def read_npz(path, name=None) -> ImageSet:
     """Arrays file with ``images`` uint8 (N, H, W[, C]) and optionally ``labels`` (N,)."""
     path = Path(path)
     if not path.is_file():
         raise DataNotFound(f"no such file: {path}")
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"cannot read {path}: not an .npz archive")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "images" not in z.files:
-                raise ValueError(f"{path} has no 'images' array (has {z.files})")
-            images = z["images"]
-            labels = z["labels"] if "labels" in z.files else None
-    except ValueError as e:
-        if "pickle" in str(e):
-            raise ValueError(f"refusing {path}: it holds pickled objects; oodkit reads plain arrays only") from None
-        raise ValueError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
+    z = load_plain_npz(path)
+    if "images" not in z:
+        raise ValueError(f"{path} has no 'images' array (has {sorted(z)})")
+    images, labels = z["images"], z.get("labels")
     if images.dtype != np.uint8:
         raise ValueError(f"{path}: 'images' must be uint8 pixels, got {images.dtype}")
     return ImageSet(images, labels, name or path.stem)

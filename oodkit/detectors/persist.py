@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import zipfile
-import zlib
 import tempfile
 from pathlib import Path
 
@@ -83,17 +81,9 @@ def _read(path) -> tuple[dict, dict]:
     if not path.is_file():
         raise DetectorFileError(f"detector file not found: {path}")
 
-    if not zipfile.is_zipfile(path):
-        raise DetectorFileError(f"cannot read {path}: not a detector file (not an .npz archive)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, zlib.error) as e:
-        raise DetectorFileError(f"cannot read {path}: damaged archive ({e})") from None
-    except ValueError as e:  # object arrays need pickle: refused
-        raise DetectorFileError(f"refusing {path}: it holds pickled objects ({str(e).splitlines()[0][:80]})") from None
-    except (OSError, EOFError) as e:
-        raise DetectorFileError(f"cannot read {path}: not a detector file ({type(e).__name__})") from None
+    from ..data.sources import load_plain_npz
+
+    arrays = load_plain_npz(path, DetectorFileError, "a detector file (not an .npz archive)")
     try:
         header = json.loads(arrays.pop("__header__").tobytes().decode())
     except (KeyError, UnicodeDecodeError, json.JSONDecodeError):
