@@ -294,3 +294,23 @@ def test_itd_discrete_on_a_ddpms_levels_reaches_pixel_resolution():
     got = nll / (d * math.log(2))
     assert levels.max() < 9.3
     assert (got - truth).mean().abs() < 0.05, (got.mean(), truth.mean())
+
+
+def test_diffusion_scores_run_without_tf32(tiny_digits, monkeypatch):
+    """Like the CDM's forward pass, the multi-pass likelihood scores run in full fp32
+    (PyTorch's CUDA convolutions default to TF32) and leave the flags as they were."""
+    from oodkit.detectors import make_detector
+
+    cfg = TrainConfig(steps=2, batch_size=16, save_every=0)
+    ddpm = fit_model(tiny_digits, kind="ddpm", net="tiny", T=40, config=cfg, progress=False)
+    seen, real = [], ddpm.eps
+    monkeypatch.setattr(ddpm, "eps", lambda *a, **k: seen.append(
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)) or real(*a, **k))
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        make_detector("recon", model=ddpm, progress=False).fit(tiny_digits[:8])
+        assert seen and all(flags == (False, False) for flags in seen)
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -37,3 +37,27 @@ def test_the_library_never_moves_a_users_model(monkeypatch):
     # asking a detector for another device works on a copy, not on the user's model
     det = make_detector("loglik", model=model, progress=False, device="cpu").fit(x)
     assert det.model_ is model  # same device: no copy either
+
+
+def test_the_forward_pass_runs_without_tf32_and_restores_the_flags(monkeypatch):
+    """TF32 convolutions (PyTorch's CUDA default) moved bits/dim by 1.5e-4 on an H200
+    (benchmarks/results/gpu_check.json); the likelihood's forward pass runs in full fp32."""
+    clear_cache()
+    model = fixed_model()
+    seen = []
+    real = model.logits
+
+    def spy(*a, **k):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return real(*a, **k)
+
+    monkeypatch.setattr(model, "logits", spy)
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        x = as_images(load_dataset("digits-0to4", "train").images)[:8]
+        represent(model, x, progress=False)
+        assert seen and all(flags == (False, False) for flags in seen)
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

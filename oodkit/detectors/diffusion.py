@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..pretrained import load_model
 from ..data.images import ImageInputError, as_images, batches, conform, fingerprint, to_float
 from ..itd import discrete_denoiser, itd_nll
+from ..representation import full_fp32
 from .base import BaseDetector
 
 __all__ = ["DiffusionDetector"]
@@ -122,29 +123,35 @@ class DiffusionDetector(BaseDetector):
         m = self.model_
         device = next(m.parameters()).device
         out = []
-        for xb in tqdm(list(batches(x, self.batch_size)), desc=self.score, disable=not self.progress, leave=False):
-            xb = to_float(xb).to(device)
-            # one quadrature per detector: the same levels, points and noise images for
-            # every batch, so that a score is a function of the image alone
-            g = torch.Generator().manual_seed(self.seed)
-            if self.score == "elbo":
-                s = -m.elbo_bpd(xb, n_terms=self.n_terms, generator=g, shared_noise=True,
-                                clip_denoised=self.clip_denoised)
-            elif self.score == "itd":
-                s = -itd_nll(xb, discrete_denoiser(m), n_points=self.n_points, generator=g, discrete=True,
-                             shared_noise=True)[0]
-            elif self.score == "recon":
-                errs = []
-                for lev in self.recon_levels:
-                    t = torch.full((xb.shape[0],), min(int(lev), m.T), device=device, dtype=torch.long)
-                    eps = torch.randn((1, *xb.shape[1:]), generator=g).to(device).expand_as(xb)
-                    x_t = m.schedule.q_sample(xb, t, eps)
-                    a, sig = m.schedule.coefficients(t, xb)
-                    x0_hat = ((x_t - sig * m.eps(x_t, t)) / a).clamp(-1, 1)
-                    errs.append(((x0_hat - xb) ** 2).flatten(1).mean(1))
-                s = -torch.stack(errs, 1).mean(1)
-            else:
-                logits = m.classify_logits(xb).double()
-                s = torch.softmax(logits, 1).max(1).values if self.score == "msp" else torch.logsumexp(logits, 1)
-            out.append(s.double().cpu())
+        with full_fp32():
+            for xb in tqdm(list(batches(x, self.batch_size)), desc=self.score, disable=not self.progress,
+                           leave=False):
+                out.append(self._score_batch(m, to_float(xb).to(device), device))
         return torch.cat(out).numpy()
+
+    @torch.no_grad()
+    def _score_batch(self, m, xb: torch.Tensor, device) -> torch.Tensor:
+        """Scores of one batch, float64 (B,) on the CPU."""
+        # one quadrature per detector: the same levels, points and noise images for
+        # every batch, so that a score is a function of the image alone
+        g = torch.Generator().manual_seed(self.seed)
+        if self.score == "elbo":
+            s = -m.elbo_bpd(xb, n_terms=self.n_terms, generator=g, shared_noise=True,
+                            clip_denoised=self.clip_denoised)
+        elif self.score == "itd":
+            s = -itd_nll(xb, discrete_denoiser(m), n_points=self.n_points, generator=g, discrete=True,
+                         shared_noise=True)[0]
+        elif self.score == "recon":
+            errs = []
+            for lev in self.recon_levels:
+                t = torch.full((xb.shape[0],), min(int(lev), m.T), device=device, dtype=torch.long)
+                eps = torch.randn((1, *xb.shape[1:]), generator=g).to(device).expand_as(xb)
+                x_t = m.schedule.q_sample(xb, t, eps)
+                a, sig = m.schedule.coefficients(t, xb)
+                x0_hat = ((x_t - sig * m.eps(x_t, t)) / a).clamp(-1, 1)
+                errs.append(((x0_hat - xb) ** 2).flatten(1).mean(1))
+            s = -torch.stack(errs, 1).mean(1)
+        else:
+            logits = m.classify_logits(xb).double()
+            s = torch.softmax(logits, 1).max(1).values if self.score == "msp" else torch.logsumexp(logits, 1)
+        return s.double().cpu()
