@@ -29,7 +29,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .pretrained import list_models, load_model
 from .data import DataNotFound, as_images, conform, load_dataset
 from .data.images import fingerprint, jpeg_roundtrip
-from .data.registry import ood_group
+from .data.registry import ood_group, parse_classes
 from .data.sources import ImageSet
 from .detectors import TABLE, CDMDetector, default_detectors, detector_kinds, make_detector
 from .representation import represent
@@ -96,6 +96,13 @@ class Sets:
     skipped: list
 
 
+def jpeg_applies(id_name: str, ood_name: str, quality: int | None) -> bool:
+    """``--jpeg-ood`` re-encodes OOD sets from another source than the ID set: held-out
+    classes of the ID set (``cifar10[6-9]`` against ``cifar10[0-5]``) already went
+    through its encoding, and a second round trip would be an artefact to detect."""
+    return quality is not None and parse_classes(ood_name)[0] != parse_classes(id_name)[0]
+
+
 def load_sets(bs: BenchSpec, data_root=None, download=False, jpeg_ood=None, max_train=None, max_test=None,
               seed=0, echo=print) -> Sets:
     id_train = _subsample(load_dataset(bs.id, "train", data_root, download, holdout=True), max_train, seed)
@@ -113,7 +120,7 @@ def load_sets(bs: BenchSpec, data_root=None, download=False, jpeg_ood=None, max_
                 continue
             raise
         ood = _subsample(ood, max_test, seed + 2)
-        if jpeg_ood is not None:
+        if jpeg_applies(bs.id, name, jpeg_ood):
             ood = ImageSet(jpeg_roundtrip(ood.images, jpeg_ood), ood.labels, ood.name, ood.paths)
         oods[name] = ood
     if not oods:
@@ -350,7 +357,8 @@ def run_bench(
                     "sha256": getattr(m, "checkpoint_sha256", None), "train_steps": getattr(m, "train_steps", None),
                     "trained_on": getattr(m, "data_info", {}).get("dataset")} for m, p in loaded],
         "transform": {o: {"align_px": min(sets.id_test.size, ood.size), "model_px": loaded[0][0].image_shape[-1],
-                          "jpeg_quality": jpeg_ood} for o, ood in sets.oods.items()},
+                          "jpeg_quality": jpeg_ood if jpeg_applies(sets.spec.id, o, jpeg_ood) else None}
+                          for o, ood in sets.oods.items()},
         "n_train": len(sets.id_train), "n_test": len(sets.id_test), "max_train": max_train, "max_test": max_test,
         "seed": seed, "bootstrap": bootstrap, "device": str(device or next(loaded[0][0].parameters()).device),
         "oodkit": __version__, "git_commit": _git_commit(), "torch": torch.__version__,

@@ -282,7 +282,8 @@ def _command_line() -> str:
 @click.option("--image-size", type=POS, default=None, help="Model input size for a model trained here.")
 @click.option("--batch-size", type=POS, default=256, show_default=True, help="Scoring batch size.")
 @click.option("--jpeg-ood", type=click.IntRange(1, 100), default=None,
-              help="Pass OOD sets through JPEG at this quality (75 matches the local CIFAR-10 copy).")
+              help="Pass OOD sets from other sources through JPEG at this quality (75 matches the "
+                   "local CIFAR-10 copy); held-out classes of the ID set keep its encoding.")
 @click.option("--max-train", type=POS, default=None, help="Use at most this many ID training images.")
 @click.option("--max-test", type=POS, default=None, help="Use at most this many images per test set.")
 @click.option("--bootstrap", type=NONNEG, default=1000, show_default=True,

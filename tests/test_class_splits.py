@@ -25,3 +25,17 @@ def test_groups_and_the_near_suites():
     assert ood_group("fashionmnist", "noise") == "synthetic"
     spec = parse_spec("cifar10-near")
     assert spec.id == "cifar10[0-5]" and spec.oods == ["cifar10[6-9]"]
+
+
+def test_jpeg_round_trip_skips_ood_sets_from_the_id_source():
+    """--jpeg-ood re-encodes OOD sets from another source like a JPEG copy of the ID
+    set; held-out classes of the ID set already share its encoding, and a second round
+    trip would hand detectors a compression artefact to find."""
+    from oodkit.bench import load_sets
+    from oodkit.data.images import jpeg_roundtrip
+
+    sets = load_sets(parse_spec("digits[0-4]-vs-digits[5-9],letters"), jpeg_ood=75, max_test=50,
+                     echo=lambda *a: None)
+    plain = load_sets(parse_spec("digits[0-4]-vs-digits[5-9],letters"), max_test=50, echo=lambda *a: None)
+    assert np.array_equal(sets.oods["digits[5-9]"].images, plain.oods["digits[5-9]"].images)
+    assert np.array_equal(sets.oods["letters"].images, jpeg_roundtrip(plain.oods["letters"].images, 75))
