@@ -13,7 +13,7 @@ from ..data.images import ImageInputError, as_images, conform
 from ..representation import Representation, represent
 from ..training import TrainConfig, fit_model
 from .base import BaseDetector
-from .scores import SCORERS, Complexity, FeatureKNN, Fused, Profile, profile_levels
+from .scores import SCORERS, Complexity, FeatureGauss, FeatureKNN, Fused, Profile, profile_levels
 
 __all__ = ["CDMDetector"]
 
@@ -39,8 +39,8 @@ class CDMDetector(BaseDetector):
         score: ``"fused"`` (the default; see below), ``"loglik"`` (Eq. 10), ``"posterior"`` (log p(t=0|x)), ``"expected-t"``
             (minus E[t|x]), ``"profile"`` (density of the multiscale likelihood profile),
             ``"features"`` (deep kNN on the head's pooled features), ``"features-gauss"``
-            (their Mahalanobis distance), ``"fused"`` (profile, complexity and features
-            combined by Fisher's rule on ID p-values),
+            (their Mahalanobis distance), ``"fused"`` (profile, complexity and the features'
+            Mahalanobis score, combined by Fisher's rule on ID p-values),
             ``"typicality"`` or ``"complexity"`` (likelihood + PNG bits).
         n_levels, density, n_neighbors, n_components: the profile's levels and density
             model (``"knn"`` or ``"gmm"``).
@@ -118,8 +118,10 @@ class CDMDetector(BaseDetector):
         if self.score == "features":
             return FeatureKNN(self.n_neighbors)
         if self.score == "fused":
+            # the features enter by their Mahalanobis score: it raised the worst far-OOD
+            # pair over the kNN distance (benchmarks/results/fusion_variants.md)
             return Fused({"profile": Profile(levels, "knn", self.n_neighbors, seed=self.seed),
-                          "complexity": Complexity(), "features": FeatureKNN(self.n_neighbors)})
+                          "complexity": Complexity(), "features": FeatureGauss()})
         return SCORERS[self.score]()
 
     def representation(self, X) -> Representation:

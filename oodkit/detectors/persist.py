@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = ["save_detectors", "load_detectors", "load_detector", "DetectorFileError", "FORMAT"]
 
-FORMAT, VERSION = "oodkit-detector", 1
+FORMAT, VERSION = "oodkit-detector", 2  # 2: fused reads the features by their Gaussian score
 
 
 class DetectorFileError(ValueError):
@@ -92,7 +92,7 @@ def _read(path) -> tuple[dict, dict]:
         raise DetectorFileError(f"{path} is not an oodkit detector file")
     if header.get("version") != VERSION:
         raise DetectorFileError(f"{path} has detector format version {header.get('version')!r}; this oodkit reads "
-                                f"{VERSION}")
+                                f"{VERSION}: refit it with `oodkit fit`")
     return header, arrays
 
 

@@ -1,0 +1,75 @@
+"""Which signals `fused` combines, and by which rule: AUROC of fusion variants on one
+benchmark pair, every variant fitted on ID training images only, from one forward pass
+per image set (the same subsamples and alignment as `oodkit bench` with the same flags).
+
+    python benchmarks/fusion_variants.py SPEC MODEL [--jpeg-ood 75] [--max-train N] [--max-test N]
+        [--variants A,B,C,D] [--data-root DATA]
+
+Variants (Fisher's rule `sum log p`, and the minimum p-value, Tippett's rule, on the
+same p-values): A profile + complexity + kNN features; B profile + complexity +
+Mahalanobis features (the default since 2026-11-26); C both feature scores; D profile +
+Mahalanobis features. Prints JSON: {ood set: {variant: AUROC}} plus each component alone.
+"""
+import argparse
+import json
+
+import numpy as np
+
+from oodkit.bench import load_sets, parse_spec
+from oodkit.data import conform
+from oodkit.detectors.scores import Complexity, FeatureGauss, FeatureKNN, Fused, Profile, profile_levels
+from oodkit.metrics import auroc
+from oodkit.pretrained import load_model
+from oodkit.representation import represent
+
+VARIANTS = {"A": ["profile", "complexity", "knn"], "B": ["profile", "complexity", "gauss"],
+            "C": ["profile", "complexity", "knn", "gauss"], "D": ["profile", "gauss"]}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("spec")
+    ap.add_argument("model")
+    ap.add_argument("--data-root", default="/work/data")
+    ap.add_argument("--jpeg-ood", type=int, default=None)
+    ap.add_argument("--max-train", type=int, default=10000)
+    ap.add_argument("--max-test", type=int, default=None)
+    ap.add_argument("--variants", default="A,B,C,D")
+    a = ap.parse_args()
+    sets = load_sets(parse_spec(a.spec), a.data_root, jpeg_ood=a.jpeg_ood, max_train=a.max_train,
+                     max_test=a.max_test)
+    model = load_model(a.model)
+    c, h, _ = model.image_shape
+    levels = profile_levels(model.T, model.schedule.alpha_bar.numpy(), 20)
+
+    def components():
+        return {"profile": Profile(levels, "knn", 5, seed=0), "complexity": Complexity(),
+                "knn": FeatureKNN(5), "gauss": FeatureGauss()}
+
+    by_size = {}
+    for o, ood in sets.oods.items():
+        by_size.setdefault(min(sets.id_test.size, ood.size), []).append(o)
+    res = {}
+    for size, names in by_size.items():  # fitted on training images aligned like the pair's test images
+        rep_train = represent(model, conform(sets.id_train.tensor(), h, c, ref_size=size), progress=False)
+        rep_id = represent(model, conform(sets.id_test.tensor(), h, c, ref_size=size), progress=False)
+        reps = {o: represent(model, conform(sets.oods[o].tensor(), h, c, ref_size=size), progress=False)
+                for o in names}
+        for v in a.variants.split(","):
+            comps = components()
+            fused = Fused({k: comps[k] for k in VARIANTS[v]}).fit(rep_train)
+            parts_id = fused.parts(rep_id)
+            for o in names:
+                parts_ood = fused.parts(reps[o])
+                res.setdefault(o, {})[f"{v} fisher"] = round(auroc(fused.score(rep_id), fused.score(reps[o])), 4)
+                res[o][f"{v} tippett"] = round(auroc(np.min(list(parts_id.values()), 0),
+                                                     np.min(list(parts_ood.values()), 0)), 4)
+        for k, comp in components().items():
+            comp.fit(rep_train)
+            for o in names:
+                res[o][k] = round(auroc(comp.score(rep_id), comp.score(reps[o])), 4)
+    print(json.dumps({"spec": a.spec, "model": a.model, "auroc": res}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
