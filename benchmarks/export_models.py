@@ -3,9 +3,14 @@ test bits/dim (measured on the rounded weights), training steps and CPU-hours, S
 and a grid of samples.
 
     python benchmarks/export_models.py --checkpoints DIR --data-root DATA [--train-log DIR/train.log]
+    python benchmarks/export_models.py --checkpoints DIR --data-root DATA --names "cifar10,cifar10[0-5]" \
+        --trained-on "H200 GPU, 479 s"
 
-DIR holds ``<name>_cdm.pt`` resumable checkpoints (name = data set). CPU-hours come from
-the round-robin training log (one thread per run, so wall time is CPU time).
+DIR holds ``<stem>_cdm.pt`` resumable checkpoints; the name is the data set the model
+was trained on (a class subset such as ``cifar10[0-5]`` has the stem ``cifar10_0-5``),
+so ``oodkit bench`` finds it as that set's pretrained model. CPU-hours come from the
+round-robin training log (one thread per run, so wall time is CPU time); a model trained
+elsewhere records ``--trained-on`` instead.
 """
 import argparse
 import json
@@ -61,6 +66,11 @@ def sample_grid(model, path: Path, n=36, steps=50):
     plt.close(fig)
 
 
+def file_stem(name: str) -> str:
+    """``cifar10[0-5]`` -> ``cifar10_0-5``: a file name without brackets."""
+    return name.replace("[", "_").replace("]", "").replace("+", "-")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--checkpoints", type=Path, required=True)
@@ -68,22 +78,37 @@ def main():
     p.add_argument("--train-log", type=Path, default=None)
     p.add_argument("--names", default="cifar10,fashionmnist,mnist")
     p.add_argument("--samples", type=Path, default=Path("benchmarks/results/models"))
+    p.add_argument("--trained-on", default=None, help="hardware and time, for models not trained by the CPU log")
     a = p.parse_args()
     index_path = PRETRAINED_DIR / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
     a.samples.mkdir(parents=True, exist_ok=True)
     for name in a.names.split(","):
-        src = a.checkpoints / f"{name}_cdm.pt"
-        rec = export_model(src, PRETRAINED_DIR / f"{name}.pt", dataset=name)
-        model = load_model(PRETRAINED_DIR / f"{name}.pt")
-        rec.update(file=f"{name}.pt", net="compact", image_size=model.image_shape[-1],
-                   channels=model.image_shape[0], T=model.T,
+        stem = file_stem(name)
+        src = a.checkpoints / f"{stem}_cdm.pt"
+        ckpt = torch.load(src, map_location="cpu", weights_only=False)
+        train_cfg = (ckpt.get("train_state") or {}).get("config", {})
+        staged = PRETRAINED_DIR / f"{stem}.pt.new"  # measured first, published with its index entry
+        rec = export_model(src, staged, dataset=name)
+        model = load_model(staged)
+        rec.update(file=f"{stem}.pt", net=ckpt["net"] if isinstance(ckpt.get("net"), str) else "compact",
+                   image_size=model.image_shape[-1], channels=model.image_shape[0], T=model.T,
+                   batch_size=train_cfg.get("batch_size"),
                    test_bpd=round(test_bpd(model, name, a.data_root), 4),
-                   cpu_hours=cpu_hours(a.train_log, name), size_mb=round((PRETRAINED_DIR / f"{name}.pt").stat().st_size / 2**20, 2))
-        sample_grid(model, a.samples / f"{name}-samples.png")
+                   size_mb=round(staged.stat().st_size / 2**20, 2))
+        if a.trained_on:
+            rec["trained_on"] = a.trained_on
+        else:
+            rec["cpu_hours"] = cpu_hours(a.train_log, name)
+        sample_grid(model, a.samples / f"{stem}-samples.png")
         index[name] = rec
+        # weights and index published together by renames: a bench started meanwhile sees
+        # a file and its SHA-256 that agree, not minutes of the new file with the old hash
+        tmp = index_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(index, indent=1) + "\n")
+        staged.replace(PRETRAINED_DIR / f"{stem}.pt")
+        tmp.replace(index_path)
         print(json.dumps({name: rec}), flush=True)
-    index_path.write_text(json.dumps(index, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -434,10 +434,14 @@ def models():
     if not rows:
         click.echo("no pretrained models are installed")
         return
-    click.echo(f"{'name':<13} {'data':<13} {'steps':>6} {'CPU-h':>6} {'test bpd':>9}  {'available':<9} sha256")
+    def trained(r):  # where and how long: CPU-hours of the CPU runs, the hardware otherwise
+        return r.get("trained_on") or (f"{r['cpu_hours']:.1f} CPU-h" if r.get("cpu_hours") is not None else "?")
+
+    click.echo(f"{'name':<13} {'data':<13} {'steps':>6} {'batch':>5} {'trained':<16} {'test bpd':>9}  "
+               f"{'available':<9} sha256")
     for r in rows:
         click.echo(f"{r['name']:<13} {r.get('dataset', '?'):<13} {r.get('steps') or 0:>6} "
-                   f"{r.get('cpu_hours') or 0:>6.1f} {r.get('test_bpd') or float('nan'):>9.3f}  "
+                   f"{r.get('batch_size') or '?':>5} {trained(r):<16} {r.get('test_bpd') or float('nan'):>9.3f}  "
                    f"{r['available']:<9} {r['sha256'][:16]}")
 
 
