@@ -10,7 +10,14 @@ export OMP_NUM_THREADS=1
 mkdir -p "$M" "$R"
 CDM_DETECTORS=loglik,posterior,expected-t,typicality,complexity,profile,profile-gmm,features,features-gauss,fused
 
-# The shipped models (long, resumable CPU runs; see the script) and their export into oodkit/weights/
+# The shipped models and their export into oodkit/weights/. On a GPU (the 2026-11-26 models,
+# one H200: 479 s for the two CIFAR-10 models, 185 s for Fashion-MNIST and MNIST):
+#   bash benchmarks/gpu_train.sh "$DATA" benchmarks/models 479
+#   bash benchmarks/gpu_train.sh "$DATA" benchmarks/models 185 fashionmnist mnist
+#   python benchmarks/export_models.py --checkpoints benchmarks/models --data-root "$DATA" \
+#       --names "cifar10,cifar10[0-5]" --trained-on "H200 GPU, 479 s"      (likewise fashionmnist,mnist)
+#   python benchmarks/gpu_check.py --data-root "$DATA" --out benchmarks/results/gpu_check.json
+# Without a GPU, the CPU recipe (long, resumable runs of 2026-11-25; see the script):
 [ -f oodkit/weights/cifar10.pt ] || bash benchmarks/train_models.sh
 
 # Single-pass detectors on the pretrained models (names resolve to oodkit/weights/)
@@ -20,6 +27,11 @@ oodkit bench mnist-vs-fashionmnist,noise,constant --model mnist --data-root "$DA
   --detectors $CDM_DETECTORS --max-train 10000 --output-dir $R/mnist-vs-fashionmnist --quiet
 oodkit bench cifar10-vs-mnist,fashionmnist,noise,constant --model cifar10 --data-root "$DATA" \
   --detectors $CDM_DETECTORS --max-train 10000 --max-test 2000 --jpeg-ood 75 --output-dir $R/cifar10 --quiet
+
+# Near-OOD: CIFAR-10 classes 0-5 in, 6-9 out, on the pretrained six-class model `cifar10[0-5]`
+oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --data-root "$DATA" --jpeg-ood 75 \
+  --detectors $CDM_DETECTORS --max-train 10000 --max-test 2000 \
+  --output-dir $R/cifar10-near --quiet
 
 # Near-OOD: Fashion-MNIST classes 0-4 in, 5-9 out, on a model trained on classes 0-4 only
 [ -f "$M/fashionmnist04_cdm.pt" ] || oodkit train --kind cdm --data "fashionmnist[0-4]" --data-root "$DATA" \
@@ -39,3 +51,4 @@ python benchmarks/nll_toy.py --steps 1500 --net tiny --batch 32 --cases gaussian
 python benchmarks/train_step_cost.py --net compact --size 32 --batch 32 --repeats 3 > $R/train_step_cost.txt
 python benchmarks/scoring_cost.py --net compact --size 32 --batch 16 --T 1000 --k 20 --points 16 --repeats 3 \
   --exact-levels 50 > $R/scoring_cost.md
+python benchmarks/summary.py > $R/summary.md

@@ -33,7 +33,7 @@ model = oodkit.fit_model(x_train, net="tiny", T=1000, config=cfg, progress=False
 x = test.images[:8].transpose(0, 3, 1, 2) / 127.5 - 1.0   # float in [-1, 1]
 import torch
 print("bits/dim:", model.bpd(torch.tensor(x, dtype=torch.float32)).numpy().round(2))"""),
-    ("md", "## Detectors, scikit-learn style\nHigher `score_samples` = more in-distribution. Every CDM detector reads the same forward pass; `fused` (the default) combines the likelihood profile, input complexity and the classifier's pooled features by Fisher's rule on p-values against the training images."),
+    ("md", "## Detectors, scikit-learn style\nHigher `score_samples` = more in-distribution. Every CDM detector reads the same forward pass; `fused` (the default) combines the likelihood profile, input complexity and the Mahalanobis score of the classifier's pooled features by Fisher's rule on p-values against the training images."),
     ("code", """rows = []
 for name in ["loglik", "profile", "features", "fused"]:
     det = make_detector(name, model=model, progress=False).fit(train.images)
@@ -44,9 +44,14 @@ for name in ["loglik", "profile", "features", "fused"]:
 for r in rows:
     print("{:<9} {:<12} AUROC {:<6} FPR@95 (OOD accepted) {}".format(*r))"""),
     ("code", """det = oodkit.CDMDetector(model=model, progress=False).fit(train.images)   # score="fused"
-plt.hist(det.score_samples(test.images), bins=40, alpha=0.5, density=True, label="digits 0-4 (ID)")
-for ood_name, ds in ood.items():
-    plt.hist(det.score_samples(ds.images), bins=40, histtype="step", density=True, label=ood_name)
+scores = {"digits 0-4 (ID)": det.score_samples(test.images)}
+scores.update({name: det.score_samples(ds.images) for name, ds in ood.items()})
+# noise lands thousands of units below the ID images: a symmetric-log axis shows both
+bins = -np.logspace(0, np.log10(1 - min(s.min() for s in scores.values())), 50)[::-1] + 1
+for name, s in scores.items():
+    plt.hist(s, bins=bins, histtype="stepfilled" if "ID" in name else "step", alpha=0.5 if "ID" in name else 1,
+             label=name)
+plt.xscale("symlog"); plt.ylabel("images per bin"); plt.axvline(det.offset_, color="k", ls=":", label="threshold")
 plt.xlabel("fused score: sum of log p-values (higher = more in-distribution)"); plt.legend(); plt.show()"""),
     ("md", "## Fit once, calibrate, save, reuse\n`calibrate` sets the threshold so that a chosen share of held-out ID images is accepted; `save` writes a pickle-free file that `oodkit.load_detector` (or `oodkit score --detector FILE`) reads back without touching the training set."),
     ("code", """import tempfile, pathlib

@@ -1,0 +1,51 @@
+"""One table over every committed benchmark: for each result folder (one in-distribution
+set and its model) and each detector, the AUROC on the worst real OOD set (near or far)
+and, beside it, on the worst synthetic set; the model and its step come from each run's
+provenance. Folders whose results.json is not ``complete`` are listed as such.
+
+    python benchmarks/summary.py [benchmarks/results] > benchmarks/results/summary.md
+"""
+import json
+import sys
+from pathlib import Path
+
+ORDER = ["loglik", "posterior", "expected-t", "typicality", "complexity", "profile", "profile-gmm", "features",
+         "features-gauss", "fused", "elbo-k", "itd", "recon"]
+
+
+def worst(rows, groups):
+    rows = [r for r in rows if r["group"] in groups]
+    if not rows:
+        return ""
+    r = min(rows, key=lambda r: r["auroc"])
+    return f"{r['auroc']:.4f} ({r['ood']})"
+
+
+def main(root: Path) -> None:
+    runs = []
+    for f in sorted(root.glob("*/results.json")):
+        doc = json.loads(f.read_text())
+        runs.append((f.parent.name, doc["meta"], doc["results"]))
+    detectors = [d for d in ORDER if any(r["detector"] == d for _, _, rows in runs for r in rows)]
+    print("Worst real OOD set (near or far) per detector and run: AUROC, OOD positive (set in brackets).")
+    print("Every folder's own results.md has each set with 95 % intervals.\n")
+    print("| run | ID | model (step) | " + " | ".join(detectors) + " |")
+    print("|---|---|---|" + "---|" * len(detectors))
+    for name, meta, rows in runs:
+        if meta.get("status") != "complete":
+            print(f"| {name} | {meta.get('id')} | (unfinished run) |" + " |" * len(detectors))
+            continue
+        models = ", ".join(f"{Path(m['path']).name} ({m.get('train_steps')})" for m in meta["models"])
+        cells = [worst([r for r in rows if r["detector"] == d], {"near", "far"}) for d in detectors]
+        print(f"| {name} | {meta['id']} | {models} | " + " | ".join(cells) + " |")
+    print("\nWorst synthetic set (noise, constant) per detector and run:\n")
+    print("| run | " + " | ".join(detectors) + " |")
+    print("|---|" + "---|" * len(detectors))
+    for name, meta, rows in runs:
+        if meta.get("status") == "complete":
+            cells = [worst([r for r in rows if r["detector"] == d], {"synthetic"}) for d in detectors]
+            print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results"))
