@@ -86,17 +86,32 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
+def precision_knobs() -> list:
+    """The TF32 switches of this PyTorch as (object, attribute, full-fp32 value): the
+    per-backend ``fp32_precision`` settings where they exist (PyTorch >= 2.9, where
+    reading the legacy ``allow_tf32`` flags raises once a user set the new ones), else
+    the legacy flags."""
+    b = torch.backends
+    conv = getattr(b.cudnn, "conv", None)
+    if hasattr(b.cuda.matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
+        return [(b.cuda.matmul, "fp32_precision", "ieee"), (conv, "fp32_precision", "ieee")]
+    return [(b.cuda.matmul, "allow_tf32", False), (b.cudnn, "allow_tf32", False)]
+
+
 @contextmanager
 def full_fp32():
     """TF32 off inside: PyTorch runs CUDA convolutions in TF32 by default, which moved
-    bits/dim by 1.5e-4 on an H200 (fp32 agrees with the CPU to 2e-6). The flags are
-    restored on the way out."""
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    bits/dim by 1.5e-4 on an H200 (fp32 agrees with the CPU to 2e-6). The settings are
+    restored on the way out, also after an error. Process-wide, like PyTorch's own."""
+    knobs = precision_knobs()
+    saved = [getattr(obj, attr) for obj, attr, _ in knobs]
+    for obj, attr, value in knobs:
+        setattr(obj, attr, value)
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        for (obj, attr, _), value in zip(knobs, saved):
+            setattr(obj, attr, value)
 
 
 @torch.no_grad()

@@ -298,19 +298,17 @@ def test_itd_discrete_on_a_ddpms_levels_reaches_pixel_resolution():
 
 def test_diffusion_scores_run_without_tf32(tiny_digits, monkeypatch):
     """Like the CDM's forward pass, the multi-pass likelihood scores run in full fp32
-    (PyTorch's CUDA convolutions default to TF32) and leave the flags as they were."""
+    (PyTorch's CUDA convolutions default to TF32) and leave the settings as they were."""
     from oodkit.detectors import make_detector
+    from oodkit.representation import precision_knobs
 
+    settings = lambda: [getattr(obj, attr) for obj, attr, _ in precision_knobs()]
+    full = [value for _, _, value in precision_knobs()]
     cfg = TrainConfig(steps=2, batch_size=16, save_every=0)
     ddpm = fit_model(tiny_digits, kind="ddpm", net="tiny", T=40, config=cfg, progress=False)
     seen, real = [], ddpm.eps
-    monkeypatch.setattr(ddpm, "eps", lambda *a, **k: seen.append(
-        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)) or real(*a, **k))
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        make_detector("recon", model=ddpm, progress=False).fit(tiny_digits[:8])
-        assert seen and all(flags == (False, False) for flags in seen)
-        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    monkeypatch.setattr(ddpm, "eps", lambda *a, **k: seen.append(settings()) or real(*a, **k))
+    before = settings()
+    make_detector("recon", model=ddpm, progress=False).fit(tiny_digits[:8])
+    assert seen and all(s == full for s in seen)
+    assert settings() == before != full

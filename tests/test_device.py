@@ -1,5 +1,6 @@
 """The device rule: the CLI resolves --device once (CUDA if available, else CPU); the
 library runs a model where it is and never moves a model it was given."""
+import numpy as np
 import pytest
 import torch
 
@@ -39,6 +40,18 @@ def test_the_library_never_moves_a_users_model(monkeypatch):
     assert det.model_ is model  # same device: no copy either
 
 
+def _tf32_settings():
+    from oodkit.representation import precision_knobs
+
+    return [getattr(obj, attr) for obj, attr, _ in precision_knobs()]
+
+
+def _full_fp32_settings():
+    from oodkit.representation import precision_knobs
+
+    return [value for _, _, value in precision_knobs()]
+
+
 def test_the_forward_pass_runs_without_tf32_and_restores_the_flags(monkeypatch):
     """TF32 convolutions (PyTorch's CUDA default) moved bits/dim by 1.5e-4 on an H200
     (benchmarks/results/gpu_check.json); the likelihood's forward pass runs in full fp32."""
@@ -48,16 +61,37 @@ def test_the_forward_pass_runs_without_tf32_and_restores_the_flags(monkeypatch):
     real = model.logits
 
     def spy(*a, **k):
-        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        seen.append(_tf32_settings())
         return real(*a, **k)
 
     monkeypatch.setattr(model, "logits", spy)
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    before = _tf32_settings()
+    x = as_images(load_dataset("digits-0to4", "train").images)[:8]
+    represent(model, x, progress=False)
+    assert seen and all(s == _full_fp32_settings() for s in seen)
+    assert before != _full_fp32_settings()  # PyTorch's default: TF32 convolutions
+    assert _tf32_settings() == before
+
+
+def test_precision_settings_are_restored_after_an_error():
+    from oodkit.representation import full_fp32
+
+    before = _tf32_settings()
+    with pytest.raises(RuntimeError, match="boom"):
+        with full_fp32():
+            raise RuntimeError("boom")
+    assert _tf32_settings() == before
+
+
+@pytest.mark.skipif(not hasattr(torch.backends, "fp32_precision"), reason="PyTorch < 2.9: no fp32_precision API")
+def test_scoring_works_for_a_user_of_the_new_precision_api():
+    """Once fp32_precision is set, PyTorch refuses reads of the legacy allow_tf32 flags."""
+    clear_cache()
+    saved = torch.backends.fp32_precision
+    torch.backends.fp32_precision = "tf32"
     try:
-        x = as_images(load_dataset("digits-0to4", "train").images)[:8]
-        represent(model, x, progress=False)
-        assert seen and all(flags == (False, False) for flags in seen)
-        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        rep = represent(fixed_model(), as_images(load_dataset("digits-0to4", "train").images)[:8], progress=False)
+        assert np.isfinite(rep.bpd).all()
+        assert torch.backends.fp32_precision == "tf32"
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        torch.backends.fp32_precision = saved
