@@ -29,9 +29,10 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .pretrained import list_models, load_model
 from .data import DataNotFound, as_images, conform, load_dataset
 from .data.images import fingerprint, jpeg_roundtrip
-from .data.registry import ood_group, parse_classes
+from .data.registry import ood_group, source_of
 from .data.sources import ImageSet
 from .detectors import TABLE, CDMDetector, default_detectors, detector_kinds, make_detector
+from .detectors.persist import VERSION as DETECTOR_FORMAT
 from .representation import represent
 from .metrics import bootstrap_intervals, ood_metrics
 from .report import console_table, write_results
@@ -100,7 +101,7 @@ def jpeg_applies(id_name: str, ood_name: str, quality: int | None) -> bool:
     """``--jpeg-ood`` re-encodes OOD sets from another source than the ID set: held-out
     classes of the ID set (``cifar10[6-9]`` against ``cifar10[0-5]``) already went
     through its encoding, and a second round trip would be an artefact to detect."""
-    return quality is not None and parse_classes(ood_name)[0] != parse_classes(id_name)[0]
+    return quality is not None and source_of(ood_name) != source_of(id_name)
 
 
 def load_sets(bs: BenchSpec, data_root=None, download=False, jpeg_ood=None, max_train=None, max_test=None,

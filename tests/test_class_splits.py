@@ -39,3 +39,7 @@ def test_jpeg_round_trip_skips_ood_sets_from_the_id_source():
     plain = load_sets(parse_spec("digits[0-4]-vs-digits[5-9],letters"), max_test=50, echo=lambda *a: None)
     assert np.array_equal(sets.oods["digits[5-9]"].images, plain.oods["digits[5-9]"].images)
     assert np.array_equal(sets.oods["letters"].images, jpeg_roundtrip(plain.oods["letters"].images, 75))
+    # the registered digits suite: both sides are views of scikit-learn's digits
+    suite = load_sets(parse_spec("digits"), jpeg_ood=75, max_test=50, echo=lambda *a: None)
+    assert np.array_equal(suite.oods["digits-5to9"].images,
+                          load_sets(parse_spec("digits"), max_test=50, echo=lambda *a: None).oods["digits-5to9"].images)

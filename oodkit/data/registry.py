@@ -52,6 +52,15 @@ GROUPS: dict[tuple[str, str], str] = {
     ("digits", "letters"): "far",
 }
 SYNTHETIC = ("noise", "constant")
+# registered sets that are class views of another set: they share its pixels and encoding
+VIEWS: dict[str, str] = {"digits-0to4": "digits", "digits-5to9": "digits"}
+
+
+def source_of(name: str) -> str:
+    """The data set whose pixels ``name`` reads: ``cifar10[6-9]`` -> ``cifar10``,
+    ``digits-5to9`` -> ``digits``; any other spec is its own source."""
+    base = parse_classes(name)[0]
+    return VIEWS.get(base, base)
 
 
 def ood_group(id_name: str, ood_name: str) -> str:
