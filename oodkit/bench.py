@@ -363,6 +363,7 @@ def run_bench(
         "n_train": len(sets.id_train), "n_test": len(sets.id_test), "max_train": max_train, "max_test": max_test,
         "seed": seed, "bootstrap": bootstrap, "device": str(device or next(loaded[0][0].parameters()).device),
         "oodkit": __version__, "git_commit": _git_commit(), "torch": torch.__version__,
+        "detector_format": DETECTOR_FORMAT,
         "command": command if command is not None else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     # a fresh run never mixes with an old one's files: mark it running, drop the old outputs

@@ -59,11 +59,18 @@ def test_tampered_pickled_or_stale_files_are_refused(imgs, tmp_path):
     np.savez(tmp_path / "t.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
     with pytest.raises(DetectorFileError, match="not an oodkit detector file"):
         load_detectors(tmp_path / "t.npz")
-    # a file of an older format (version 1 fused read kNN features) names the fix
+    # format version 1: the same state for every detector but fused, which read kNN features
     header["format"], header["version"] = "oodkit-detector", 1
     np.savez(tmp_path / "v1.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
-    with pytest.raises(DetectorFileError, match=r"format version 1; this oodkit reads 2: refit it with `oodkit fit`"):
-        load_detectors(tmp_path / "v1.npz")
+    assert set(load_detectors(tmp_path / "v1.npz")) == {"typicality"}
+    header["detectors"]["typicality"]["params"]["score"] = "fused"
+    np.savez(tmp_path / "v1f.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
+    with pytest.raises(DetectorFileError, match=r"fused score of format version 1 .* refit it with `oodkit fit`"):
+        load_detectors(tmp_path / "v1f.npz")
+    header["version"] = 7
+    np.savez(tmp_path / "v7.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
+    with pytest.raises(DetectorFileError, match=r"format version 7; this oodkit reads \[1, 2\]"):
+        load_detectors(tmp_path / "v7.npz")
     save_checkpoint(tmp_path / "m.pt", fixed_model(seed=3))  # the model changed under the detector
     with pytest.raises(DetectorFileError, match="has changed since the detector was fitted"):
         load_detectors(tmp_path / "d.npz")

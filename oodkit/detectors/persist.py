@@ -19,6 +19,7 @@ import numpy as np
 __all__ = ["save_detectors", "load_detectors", "load_detector", "DetectorFileError", "FORMAT"]
 
 FORMAT, VERSION = "oodkit-detector", 2  # 2: fused reads the features by their Gaussian score
+READABLE = {1, 2}  # version 1 files hold the same state for every detector but fused
 
 
 class DetectorFileError(ValueError):
@@ -90,9 +91,15 @@ def _read(path) -> tuple[dict, dict]:
         raise DetectorFileError(f"{path} is not an oodkit detector file (no valid header)") from None
     if header.get("format") != FORMAT:
         raise DetectorFileError(f"{path} is not an oodkit detector file")
-    if header.get("version") != VERSION:
-        raise DetectorFileError(f"{path} has detector format version {header.get('version')!r}; this oodkit reads "
-                                f"{VERSION}: refit it with `oodkit fit`")
+    version = header.get("version")
+    if version not in READABLE:
+        raise DetectorFileError(f"{path} has detector format version {version!r}; this oodkit reads "
+                                f"{sorted(READABLE)}: refit it with `oodkit fit`")
+    fused = [n for n, e in (header.get("detectors") or {}).items()
+             if isinstance(e, dict) and (e.get("params") or {}).get("score") == "fused"]
+    if version == 1 and fused:
+        raise DetectorFileError(f"{path}: detector {fused[0]!r} is a fused score of format version 1 (kNN "
+                                f"features; since version 2 their Mahalanobis score): refit it with `oodkit fit`")
     return header, arrays
 
 
