@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 
 from oodkit.data import conform, load_dataset, to_float
+from oodkit.nn.unet import PRESETS
 from oodkit.pretrained import PRETRAINED_DIR, export_model, load_model
+from oodkit.representation import full_fp32
 
 
 def cpu_hours(log: Path, name: str) -> float | None:
@@ -42,8 +44,18 @@ def test_bpd(model, name, root, batch=500) -> float:
     ds = load_dataset(name, "test", root)
     c, h, _ = model.image_shape
     x = conform(ds.tensor(), h, c)
-    bpd = torch.cat([model.bpd(to_float(xb)) for xb in x.split(batch)])
+    with full_fp32():  # as oodkit scores: no TF32 where the export runs on a GPU
+        bpd = torch.cat([model.bpd(to_float(xb)) for xb in x.split(batch)])
     return float(bpd.mean())
+
+
+def preset_of(net: dict) -> str:
+    """The UNet preset a checkpoint's network config matches, else "custom"."""
+    cfg = net.get("config", {}) if isinstance(net, dict) else {}
+    for name, fields in PRESETS.items():
+        if all(list(v) == list(cfg.get(k, ())) if isinstance(v, tuple) else v == cfg.get(k) for k, v in fields.items()):
+            return name
+    return "custom"
 
 
 def sample_grid(model, path: Path, n=36, steps=50):
@@ -87,28 +99,38 @@ def main():
         stem = file_stem(name)
         src = a.checkpoints / f"{stem}_cdm.pt"
         ckpt = torch.load(src, map_location="cpu", weights_only=False)
-        train_cfg = (ckpt.get("train_state") or {}).get("config", {})
         staged = PRETRAINED_DIR / f"{stem}.pt.new"  # measured first, published with its index entry
-        rec = export_model(src, staged, dataset=name)
-        model = load_model(staged)
-        rec.update(file=f"{stem}.pt", net=ckpt["net"] if isinstance(ckpt.get("net"), str) else "compact",
-                   image_size=model.image_shape[-1], channels=model.image_shape[0], T=model.T,
-                   batch_size=train_cfg.get("batch_size"),
-                   test_bpd=round(test_bpd(model, name, a.data_root), 4),
-                   size_mb=round(staged.stat().st_size / 2**20, 2))
-        if a.trained_on:
-            rec["trained_on"] = a.trained_on
-        else:
-            rec["cpu_hours"] = cpu_hours(a.train_log, name)
-        sample_grid(model, a.samples / f"{stem}-samples.png")
-        index[name] = rec
-        # weights and index published together by renames: a bench started meanwhile sees
-        # a file and its SHA-256 that agree, not minutes of the new file with the old hash
-        tmp = index_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(index, indent=1) + "\n")
-        staged.replace(PRETRAINED_DIR / f"{stem}.pt")
-        tmp.replace(index_path)
+        try:
+            rec = publish(a, name, stem, src, ckpt, staged, index, index_path)
+        finally:
+            staged.unlink(missing_ok=True)  # left only if measuring failed
         print(json.dumps({name: rec}), flush=True)
+
+
+def publish(a, name, stem, src, ckpt, staged, index, index_path) -> dict:
+    """Export, measure, then put the weights and the index entry in place."""
+    train_cfg = (ckpt.get("train_state") or {}).get("config", {})
+    rec = export_model(src, staged, dataset=name)
+    model = load_model(staged)
+    rec.update(file=f"{stem}.pt", net=preset_of(ckpt.get("net")),
+               image_size=model.image_shape[-1], channels=model.image_shape[0], T=model.T,
+               batch_size=train_cfg.get("batch_size"),
+               test_bpd=round(test_bpd(model, name, a.data_root), 4),
+               size_mb=round(staged.stat().st_size / 2**20, 2))
+    if a.trained_on:
+        rec["trained_on"] = a.trained_on
+    else:
+        rec["cpu_hours"] = cpu_hours(a.train_log, name)
+    sample_grid(model, a.samples / f"{stem}-samples.png")
+    index[name] = rec
+    # weights and index go in place by two renames right after each other, not minutes
+    # apart: a bench started meanwhile sees a file and its SHA-256 that agree (a kill
+    # between the two renames would still leave them apart; rerun the export)
+    tmp = index_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(index, indent=1) + "\n")
+    staged.replace(PRETRAINED_DIR / f"{stem}.pt")
+    tmp.replace(index_path)
+    return rec
 
 
 if __name__ == "__main__":
