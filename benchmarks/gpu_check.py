@@ -3,8 +3,8 @@ same machine (run on a machine with CUDA; prints a table and writes JSON).
 
     python benchmarks/gpu_check.py --model cifar10 --data-root DATA --out gpu_check.json
 
-Checks: bits/dim and the default (fused) detector's scores on CUDA against the CPU in
-float32 (TF32 off, then PyTorch's default TF32 convolutions); images/s of the one
+Checks: bits/dim and the default (fused) detector's scores on CUDA against the CPU:
+through oodkit (full fp32), and the model's own pass with TF32 off and on; images/s of the one
 forward pass on each device; a CDM training step's time in float32 and bf16 on CUDA.
 """
 import argparse
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import oodkit
-from oodkit.representation import clear_cache, represent
+from oodkit.representation import clear_cache, precision_knobs, represent
 from oodkit.training import _Objective
 
 
@@ -55,16 +55,26 @@ def main():
 
     def bpd(model):
         clear_cache()
-        return represent(model, test, batch_size=250, progress=False).bpd
+        return represent(model, test, batch_size=250, progress=False).bpd  # full fp32 (full_fp32)
+
+    @torch.no_grad()
+    def bpd_as_set(model, tf32):
+        # the model's own pass under the given TF32 setting, outside oodkit's full_fp32
+        knobs = precision_knobs()
+        saved = [getattr(o, a) for o, a, _ in knobs]
+        for o, a, full in knobs:
+            setattr(o, a, ("tf32" if isinstance(full, str) else True) if tf32 else full)
+        try:
+            x = (test.float() / 127.5 - 1).to(dev_name)
+            return torch.cat([model.bpd(xb) for xb in x.split(250)]).double().cpu().numpy()
+        finally:
+            for (o, a, _), v in zip(knobs, saved):
+                setattr(o, a, v)
 
     ref = bpd(cpu_model)
+    out["bpd_max_abs_diff_oodkit"] = float(np.max(np.abs(bpd(gpu_model) - ref)))
     for tf32 in (False, True):
-        torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        got = bpd(gpu_model)
-        out[f"bpd_max_abs_diff_tf32_{tf32}"] = float(np.max(np.abs(got - ref)))
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+        out[f"bpd_max_abs_diff_tf32_{tf32}"] = float(np.max(np.abs(bpd_as_set(gpu_model, tf32) - ref)))
     out["bpd_mean_cpu"] = float(ref.mean())
 
     scores = {}
