@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
-from oodkit.data import conform, load_dataset, to_float
+from oodkit.data import conform, load_dataset
 from oodkit.nn.unet import PRESETS
 from oodkit.pretrained import PRETRAINED_DIR, export_model, load_model
-from oodkit.representation import full_fp32
+from oodkit.report import atomic_write
+from oodkit.representation import represent
 
 
 def cpu_hours(log: Path, name: str) -> float | None:
@@ -39,14 +40,10 @@ def cpu_hours(log: Path, name: str) -> float | None:
     return round(total / 3600, 2)
 
 
-@torch.no_grad()
-def test_bpd(model, name, root, batch=500) -> float:
-    ds = load_dataset(name, "test", root)
+def test_bpd(model, name, root) -> float:
     c, h, _ = model.image_shape
-    x = conform(ds.tensor(), h, c)
-    with full_fp32():  # as oodkit scores: no TF32 where the export runs on a GPU
-        bpd = torch.cat([model.bpd(to_float(xb)) for xb in x.split(batch)])
-    return float(bpd.mean())
+    x = conform(load_dataset(name, "test", root).tensor(), h, c)
+    return float(represent(model, x, batch_size=500, progress=False).bpd.mean())  # oodkit's own pass
 
 
 def preset_of(net: dict) -> str:
@@ -126,10 +123,8 @@ def publish(a, name, stem, src, ckpt, staged, index, index_path) -> dict:
     # weights and index go in place by two renames right after each other, not minutes
     # apart: a bench started meanwhile sees a file and its SHA-256 that agree (a kill
     # between the two renames would still leave them apart; rerun the export)
-    tmp = index_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(index, indent=1) + "\n")
     staged.replace(PRETRAINED_DIR / f"{stem}.pt")
-    tmp.replace(index_path)
+    atomic_write(index_path, (json.dumps(index, indent=1) + "\n").encode())
     return rec
 
 

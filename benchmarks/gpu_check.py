@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 import oodkit
-from oodkit.representation import clear_cache, precision_knobs, represent
+from oodkit.data import to_float
+from oodkit.representation import clear_cache, represent, tf32
 from oodkit.training import _Objective
 
 
@@ -58,23 +59,16 @@ def main():
         return represent(model, test, batch_size=250, progress=False).bpd  # full fp32 (full_fp32)
 
     @torch.no_grad()
-    def bpd_as_set(model, tf32):
+    def bpd_as_set(model, enabled):
         # the model's own pass under the given TF32 setting, outside oodkit's full_fp32
-        knobs = precision_knobs()
-        saved = [getattr(o, a) for o, a, _ in knobs]
-        for o, a, full in knobs:
-            setattr(o, a, ("tf32" if isinstance(full, str) else True) if tf32 else full)
-        try:
-            x = (test.float() / 127.5 - 1).to(dev_name)
+        with tf32(enabled):
+            x = to_float(test).to(dev_name)
             return torch.cat([model.bpd(xb) for xb in x.split(250)]).double().cpu().numpy()
-        finally:
-            for (o, a, _), v in zip(knobs, saved):
-                setattr(o, a, v)
 
     ref = bpd(cpu_model)
     out["bpd_max_abs_diff_oodkit"] = float(np.max(np.abs(bpd(gpu_model) - ref)))
-    for tf32 in (False, True):
-        out[f"bpd_max_abs_diff_tf32_{tf32}"] = float(np.max(np.abs(bpd_as_set(gpu_model, tf32) - ref)))
+    for on in (False, True):
+        out[f"bpd_max_abs_diff_tf32_{on}"] = float(np.max(np.abs(bpd_as_set(gpu_model, on) - ref)))
     out["bpd_mean_cpu"] = float(ref.mean())
 
     scores = {}
@@ -99,7 +93,7 @@ def main():
     # one CDM training step (loss with the double backprop) at batch 256
     net = gpu_model.train()
     obj = _Objective(net)
-    x0 = (train[:256].float() / 127.5 - 1).to(dev_name)
+    x0 = to_float(train[:256]).to(dev_name)
     for amp in (False, True):
         def step(amp=amp):
             with torch.autocast(torch.device(dev_name).type, dtype=torch.bfloat16, enabled=amp):

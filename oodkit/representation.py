@@ -99,19 +99,25 @@ def precision_knobs() -> list:
 
 
 @contextmanager
-def full_fp32():
-    """TF32 off inside: PyTorch runs CUDA convolutions in TF32 by default, which moved
-    bits/dim by 1.5e-4 on an H200 (fp32 agrees with the CPU to 2e-6). The settings are
+def tf32(enabled: bool):
+    """TF32 matrix and convolution arithmetic on or off inside; the settings are
     restored on the way out, also after an error. Process-wide, like PyTorch's own."""
     knobs = precision_knobs()
     saved = [getattr(obj, attr) for obj, attr, _ in knobs]
-    for obj, attr, value in knobs:
-        setattr(obj, attr, value)
+    for obj, attr, full in knobs:
+        setattr(obj, attr, ("tf32" if isinstance(full, str) else True) if enabled else full)
     try:
         yield
     finally:
         for (obj, attr, _), value in zip(knobs, saved):
             setattr(obj, attr, value)
+
+
+def full_fp32():
+    """TF32 off inside (a context manager): PyTorch runs CUDA convolutions in TF32 by
+    default, which moved bits/dim by 1.5e-4 on an H200 (fp32 agrees with the CPU to
+    2e-6)."""
+    return tf32(False)
 
 
 @torch.no_grad()

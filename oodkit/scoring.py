@@ -33,7 +33,7 @@ def score_with_detectors(path, data_spec, split="test", data_root=None, download
     dets = load_detectors(path, device=device)
     model = next(iter(dets.values())).model_
     c, h, _ = model.image_shape
-    ds, x, cols = _load(data_spec, split, data_root, download, resize, c, h, num_workers)
+    _, x, cols = _load(data_spec, split, data_root, download, resize, c, h, num_workers)
     frame = pd.DataFrame(cols)
     for name, det in dets.items():
         det.set_params(progress=progress)

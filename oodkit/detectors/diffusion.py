@@ -126,12 +126,12 @@ class DiffusionDetector(BaseDetector):
         with full_fp32():
             for xb in tqdm(list(batches(x, self.batch_size)), desc=self.score, disable=not self.progress,
                            leave=False):
-                out.append(self._score_batch(m, to_float(xb).to(device), device))
+                out.append(self._score_batch(m, to_float(xb).to(device)))
         return torch.cat(out).numpy()
 
-    @torch.no_grad()
-    def _score_batch(self, m, xb: torch.Tensor, device) -> torch.Tensor:
-        """Scores of one batch, float64 (B,) on the CPU."""
+    def _score_batch(self, m, xb: torch.Tensor) -> torch.Tensor:
+        """Scores of one batch (on the model's device), float64 (B,) on the CPU."""
+        device = xb.device
         # one quadrature per detector: the same levels, points and noise images for
         # every batch, so that a score is a function of the image alone
         g = torch.Generator().manual_seed(self.seed)

@@ -252,12 +252,19 @@ class Fused:
         self.components = components
 
     def fit(self, rep):
-        self.ref_ = {}
+        self.ref_, raw = {}, {}
         for name, c in self.components.items():
             c.fit(rep)
-            ref = c.train_score(rep) if hasattr(c, "train_score") else c.score(rep)
-            self.ref_[name] = (np.sort(np.asarray(ref, dtype=np.float64)), float(np.std(ref)) or 1.0)
+            raw[name] = np.asarray(c.train_score(rep) if hasattr(c, "train_score") else c.score(rep), np.float64)
+            self.ref_[name] = (np.sort(raw[name]), float(np.std(raw[name])) or 1.0)
+        # the threshold asks for these right after fit (train_score on the same rep): handed
+        # over once rather than recomputed (a kNN query over the training set)
+        self._pending = (id(rep), self._loo_total(raw))
         return self
+
+    def _loo_total(self, raw: dict) -> np.ndarray:
+        return sum(np.log(np.maximum(np.searchsorted(ref, r, side="right"), 1) / len(ref))
+                   for (ref, _), r in ((self.ref_[name], r) for name, r in raw.items()))
 
     def get_state(self):
         st = {}
@@ -295,12 +302,11 @@ class Fused:
     def train_score(self, rep):
         """Leave-one-out scores of the training images (for the threshold): each image's
         p-value is its rank among the other training images' reference scores."""
-        total = 0.0
-        for name, c in self.components.items():
-            ref, scale = self.ref_[name]
-            r = np.asarray(c.train_score(rep) if hasattr(c, "train_score") else c.score(rep), dtype=np.float64)
-            total = total + np.log(np.maximum(np.searchsorted(ref, r, side="right"), 1) / len(ref))
-        return total
+        pending = self.__dict__.pop("_pending", None)
+        if pending is not None and pending[0] == id(rep):
+            return pending[1]
+        return self._loo_total({name: np.asarray(c.train_score(rep) if hasattr(c, "train_score") else c.score(rep),
+                                                 np.float64) for name, c in self.components.items()})
 
 
 SCORERS = {
