@@ -22,7 +22,7 @@ import torch
 from oodkit.data import conform, load_dataset
 from oodkit.nn.unet import PRESETS
 from oodkit.pretrained import PRETRAINED_DIR, export_model, load_model
-from oodkit.report import atomic_write
+from oodkit.atomic import atomic_write
 from oodkit.representation import represent
 
 

@@ -15,8 +15,7 @@ import json
 
 import numpy as np
 
-from oodkit.bench import load_sets, parse_spec
-from oodkit.data import conform
+from oodkit.bench import aligned_groups, load_sets, parse_spec
 from oodkit.detectors.scores import Complexity, FeatureGauss, FeatureKNN, Fused, Profile, profile_levels
 from oodkit.metrics import auroc
 from oodkit.pretrained import load_model
@@ -46,15 +45,12 @@ def main():
         return {"profile": Profile(levels, "knn", 5, seed=0), "complexity": Complexity(),
                 "knn": FeatureKNN(5), "gauss": FeatureGauss()}
 
-    by_size = {}
-    for o, ood in sets.oods.items():
-        by_size.setdefault(min(sets.id_test.size, ood.size), []).append(o)
     res = {}
-    for size, names in by_size.items():  # fitted on training images aligned like the pair's test images
-        rep_train = represent(model, conform(sets.id_train.tensor(), h, c, ref_size=size), progress=False)
-        rep_id = represent(model, conform(sets.id_test.tensor(), h, c, ref_size=size), progress=False)
-        reps = {o: represent(model, conform(sets.oods[o].tensor(), h, c, ref_size=size), progress=False)
-                for o in names}
+    for _, _, x_train, x_id, x_oods in aligned_groups(sets, h, c):  # fitted as the pair's test images are aligned
+        names = list(x_oods)
+        rep_train = represent(model, x_train, progress=False)
+        rep_id = represent(model, x_id, progress=False)
+        reps = {o: represent(model, x, progress=False) for o, x in x_oods.items()}
         for v in a.variants.split(","):
             comps = components()
             fused = Fused({k: comps[k] for k in VARIANTS[v]}).fit(rep_train)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from oodkit.detectors import TABLE
+from oodkit.detectors.persist import CHANGED_SINCE
 from oodkit.pretrained import list_models
 
 ORDER = list(TABLE)  # the registry's order; detectors a run did not use are left out
@@ -36,8 +37,10 @@ def main(root: Path) -> None:
     def notes(meta):
         out = [f"{m['path']}: replaced since" for m in meta["models"]
                if m["path"] in installed and m.get("sha256") not in (None, installed[m["path"]])]
-        if "fused" in meta.get("detectors", []) and meta.get("detector_format", 1) < 2:
-            out.append("fused of format 1 (kNN features)")
+        fmt = meta.get("detector_format", 1)
+        stale = {d for v, scores in CHANGED_SINCE.items() if v > fmt for d in scores} & set(meta.get("detectors", []))
+        if stale:
+            out.append(f"{', '.join(sorted(stale))} of detector format {fmt} (changed since)")
         return "; ".join(out)
     print("Worst real OOD set (near or far) per detector and run: AUROC, OOD positive (set in brackets).")
     print("Every folder's own results.md has each set with 95 % intervals.\n")

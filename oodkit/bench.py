@@ -39,7 +39,7 @@ from .report import console_table, write_results
 from .training import TrainConfig, fit_model
 
 __all__ = ["SUITES", "BenchSpec", "parse_spec", "run_bench", "model_cache_dir", "load_sets", "resolve_models",
-           "assign_detectors", "score_pairs"]
+           "assign_detectors", "aligned_groups", "score_pairs"]
 
 SUITES = {
     "digits": "digits-0to4-vs-digits-5to9,letters,sample-patches,noise,constant",
@@ -173,10 +173,7 @@ def resolve_models(model, sets: Sets, net=None, steps=None, T=None, image_size=N
                    progress=True, echo=print) -> list:
     """``[(model, path as given), ...]``: the given checkpoints (``a.pt,b.pt``), or a CDM
     trained here on the ID training split. All must take one input shape."""
-    paths = [str(m) for m in model] if isinstance(model, (list, tuple)) else \
-        ([p for p in str(model).split(",") if p.strip()] if model is not None else [])
-    if model is not None and not paths:
-        raise ValueError(f"--model {model!r} names no checkpoint")
+    paths = check_model_request(model, net, steps, T, image_size)
     asked_to_train = any(v is not None for v in (net, steps, T, image_size))
     if not paths and not asked_to_train and \
             sets.spec.id in {r["name"] for r in list_models() if r["available"] != "missing"}:
@@ -200,6 +197,23 @@ def resolve_models(model, sets: Sets, net=None, steps=None, T=None, image_size=N
     if len(shapes) > 1:
         raise ValueError(f"the models take different input shapes {sorted(shapes)}; compare models of one size")
     return loaded
+
+
+def check_model_request(model, net=None, steps=None, T=None, image_size=None) -> list:
+    """The checkpoints ``model`` names (``a.pt,b.pt`` or a list; ``[]`` for none), after
+    refusing requests that contradict themselves: training settings (``net``, ``steps``,
+    ``T``, ``image_size``) only apply to a model trained here, so not beside ``model``."""
+    from .nn.unet import PRESETS
+
+    paths = [str(m) for m in model] if isinstance(model, (list, tuple)) else \
+        ([p for p in str(model).split(",") if p.strip()] if model is not None else [])
+    if model is not None and not paths:
+        raise ValueError(f"--model {model!r} names no checkpoint")
+    if model is not None and any(v is not None for v in (net, steps, T, image_size)):
+        raise ValueError("--net, --steps, -T and --image-size set a model trained here; drop them with --model")
+    if net is not None and net not in PRESETS:
+        raise ValueError(f"--net {net!r}: choose one of {', '.join(PRESETS)}")
+    return paths
 
 
 def check_detectors(names, model_given: bool):
@@ -233,6 +247,22 @@ def assign_detectors(names, loaded) -> dict:
 
 
 # -- stage 3: scoring ------------------------------------------------------------------
+def aligned_groups(sets: Sets, size: int, channels: int):
+    """The image sets brought to a model's ``size`` and ``channels``, one group per
+    alignment size (the smaller side of a pair): yields ``(ref, id_key, x_train, x_id,
+    {ood name: x})``. Every detector is fitted on ``x_train`` of the group its test images
+    are in, so that it sees exactly the transform they saw."""
+    native = sets.id_test.size
+    by_ref = {}
+    for name, ood in sets.oods.items():
+        by_ref.setdefault(min(native, ood.size), []).append(name)
+    for ref, ood_names in by_ref.items():
+        id_key = sets.spec.id if ref == native else f"{sets.spec.id}@{ref}px"
+        yield (ref, id_key, conform(sets.id_train.tensor(), size, channels, ref_size=ref),
+               conform(sets.id_test.tensor(), size, channels, ref_size=ref),
+               {o: conform(sets.oods[o].tensor(), size, channels, ref_size=ref) for o in ood_names})
+
+
 def score_pairs(sets: Sets, assignment: dict, batch_size=256, device=None, seed=0, n_boot=1000, progress=True,
                 echo=print, on_pair=None):
     """For each alignment size (the smaller side of a pair), fit every detector on the
@@ -241,16 +271,9 @@ def score_pairs(sets: Sets, assignment: dict, batch_size=256, device=None, seed=
     results table, ``{detector: {set: scores}}``, ``{detector: [(ood, ID scores, OOD
     scores), ...]}`` and ``{detector: {size: offset_}}``."""
     c, h, _ = next(iter(assignment.values()))[0].image_shape
-    native = sets.id_test.size
-    by_ref = {}
-    for name, ood in sets.oods.items():
-        by_ref.setdefault(min(native, ood.size), []).append(name)
     rows, scores, pairs, fitted = [], {d: {} for d in assignment}, {d: [] for d in assignment}, {d: {} for d in assignment}
-    for ref, ood_names in by_ref.items():
-        x_train = conform(sets.id_train.tensor(), h, c, ref_size=ref)
-        x_id = conform(sets.id_test.tensor(), h, c, ref_size=ref)
-        id_key = sets.spec.id if ref == native else f"{sets.spec.id}@{ref}px"
-        x_oods = {o: conform(sets.oods[o].tensor(), h, c, ref_size=ref) for o in ood_names}
+    for ref, id_key, x_train, x_id, x_oods in aligned_groups(sets, h, c):
+        ood_names = list(x_oods)
         reps = {}  # one forward pass per (model, image set), handed to every CDM detector on that model
 
         def rep(model, key, x):
@@ -332,6 +355,7 @@ def run_bench(
 
     t_start = time.time()
     bs = parse_spec(spec)
+    check_model_request(model, net, steps, T, image_size)
     if detectors is not None:
         check_detectors(detectors, model is not None)
     out = Path(output_dir)

@@ -13,17 +13,14 @@ Layout (format version 1)::
 from __future__ import annotations
 
 import errno
-import os
 import pickle
 import re
-import signal
-import tempfile
-import threading
 import zipfile
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
 from .schedules import NoiseSchedule
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "build_model", "CheckpointError", "file_sha256"]
@@ -71,81 +68,9 @@ def save_checkpoint(path, model, ema_state_dict=None, train_state=None, data=Non
         "train_state": train_state,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    with _TermCleansUp():
-        tmp = None
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-            os.close(fd)
-            torch.save(ckpt, tmp)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
-            os.replace(tmp, path)
-        finally:  # also on KeyboardInterrupt, SystemExit and (see _TermCleansUp) SIGTERM
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
     return path
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Temporary files that a SIGKILLed save left beside ``path`` (no handler runs on
-    SIGKILL): those whose writing process is gone are removed. The pid is in the name."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        parts = tmp.name[len(path.name) + 2:].split(".")
-        if not parts or not parts[0].isdigit():
-            continue
-        pid = int(parts[0])
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except PermissionError:
-            pass  # alive, someone else's
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where the platform allows."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-class _Terminated(BaseException):
-    pass
-
-
-class _TermCleansUp:
-    """While a checkpoint is written, make SIGTERM (whose default action kills the process
-    without running ``finally`` blocks) raise instead, so the temporary file is removed;
-    the signal is then re-raised with its default action. Only in the main thread and
-    only where SIGTERM has its default action (a caller's own handler is left alone)."""
-
-    def __enter__(self):
-        self.prev = None
-        if threading.current_thread() is threading.main_thread():
-            try:
-                if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-                    self.prev = signal.signal(signal.SIGTERM, self._raise)
-            except (ValueError, OSError):  # no signals here (embedded interpreter)
-                self.prev = None
-        return self
-
-    @staticmethod
-    def _raise(signum, frame):
-        raise _Terminated
-
-    def __exit__(self, exc_type, exc, tb):
-        if self.prev is not None:
-            signal.signal(signal.SIGTERM, self.prev)
-            if exc_type is _Terminated:
-                signal.raise_signal(signal.SIGTERM)  # die as SIGTERM would have
-        return False
 
 
 def load_checkpoint(path) -> dict:

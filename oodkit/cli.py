@@ -306,19 +306,10 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
       oodkit bench cifar10-vs-svhn,cifar100 --model cdm.pt --detectors loglik,profile
     """
     from .bench import run_bench
-    from .nn.unet import PRESETS
 
     names = _split_list(detectors)
     if detectors is not None and not names:
         raise UserError(f"--detectors {detectors!r} names no detector")
-    if model is not None and not _split_list(model):
-        raise UserError(f"--model {model!r} names no checkpoint")
-    if model is not None and any(v is not None for v in (net, steps, T, image_size)):
-        raise UserError("--net, --steps, -T and --image-size set a model trained here; drop them with --model")
-    if net is not None and net not in PRESETS:
-        raise UserError(f"--net {net!r}: choose one of {', '.join(PRESETS)}")
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"--output-dir {output_dir} is a file, not a folder")
     run_bench(spec, model=model, detectors=names, data_root=data_root, download=download,
               output_dir=output_dir, net=net, steps=steps, T=T, image_size=image_size, batch_size=batch_size,
               device=_device(device), jpeg_ood=jpeg_ood, max_train=max_train, max_test=max_test, seed=seed,
@@ -404,7 +395,7 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
 def score(model, detector_file, data_spec, split, resize, num_workers, fit_data, data_root, download, out, batch_size, device,
           quiet):
     """Per-sample scores of a data set (CSV, one column per score, higher = more ID)."""
-    from .report import atomic_write
+    from .atomic import atomic_write
     from .scoring import score_dataset, score_with_detectors
 
     if (model is None) == (detector_file is None):

@@ -13,10 +13,10 @@ import hashlib
 import http.client
 import json
 import os
-import tempfile
 import urllib.request
 from pathlib import Path
 
+from .atomic import atomic_path
 from .checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from .checkpoint import load_model as _load_path
 
@@ -52,22 +52,17 @@ def download_verified(url: str, sha256: str, dest: Path, timeout: float = 60.0) 
     mismatch leaves nothing behind and raises :class:`CheckpointError`."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     h = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
+        with atomic_path(dest) as tmp, open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
             for chunk in iter(lambda: r.read(1 << 20), b""):
                 h.update(chunk)
                 f.write(chunk)
-        if h.hexdigest() != sha256:
-            raise CheckpointError(f"download of {url} has SHA-256 {h.hexdigest()[:16]}..., expected "
-                                  f"{sha256[:16]}...: refused (corrupt or tampered)")
-        os.replace(tmp, dest)
+            if h.hexdigest() != sha256:  # raised inside: the temporary file goes, dest stays as it was
+                raise CheckpointError(f"download of {url} has SHA-256 {h.hexdigest()[:16]}..., expected "
+                                      f"{sha256[:16]}...: refused (corrupt or tampered)")
     except (OSError, http.client.HTTPException) as e:
         raise CheckpointError(f"cannot download {url}: {e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 
@@ -118,9 +113,6 @@ def export_model(checkpoint, out, **record) -> dict:
     save_checkpoint(out, model, train_state={"step": step}, data=ckpt.get("data"))
     raw = torch.load(out, map_location="cpu", weights_only=True)
     raw["state_dict"] = half
-    fd, tmp = tempfile.mkstemp(prefix=".export.", suffix=".tmp", dir=Path(out).parent)
-    os.close(fd)
-    torch.save(raw, tmp)
-    os.replace(tmp, out)
-    os.chmod(out, 0o644)
+    with atomic_path(out) as tmp:
+        torch.save(raw, tmp)
     return {"kind": ckpt["kind"], "steps": step, "sha256": file_sha256(out), **record}

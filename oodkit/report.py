@@ -9,42 +9,18 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_write
 from .metrics import METRICS
 
-__all__ = ["console_table", "markdown_table", "plot_roc", "plot_histograms", "write_results", "atomic_write",
-           "RESULT_FILES"]
+__all__ = ["console_table", "markdown_table", "plot_roc", "plot_histograms", "write_results", "RESULT_FILES"]
 
 METRIC_COLUMNS = list(METRICS)
 RESULT_FILES = ("results.csv", "results.md", "results.json", "scores.npz", "roc.png", "histograms.png")
-
-
-def atomic_write(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a
-    rename: a killed writer leaves the old file or the new one, never a part."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _means(df: pd.DataFrame, cols) -> pd.DataFrame:

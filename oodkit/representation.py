@@ -30,7 +30,8 @@ class Representation:
         log_gauss: (N,) float64, ``log N(x; 0, I)`` in nats.
         dim: d = C*H*W of the model input.
         images: the model-size inputs (uint8 or float (N, C, H, W)), for complexity.
-        features: (N, C) float32, the pooled features the classification head reads
+        features: (N, C) float32, the decoder's output averaged over space (what the
+            classification head reads)
             (None for nets that cannot return them), from the same pass.
     """
 

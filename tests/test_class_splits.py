@@ -23,6 +23,7 @@ def test_groups_and_the_near_suites():
     assert ood_group("cifar10[0-5]", "cifar10[6-9]") == "near"
     assert ood_group("cifar10", "cifar100") == "near" and ood_group("cifar10", "svhn") == "far"
     assert ood_group("fashionmnist", "noise") == "synthetic"
+    assert ood_group("digits-0to4", "digits-5to9") == "near" and ood_group("digits-0to4", "letters") == "far"
     spec = parse_spec("cifar10-near")
     assert spec.id == "cifar10[0-5]" and spec.oods == ["cifar10[6-9]"]
 

@@ -221,3 +221,19 @@ def test_a_new_run_replaces_an_old_runs_files_and_marks_completion(run, tmp_path
     assert json.loads((out / "results.json").read_text())["meta"]["status"] == "complete"
     assert (out / "roc.png").read_bytes()[:4] == b"\x89PNG"
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (dict(model="m.pt", steps=5), "set a model trained here; drop them with --model"),
+    (dict(model="m.pt", net="tiny"), "set a model trained here; drop them with --model"),
+    (dict(model=","), "names no checkpoint"),
+    (dict(net="nosuch"), "--net 'nosuch': choose one of"),
+])
+def test_run_bench_refuses_contradictory_model_requests_before_any_work(tmp_path, monkeypatch, flags, message):
+    """The library refuses what the CLI refuses (training settings beside a given model
+    were silently ignored), before reading any data."""
+    import oodkit.bench as bench
+
+    monkeypatch.setattr(bench, "load_sets", lambda *a, **k: pytest.fail("read data before checking the request"))
+    with pytest.raises(ValueError, match=message):
+        bench.run_bench("digits", output_dir=tmp_path / "r", progress=False, echo=lambda m: None, **flags)

@@ -59,17 +59,24 @@ def test_tampered_pickled_or_stale_files_are_refused(imgs, tmp_path):
     np.savez(tmp_path / "t.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
     with pytest.raises(DetectorFileError, match="not an oodkit detector file"):
         load_detectors(tmp_path / "t.npz")
-    # format version 1: the same state for every detector but fused, which read kNN features
-    header["format"], header["version"] = "oodkit-detector", 1
-    np.savez(tmp_path / "v1.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
-    assert set(load_detectors(tmp_path / "v1.npz")) == {"typicality"}
-    header["detectors"]["typicality"]["params"]["score"] = "fused"
-    np.savez(tmp_path / "v1f.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
-    with pytest.raises(DetectorFileError, match=r"fused score of format version 1 .* refit it with `oodkit fit`"):
-        load_detectors(tmp_path / "v1f.npz")
+    # format versions 1 and 2: the same state for every detector that does not read the
+    # features (version 1 fused read them by kNN; up to version 2 they were the head conv's
+    # pooled output, L2-normalised for the Gaussian score)
+    for version in (1, 2):
+        header["format"], header["version"] = "oodkit-detector", version
+        header["detectors"]["typicality"]["params"]["score"] = "typicality"
+        np.savez(tmp_path / "old.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
+        assert set(load_detectors(tmp_path / "old.npz")) == {"typicality"}
+        for score in ("features", "features-gauss", "fused"):
+            header["detectors"]["typicality"]["params"]["score"] = score
+            np.savez(tmp_path / "old.npz",
+                     **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
+            with pytest.raises(DetectorFileError, match=rf"'typicality' \({score}\) has format version {version}, "
+                                                        r"which read other features: refit it with `oodkit fit`"):
+                load_detectors(tmp_path / "old.npz")
     header["version"] = 7
     np.savez(tmp_path / "v7.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
-    with pytest.raises(DetectorFileError, match=r"format version 7; this oodkit reads \[1, 2\]"):
+    with pytest.raises(DetectorFileError, match=r"format version 7; this oodkit reads \[1, 2, 3\]"):
         load_detectors(tmp_path / "v7.npz")
     save_checkpoint(tmp_path / "m.pt", fixed_model(seed=3))  # the model changed under the detector
     with pytest.raises(DetectorFileError, match="has changed since the detector was fitted"):
@@ -161,3 +168,20 @@ def test_fused_threshold_rejects_about_the_contamination_share_of_fresh_id(imgs)
     rejected = (det.predict(imgs["test"]) == -1).mean()
     n = len(imgs["test"])
     assert abs(rejected - 0.1) < 4 * np.sqrt(0.1 * 0.9 / n) + 0.02, rejected
+
+
+def test_a_file_finds_its_model_at_the_recorded_path_before_resolving_the_name(tmp_path, monkeypatch):
+    """A model found by name is recorded with its path: loading tries that path first and
+    resolves the name (which, for a registered URL, means a download) only when the path
+    is gone."""
+    import oodkit.pretrained as pretrained
+
+    x = torch.randint(0, 256, (20, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    det = make_detector("typicality", model="mnist", progress=False).fit(x)
+    det.save(tmp_path / "d.npz")
+    seen = []
+    real = pretrained.resolve_model
+    monkeypatch.setattr(pretrained, "resolve_model", lambda ref, *a, **k: seen.append(str(ref)) or real(ref, *a, **k))
+    back = load_detector(tmp_path / "d.npz")
+    assert "mnist" not in seen
+    np.testing.assert_array_equal(back.score_samples(x), det.score_samples(x))

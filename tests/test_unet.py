@@ -68,3 +68,21 @@ def test_double_backprop_through_input_gradient():
         w[0, 0, 1, 1] -= 2 * h
     down = gsq().item()
     assert abs((up - down) / (2 * h) - analytic) < 1e-5 * max(1.0, abs(analytic))
+
+
+def test_features_are_the_pooled_decoder_output_the_head_reads():
+    """``return_features`` gives the decoder's output averaged over space (the input of
+    the classification head), from the same pass as the logits: the head's own conv is
+    trained to read the noise level only, and its pooled output separates far-OOD sets
+    worse (benchmarks/results/feature_layers.md)."""
+    torch.manual_seed(0)
+    net = UNet(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0,
+               in_channels=1, image_size=8, num_classes=5)
+    torch.nn.init.normal_(net.head.weight)
+    seen = []
+    net.norm_out.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    x = torch.randn(3, 1, 8, 8)
+    out, feats = net(x, return_features=True)
+    assert len(seen) == 1 and feats.shape == (3, 8)
+    torch.testing.assert_close(feats, seen[0].mean(dim=(2, 3)))
+    torch.testing.assert_close(out, net(x))

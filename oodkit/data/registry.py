@@ -46,10 +46,9 @@ REGISTRY: dict[str, str] = {
 # How an OOD set relates to the in-distribution set it is paired with: "near" (same kind
 # of image, other classes), "far" (other kind of image), "synthetic" (noise, constant).
 # Report tables average real (near + far) sets apart, so noise cannot carry a detector.
+# Other classes of the ID set's own source are "near" without being listed here.
 GROUPS: dict[tuple[str, str], str] = {
     ("cifar10", "cifar100"): "near",
-    ("digits-0to4", "digits-5to9"): "near",
-    ("digits", "letters"): "far",
 }
 SYNTHETIC = ("noise", "constant")
 # registered sets that are class views of another set: they share its pixels and encoding
@@ -65,14 +64,13 @@ def source_of(name: str) -> str:
 
 def ood_group(id_name: str, ood_name: str) -> str:
     """``"near"``, ``"far"`` or ``"synthetic"`` for an (ID, OOD) pair; other classes of
-    the ID set (``cifar10[0-5]`` against ``cifar10[6-9]``) are "near"; unlisted real
-    pairs are "far"."""
+    the ID set's source (``cifar10[0-5]`` against ``cifar10[6-9]``, ``digits-0to4``
+    against ``digits-5to9``) are "near"; unlisted real pairs are "far"."""
     if ood_name in SYNTHETIC:
         return "synthetic"
-    id_base, ood_base = parse_classes(id_name)[0], parse_classes(ood_name)[0]
-    if id_base == ood_base and id_name != ood_name:
+    if source_of(id_name) == source_of(ood_name) and id_name != ood_name:
         return "near"
-    return GROUPS.get((id_base, ood_base), "far")
+    return GROUPS.get((parse_classes(id_name)[0], parse_classes(ood_name)[0]), "far")
 
 
 def parse_classes(spec: str) -> tuple[str, list | None]:

@@ -38,7 +38,7 @@ class CDMDetector(BaseDetector):
             saved to ``model_out`` if set).
         score: ``"fused"`` (the default; see below), ``"loglik"`` (Eq. 10), ``"posterior"`` (log p(t=0|x)), ``"expected-t"``
             (minus E[t|x]), ``"profile"`` (density of the multiscale likelihood profile),
-            ``"features"`` (deep kNN on the head's pooled features), ``"features-gauss"``
+            ``"features"`` (deep kNN on the pooled decoder output), ``"features-gauss"``
             (their Mahalanobis distance), ``"fused"`` (profile, complexity and the features'
             Mahalanobis score, combined by Fisher's rule on ID p-values),
             ``"typicality"`` or ``"complexity"`` (likelihood + PNG bits).

@@ -18,8 +18,12 @@ import numpy as np
 
 __all__ = ["save_detectors", "load_detectors", "load_detector", "DetectorFileError", "FORMAT"]
 
-FORMAT, VERSION = "oodkit-detector", 2  # 2: fused reads the features by their Gaussian score
-READABLE = {1, 2}  # version 1 files hold the same state for every detector but fused
+FORMAT, VERSION = "oodkit-detector", 3
+READABLE = {1, 2, 3}
+# the scores whose fitted state an older version's file no longer matches: version 2 made
+# fused read the features by their Gaussian score (kNN before); version 3 made the features
+# the pooled decoder output (the head conv's before) and the Gaussian score read them raw
+CHANGED_SINCE = {2: {"fused"}, 3: {"features", "features-gauss", "fused"}}
 
 
 class DetectorFileError(ValueError):
@@ -46,7 +50,7 @@ def _model_entry(det, embed: bool, arrays: dict, key: str, base: Path) -> dict:
 
 def save_detectors(path, detectors: dict, embed_model: bool = False) -> Path:
     """Write fitted detectors ``{name: detector}`` to ``path`` (.npz), atomically."""
-    from ..report import atomic_write
+    from ..atomic import atomic_write
 
     header, arrays, models = {"format": FORMAT, "version": VERSION, "detectors": {}}, {}, {}
     for i, (name, det) in enumerate(detectors.items()):
@@ -95,11 +99,12 @@ def _read(path) -> tuple[dict, dict]:
     if version not in READABLE:
         raise DetectorFileError(f"{path} has detector format version {version!r}; this oodkit reads "
                                 f"{sorted(READABLE)}: refit it with `oodkit fit`")
-    fused = [n for n, e in (header.get("detectors") or {}).items()
-             if isinstance(e, dict) and (e.get("params") or {}).get("score") == "fused"]
-    if version == 1 and fused:
-        raise DetectorFileError(f"{path}: detector {fused[0]!r} is a fused score of format version 1 (kNN "
-                                f"features; since version 2 their Mahalanobis score): refit it with `oodkit fit`")
+    changed = set().union(*(scores for v, scores in CHANGED_SINCE.items() if v > version))
+    for name, e in (header.get("detectors") or {}).items():
+        score = (e.get("params") or {}).get("score") if isinstance(e, dict) else None
+        if score in changed:
+            raise DetectorFileError(f"{path}: detector {name!r} ({score}) has format version {version}, which "
+                                    f"read other features: refit it with `oodkit fit`")
     return header, arrays
 
 
@@ -114,20 +119,28 @@ def _load_model(entry: dict, arrays: dict, base: Path, device):
             m = load_model(p, device=device)
             m.checkpoint_path = None
             return m
-    candidates = [Path(entry["path"]), base / entry.get("relpath", entry["path"])]
-    try:
-        candidates.append(Path(resolve_model(entry["ref"])))
-    except Exception:  # a name that no longer resolves is just one candidate less
-        pass
-    found = [p for p in candidates if p.is_file()]
-    for p in found:
-        if file_sha256(p) == entry["sha256"]:
-            return load_model(p, device=device)
-    if found:
-        raise DetectorFileError(f"the detector's model {found[0]} has changed since the detector was fitted "
+    def candidates():
+        yield Path(entry["path"])
+        yield base / entry.get("relpath", entry["path"])
+        try:  # last: a registered name may have to be downloaded
+            yield Path(resolve_model(entry["ref"]))
+        except Exception:  # a name that no longer resolves is just one candidate less
+            pass
+
+    looked, changed = [], None
+    for p in candidates():
+        if p in looked:
+            continue
+        looked.append(p)
+        if p.is_file():  # each file hashed once, and the first match is loaded
+            if file_sha256(p) == entry["sha256"]:
+                return load_model(p, device=device)
+            changed = changed or p
+    if changed is not None:
+        raise DetectorFileError(f"the detector's model {changed} has changed since the detector was fitted "
                                 "(SHA-256 differs): refit the detector")
     raise DetectorFileError(f"the detector's model {entry['ref']} is not found (looked at "
-                            f"{', '.join(str(c) for c in candidates)})")
+                            f"{', '.join(str(c) for c in looked)})")
 
 
 def load_detectors(path, device=None, progress: bool = True) -> dict:

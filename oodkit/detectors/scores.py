@@ -167,7 +167,7 @@ def _l2(z):
 
 
 class FeatureKNN:
-    """Deep nearest neighbours (Sun et al., 2022) on the pooled features the noise
+    """Deep nearest neighbours (Sun et al., 2022) on the pooled decoder output the noise
     classifier's head reads, from the same forward pass: minus the distance of the
     L2-normalised feature to its k-th nearest ID training feature."""
 
@@ -199,13 +199,15 @@ class FeatureKNN:
 
 
 class FeatureGauss:
-    """Minus the Mahalanobis distance of the L2-normalised pooled features to one
-    Gaussian fitted on ID training features (Ledoit-Wolf shrinkage; label-free)."""
+    """Minus the squared Mahalanobis distance of the pooled features to one Gaussian
+    fitted on ID training features (Ledoit-Wolf shrinkage; label-free). The features are
+    not L2-normalised (unlike kNN's): the Gaussian models their scale, and their norm
+    separates far-OOD sets (benchmarks/results/feature_layers.md)."""
 
     def fit(self, rep):
         from sklearn.covariance import LedoitWolf
 
-        self.cov_ = LedoitWolf().fit(_l2(_need_features(rep)))
+        self.cov_ = LedoitWolf().fit(_need_features(rep))
         return self
 
     def get_state(self):
@@ -220,14 +222,14 @@ class FeatureGauss:
         return self
 
     def score(self, rep):
-        return -self.cov_.mahalanobis(_l2(_need_features(rep)))
+        return -self.cov_.mahalanobis(_need_features(rep))
 
     def train_score(self, rep):
         """Leave-one-out scores of the training images: each one's distance to the
         Gaussian fitted on the others (in closed form, at the fitted shrinkage), so that
         p-values and thresholds built on them match fresh ID images; in-sample
         Mahalanobis distances are optimistic by O(dim / n)."""
-        z = _l2(_need_features(rep))
+        z = _need_features(rep)
         n, dim = z.shape
         u = z - z.mean(0)
         emp = u.T @ u / n

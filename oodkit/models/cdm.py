@@ -99,7 +99,7 @@ class CDM(nn.Module):
     # -- one forward pass ------------------------------------------------------------
     def logits(self, x: torch.Tensor, return_features: bool = False):
         """``f(x)``: (B, T+2), ``log p(t | x)`` up to a per-row constant (float32 or wider).
-        ``return_features``: also the pooled features (B, C) the classification head reads,
+        ``return_features``: also the pooled decoder output (B, C) the classification head reads,
         from the same forward pass (nets that cannot give them raise TypeError)."""
         self._check(x)
         feats = None

@@ -251,8 +251,11 @@ class UNet(nn.Module):
         return torch.cat([a.mean(dim=(2, 3)) for a in hs] + [h.mean(dim=(2, 3))], dim=1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, return_features: bool = False):
-        """``return_features`` (classification head only): also return the pooled
-        features the head reads, (B, C), from the same pass."""
+        """``return_features`` (classification head only): also return the decoder's
+        output averaged over space, (B, C): what the classification head (norm, conv,
+        pool, linear) reads, from the same pass. Not the head conv's pooled output: that
+        layer is trained to read the noise level alone, and image content that tells
+        datasets apart survives better before it (benchmarks/results/feature_layers.md)."""
         cfg = self.config
         h, hs, emb = self._encode(x, t)
         for blocks in self.up:
@@ -260,6 +263,7 @@ class UNet(nn.Module):
                 h = torch.cat([h, hs.pop()], dim=1)
             for m in blocks:
                 h = m(h, emb)
+        feats = h.mean(dim=(2, 3)) if return_features else None
         h = F.silu(self.norm_out(h))
         if cfg.num_classes is None:
             return self.head(h)
@@ -270,4 +274,4 @@ class UNet(nn.Module):
             if h.dtype in (torch.float16, torch.bfloat16):
                 h = h.float()
             out = self.head(h.to(self.head.weight.dtype))
-        return (out, h) if return_features else out
+        return (out, feats) if return_features else out

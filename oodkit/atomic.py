@@ -1,0 +1,104 @@
+"""Files written whole or not at all, through a temporary file beside the target and a
+rename: a killed writer leaves the old file or the new one, never a part. SIGTERM during
+a write still removes the temporary file; the temporaries a SIGKILLed writer leaves (no
+handler runs on SIGKILL; its pid is in their name) are removed by the next write to the
+same path. Checkpoints, detector files, results and downloads all go through here."""
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_write", "umask"]
+
+
+@contextmanager
+def atomic_path(path):
+    """``with atomic_path(path) as tmp: write(tmp)``: ``tmp`` (a str in ``path``'s folder)
+    replaces ``path`` when the block ends without an exception and is removed otherwise.
+    The file gets the mode an ordinary ``open`` would give (0666 less the umask)."""
+    path = Path(path)
+    remove_stale_temps(path)
+    with _TermCleansUp():
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            yield tmp
+            os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600
+            os.replace(tmp, path)
+        finally:  # also on KeyboardInterrupt, SystemExit and (see _TermCleansUp) SIGTERM
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def atomic_write(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return Path(path)
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temporaries beside ``path`` whose writing process is gone."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2:].split(".")
+        if not parts or not parts[0].isdigit():
+            continue
+        try:
+            os.kill(int(parts[0]), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
+def umask() -> int:
+    """The process umask, read without changing it where the platform allows (changing
+    it, even briefly, races with other threads creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class _Terminated(BaseException):
+    pass
+
+
+class _TermCleansUp:
+    """While a file is written, make SIGTERM (whose default action kills the process
+    without running ``finally`` blocks) raise instead, so the temporary file is removed;
+    the signal is then re-raised with its default action. Only in the main thread and
+    only where SIGTERM has its default action (a caller's own handler is left alone)."""
+
+    def __enter__(self):
+        self.prev = None
+        if threading.current_thread() is threading.main_thread():
+            try:
+                if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+                    self.prev = signal.signal(signal.SIGTERM, self._raise)
+            except (ValueError, OSError):  # no signals here (embedded interpreter)
+                self.prev = None
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise _Terminated
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.prev is not None:
+            signal.signal(signal.SIGTERM, self.prev)
+            if exc_type is _Terminated:
+                signal.raise_signal(signal.SIGTERM)  # die as SIGTERM would have
+        return False
