@@ -33,7 +33,7 @@ model = oodkit.fit_model(x_train, net="tiny", T=1000, config=cfg, progress=False
 x = test.images[:8].transpose(0, 3, 1, 2) / 127.5 - 1.0   # float in [-1, 1]
 import torch
 print("bits/dim:", model.bpd(torch.tensor(x, dtype=torch.float32)).numpy().round(2))"""),
-    ("md", "## Detectors, scikit-learn style\nHigher `score_samples` = more in-distribution. Every CDM detector reads the same forward pass; `fused` (the default) combines the likelihood profile, input complexity and the Mahalanobis score of the classifier's pooled features by Fisher's rule on p-values against the training images."),
+    ("md", "## Detectors, scikit-learn style\nHigher `score_samples` = more in-distribution. Every CDM detector reads the same forward pass; `fused` (the default) combines the likelihood profile, input complexity and the Mahalanobis score of the features its classification head reads (the pooled decoder output) by Fisher's rule on p-values against the training images."),
     ("code", """rows = []
 for name in ["loglik", "profile", "features", "fused"]:
     det = make_detector(name, model=model, progress=False).fit(train.images)
