@@ -428,12 +428,15 @@ def models():
     def trained(r):  # where and how long: CPU-hours of the CPU runs, the hardware otherwise
         return r.get("trained_on") or (f"{r['cpu_hours']:.1f} CPU-h" if r.get("cpu_hours") is not None else "?")
 
-    click.echo(f"{'name':<13} {'data':<13} {'steps':>6} {'batch':>5} {'trained':<16} {'test bpd':>9}  "
-               f"{'available':<9} sha256")
-    for r in rows:
-        click.echo(f"{r['name']:<13} {r.get('dataset', '?'):<13} {r.get('steps') or 0:>6} "
-                   f"{r.get('batch_size') or '?':>5} {trained(r):<16} {r.get('test_bpd') or float('nan'):>9.3f}  "
-                   f"{r['available']:<9} {r['sha256'][:16]}")
+    table = [["name", "data", "steps", "batch", "trained", "test bpd", "available", "sha256"]]
+    table += [[r["name"], r.get("dataset", "?"), str(r.get("steps") or 0), str(r.get("batch_size") or "?"),
+               trained(r), f"{r.get('test_bpd') or float('nan'):.3f}", r["available"], r["sha256"][:16]]
+              for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    right = {2, 3, 5}  # numbers
+    for row in table:
+        click.echo("  ".join(v.rjust(w) if i in right else v.ljust(w)
+                             for i, (v, w) in enumerate(zip(row, widths))).rstrip())
 
 
 @main.command()

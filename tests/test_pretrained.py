@@ -105,3 +105,21 @@ def test_cli_models_and_score_by_name(registry, tmp_path, monkeypatch):
     assert r.exit_code == 0 and "toy" in r.output and "digits-0to4" in r.output and "bundled" in r.output
     r = CliRunner().invoke(main, ["score", "--model", "toy", "--data", "letters", "--out", "s.csv", "--quiet"])
     assert r.exit_code == 0, r.output
+
+
+def test_cli_models_keeps_its_columns_aligned_for_long_names(registry):
+    """Class-subset names (``fashionmnist[0-4]``) and long hardware notes are wider than
+    the short names: every column still starts at one offset."""
+    from click.testing import CliRunner
+
+    from oodkit.cli import main
+
+    folder, rec, _ = registry
+    index = json.loads((folder / "index.json").read_text())
+    index["a-much-longer-model-name[0-4]"] = {**rec, "trained_on": "CPU, 1 thread, 61 min, on a long note"}
+    (folder / "index.json").write_text(json.dumps(index))
+    lines = CliRunner().invoke(main, ["models"]).output.splitlines()
+    assert len(lines) == 3
+    starts = [line.index(rec["sha256"][:16]) for line in lines[1:]]
+    assert starts == [lines[0].index("sha256")] * 2
+    assert [line.index("bundled") for line in lines[1:]] == [lines[0].index("available")] * 2
