@@ -8,7 +8,7 @@ per image set (the same subsamples and alignment as `oodkit bench` with the same
 Variants (Fisher's rule `sum log p`, and the minimum p-value, Tippett's rule, on the
 same p-values): A profile + complexity + kNN features; B profile + complexity +
 Mahalanobis features (the default since 2026-11-26); C both feature scores; D profile +
-Mahalanobis features. Prints JSON: {ood set: {variant: AUROC}} plus each component alone.
+Mahalanobis features; E B + the likelihood itself. Prints JSON: {ood set: {variant: AUROC}} plus each component alone.
 """
 import argparse
 import json
@@ -16,13 +16,14 @@ import json
 import numpy as np
 
 from oodkit.bench import aligned_groups, load_sets, parse_spec
-from oodkit.detectors.scores import Complexity, FeatureGauss, FeatureKNN, Fused, Profile, profile_levels
+from oodkit.detectors.scores import Complexity, FeatureGauss, FeatureKNN, Fused, LogLik, Profile, profile_levels
 from oodkit.metrics import auroc
 from oodkit.pretrained import load_model
 from oodkit.representation import represent
 
 VARIANTS = {"A": ["profile", "complexity", "knn"], "B": ["profile", "complexity", "gauss"],
-            "C": ["profile", "complexity", "knn", "gauss"], "D": ["profile", "gauss"]}
+            "C": ["profile", "complexity", "knn", "gauss"], "D": ["profile", "gauss"],
+            "E": ["profile", "complexity", "gauss", "loglik"]}
 
 
 def main():
@@ -33,7 +34,7 @@ def main():
     ap.add_argument("--jpeg-ood", type=int, default=None)
     ap.add_argument("--max-train", type=int, default=10000)
     ap.add_argument("--max-test", type=int, default=None)
-    ap.add_argument("--variants", default="A,B,C,D")
+    ap.add_argument("--variants", default="A,B,C,D,E")
     a = ap.parse_args()
     sets = load_sets(parse_spec(a.spec), a.data_root, jpeg_ood=a.jpeg_ood, max_train=a.max_train,
                      max_test=a.max_test)
@@ -43,7 +44,7 @@ def main():
 
     def components():
         return {"profile": Profile(levels, "knn", 5, seed=0), "complexity": Complexity(),
-                "knn": FeatureKNN(5), "gauss": FeatureGauss()}
+                "knn": FeatureKNN(5), "gauss": FeatureGauss(), "loglik": LogLik()}
 
     res = {}
     for _, _, x_train, x_id, x_oods in aligned_groups(sets, h, c):  # fitted as the pair's test images are aligned

@@ -33,11 +33,26 @@ oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --
   --detectors $CDM_DETECTORS --max-train 10000 --max-test 2000 \
   --output-dir $R/cifar10-near --quiet
 
-# Near-OOD: Fashion-MNIST classes 0-4 in, 5-9 out, on a model trained on classes 0-4 only
-[ -f "$M/fashionmnist04_cdm.pt" ] || oodkit train --kind cdm --data "fashionmnist[0-4]" --data-root "$DATA" \
-  --net compact --steps 500 --batch-size 48 --lr 1e-3 --warmup 100 --save-every 100 --out "$M/fashionmnist04_cdm.pt" --quiet
-oodkit bench fashionmnist-near --model "$M/fashionmnist04_cdm.pt" --data-root "$DATA" --detectors $CDM_DETECTORS \
+# Near-OOD: Fashion-MNIST classes 0-4 in, 5-9 out, on the pretrained `fashionmnist[0-4]` (trained on
+# classes 0-4 only, on this CPU, one thread, 2026-11-26; to redo it:)
+#   oodkit train --kind cdm --data "fashionmnist[0-4]" --data-root "$DATA" --net compact --steps 1500 \
+#     --batch-size 64 --lr 1e-3 --warmup 200 --ema-decay 0.999 --grad-clip 1.0 --seed 0 --save-every 100 \
+#     --out "$M/exp/fashionmnist_0-4_cdm.pt"
+#   python benchmarks/export_models.py --checkpoints "$M/exp" --data-root "$DATA" --names "fashionmnist[0-4]" \
+#     --trained-on "CPU (this machine, one thread), ..."
+oodkit bench fashionmnist-near --data-root "$DATA" --detectors $CDM_DETECTORS \
   --max-train 10000 --output-dir $R/fashionmnist-near --quiet
+
+# Which block's pooled output the feature scores read, and which fusion (every variant fitted on ID only)
+python benchmarks/feature_layers.py cifar10-vs-fashionmnist,mnist,constant,noise cifar10 --data-root "$DATA" --jpeg-ood 75 --max-test 2000
+python benchmarks/feature_layers.py fashionmnist-vs-mnist,noise,constant fashionmnist --data-root "$DATA"
+python benchmarks/feature_layers.py mnist-vs-fashionmnist,noise,constant mnist --data-root "$DATA"
+python benchmarks/feature_layers.py "cifar10[0-5]-vs-cifar10[6-9]" "cifar10[0-5]" --data-root "$DATA" --max-test 2000
+python benchmarks/fusion_variants.py cifar10-vs-fashionmnist,mnist,constant cifar10 --data-root "$DATA" --jpeg-ood 75 --max-test 2000
+python benchmarks/fusion_variants.py fashionmnist-vs-mnist,noise,constant fashionmnist --data-root "$DATA"
+python benchmarks/fusion_variants.py mnist-vs-fashionmnist,noise,constant mnist --data-root "$DATA" --variants A,B,E
+python benchmarks/fusion_variants.py "cifar10[0-5]-vs-cifar10[6-9]" "cifar10[0-5]" --data-root "$DATA" --max-test 2000 --variants A,B,E
+python benchmarks/fusion_variants.py "fashionmnist[0-4]-vs-fashionmnist[5-9]" "fashionmnist[0-4]" --data-root "$DATA" --variants A,B,E
 
 # Baselines with the corrected runner: a DDPM on the same UNet and data (300 images per set:
 # the 50-term ELBO and 64-point ITD cost 50-64 passes per image)
@@ -46,6 +61,16 @@ oodkit bench fashionmnist-near --model "$M/fashionmnist04_cdm.pt" --data-root "$
 oodkit bench fashionmnist-vs-mnist,noise --model "fashionmnist,$M/fashionmnist_ddpm.pt" --data-root "$DATA" \
   --detectors loglik,complexity,profile,fused,elbo-k,itd,recon --max-train 300 --max-test 300 \
   --output-dir $R/fashionmnist-vs-mnist-baselines --quiet
+[ -f "$M/mnist_ddpm.pt" ] || oodkit train --kind ddpm --data mnist --data-root "$DATA" --net compact \
+  --steps 300 --batch-size 48 --lr 1e-3 --warmup 100 --save-every 100 --out "$M/mnist_ddpm.pt" --quiet
+oodkit bench mnist-vs-fashionmnist,noise --model "mnist,$M/mnist_ddpm.pt" --data-root "$DATA" \
+  --detectors loglik,complexity,profile,fused,elbo-k,itd,recon --max-train 300 --max-test 300 \
+  --output-dir $R/mnist-vs-fashionmnist-baselines --quiet
+[ -f "$M/cifar10_ddpm.pt" ] || oodkit train --kind ddpm --data cifar10 --data-root "$DATA" --net compact --hflip \
+  --steps 300 --batch-size 48 --lr 1e-3 --warmup 100 --save-every 100 --out "$M/cifar10_ddpm.pt" --quiet
+oodkit bench cifar10-vs-mnist,fashionmnist --model "cifar10,$M/cifar10_ddpm.pt" --data-root "$DATA" --jpeg-ood 75 \
+  --detectors loglik,complexity,profile,fused,elbo-k,itd,recon --max-train 300 --max-test 300 \
+  --output-dir $R/cifar10-baselines --quiet
 
 python benchmarks/nll_toy.py --steps 1500 --net tiny --batch 32 --cases gaussian --out $R/nll_toy.json
 python benchmarks/train_step_cost.py --net compact --size 32 --batch 32 --repeats 3 > $R/train_step_cost.txt
