@@ -8,10 +8,12 @@ subsamples and alignment as `oodkit bench` with the same flags. Fitted on ID dat
         [--data-root DATA] [--json OUT]
 
 Prints a markdown table (one row per block, one column pair per OOD set) and, with
---json, writes {ood set: {block: {"raw": AUROC, "l2": AUROC}}}.
+--json, adds {model: {"spec", "model", "auroc": {ood set: {block: {"raw": AUROC, "l2":
+AUROC}}}}} to that file (other models' entries kept).
 """
 import argparse
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -86,9 +88,11 @@ def main():
     for n in names:
         print(f"| {n} | {widths[n]} | " + " | ".join(f"{res[o][n]['raw']:.4f} / {res[o][n]['l2']:.4f}" for o in res)
               + " |")
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump({"spec": a.spec, "model": a.model, "auroc": res}, fh, indent=1)
+    if a.json:  # one file for several runs, keyed by model
+        path = Path(a.json)
+        runs = json.loads(path.read_text()) if path.exists() else {}
+        runs[a.model] = {"spec": a.spec, "model": a.model, "auroc": res}
+        path.write_text(json.dumps(runs, indent=1) + "\n")
 
 
 if __name__ == "__main__":

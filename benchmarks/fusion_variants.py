@@ -3,15 +3,17 @@ benchmark pair, every variant fitted on ID training images only, from one forwar
 per image set (the same subsamples and alignment as `oodkit bench` with the same flags).
 
     python benchmarks/fusion_variants.py SPEC MODEL [--jpeg-ood 75] [--max-train N] [--max-test N]
-        [--variants A,B,C,D] [--data-root DATA]
+        [--variants A,B,C,D,E] [--data-root DATA] [--json OUT]
 
 Variants (Fisher's rule `sum log p`, and the minimum p-value, Tippett's rule, on the
 same p-values): A profile + complexity + kNN features; B profile + complexity +
 Mahalanobis features (the default since 2026-11-26); C both feature scores; D profile +
-Mahalanobis features; E B + the likelihood itself. Prints JSON: {ood set: {variant: AUROC}} plus each component alone.
+Mahalanobis features; E B + the likelihood itself. Prints JSON: {ood set: {variant:
+AUROC}} plus each component alone.
 """
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +37,7 @@ def main():
     ap.add_argument("--max-train", type=int, default=10000)
     ap.add_argument("--max-test", type=int, default=None)
     ap.add_argument("--variants", default="A,B,C,D,E")
+    ap.add_argument("--json", default=None, help="add the results to this file (keyed by spec)")
     a = ap.parse_args()
     sets = load_sets(parse_spec(a.spec), a.data_root, jpeg_ood=a.jpeg_ood, max_train=a.max_train,
                      max_test=a.max_test)
@@ -66,6 +69,13 @@ def main():
             for o in names:
                 res[o][k] = round(auroc(comp.score(rep_id), comp.score(reps[o])), 4)
     print(json.dumps({"spec": a.spec, "model": a.model, "auroc": res}, indent=1))
+    if a.json:  # one file for several runs, keyed by spec; variants of a second run are added
+        path = Path(a.json)
+        runs = json.loads(path.read_text()) if path.exists() else {}
+        entry = runs.setdefault(a.spec, {"spec": a.spec, "model": a.model, "auroc": {}})
+        for o, r in res.items():
+            entry["auroc"].setdefault(o, {}).update(r)
+        path.write_text(json.dumps(runs, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -44,15 +44,16 @@ oodkit bench fashionmnist-near --data-root "$DATA" --detectors $CDM_DETECTORS \
   --max-train 10000 --output-dir $R/fashionmnist-near --quiet
 
 # Which block's pooled output the feature scores read, and which fusion (every variant fitted on ID only)
-python benchmarks/feature_layers.py cifar10-vs-fashionmnist,mnist,constant,noise cifar10 --data-root "$DATA" --jpeg-ood 75 --max-test 2000
-python benchmarks/feature_layers.py fashionmnist-vs-mnist,noise,constant fashionmnist --data-root "$DATA"
-python benchmarks/feature_layers.py mnist-vs-fashionmnist,noise,constant mnist --data-root "$DATA"
-python benchmarks/feature_layers.py "cifar10[0-5]-vs-cifar10[6-9]" "cifar10[0-5]" --data-root "$DATA" --max-test 2000
-python benchmarks/fusion_variants.py cifar10-vs-fashionmnist,mnist,constant cifar10 --data-root "$DATA" --jpeg-ood 75 --max-test 2000
-python benchmarks/fusion_variants.py fashionmnist-vs-mnist,noise,constant fashionmnist --data-root "$DATA"
-python benchmarks/fusion_variants.py mnist-vs-fashionmnist,noise,constant mnist --data-root "$DATA" --variants A,B,E
-python benchmarks/fusion_variants.py "cifar10[0-5]-vs-cifar10[6-9]" "cifar10[0-5]" --data-root "$DATA" --max-test 2000 --variants A,B,E
-python benchmarks/fusion_variants.py "fashionmnist[0-4]-vs-fashionmnist[5-9]" "fashionmnist[0-4]" --data-root "$DATA" --variants A,B,E
+python benchmarks/feature_layers.py cifar10-vs-fashionmnist,mnist,constant,noise cifar10 --data-root "$DATA" --jpeg-ood 75 --max-test 2000 --json $R/feature_layers.json
+python benchmarks/feature_layers.py fashionmnist-vs-mnist,noise,constant fashionmnist --data-root "$DATA" --json $R/feature_layers.json
+python benchmarks/feature_layers.py mnist-vs-fashionmnist,noise,constant mnist --data-root "$DATA" --json $R/feature_layers.json
+python benchmarks/feature_layers.py "cifar10[0-5]-vs-cifar10[6-9]" "cifar10[0-5]" --data-root "$DATA" --max-test 2000 --json $R/feature_layers.json
+python benchmarks/feature_layers.py "fashionmnist[0-4]-vs-fashionmnist[5-9]" "fashionmnist[0-4]" --data-root "$DATA" --json $R/feature_layers.json
+python benchmarks/fusion_variants.py cifar10-vs-fashionmnist,mnist,constant cifar10 --data-root "$DATA" --jpeg-ood 75 --max-test 2000 --json $R/fusion_variants.json
+python benchmarks/fusion_variants.py fashionmnist-vs-mnist,noise,constant fashionmnist --data-root "$DATA" --json $R/fusion_variants.json
+python benchmarks/fusion_variants.py mnist-vs-fashionmnist,noise,constant mnist --data-root "$DATA" --variants A,B,E --json $R/fusion_variants.json
+python benchmarks/fusion_variants.py "cifar10[0-5]-vs-cifar10[6-9]" "cifar10[0-5]" --data-root "$DATA" --max-test 2000 --variants A,B,E --json $R/fusion_variants.json
+python benchmarks/fusion_variants.py "fashionmnist[0-4]-vs-fashionmnist[5-9]" "fashionmnist[0-4]" --data-root "$DATA" --variants A,B,E --json $R/fusion_variants.json
 
 # Baselines with the corrected runner: a DDPM on the same UNet and data (300 images per set:
 # the 50-term ELBO and 64-point ITD cost 50-64 passes per image)

@@ -5,7 +5,9 @@ handler runs on SIGKILL; its pid is in their name) are removed by the next write
 same path. Checkpoints, detector files, results and downloads all go through here."""
 from __future__ import annotations
 
+import glob
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -44,14 +46,18 @@ def atomic_write(path, data: bytes) -> Path:
 
 
 def remove_stale_temps(path: Path) -> None:
-    """Remove the temporaries beside ``path`` whose writing process is gone."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        parts = tmp.name[len(path.name) + 2:].split(".")
-        if not parts or not parts[0].isdigit():
+    """Remove the temporaries beside ``path`` whose writing process is gone. The name is
+    matched literally (``cifar10[0-5]`` holds brackets) and in full, so that another
+    file's temporaries (``.x.pt.500.pt.<pid>....tmp`` beside ``x.pt``) are not taken for
+    this one's."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[^.]+\.tmp")
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        m = pattern.fullmatch(tmp.name)
+        if m is None:
             continue
         try:
-            os.kill(int(parts[0]), 0)
-        except ProcessLookupError:
+            os.kill(int(m.group(1)), 0)
+        except (ProcessLookupError, OverflowError):
             tmp.unlink(missing_ok=True)
         except PermissionError:
             pass  # alive, someone else's

@@ -205,8 +205,9 @@ def check_model_request(model, net=None, steps=None, T=None, image_size=None) ->
     ``T``, ``image_size``) only apply to a model trained here, so not beside ``model``."""
     from .nn.unet import PRESETS
 
-    paths = [str(m) for m in model] if isinstance(model, (list, tuple)) else \
-        ([p for p in str(model).split(",") if p.strip()] if model is not None else [])
+    given = [str(m) for m in model] if isinstance(model, (list, tuple)) else \
+        (str(model).split(",") if model is not None else [])
+    paths = [p.strip() for p in given if p.strip()]
     if model is not None and not paths:
         raise ValueError(f"--model {model!r} names no checkpoint")
     if model is not None and any(v is not None for v in (net, steps, T, image_size)):

@@ -48,3 +48,16 @@ def test_files_get_the_mode_an_ordinary_open_gives(tmp_path, mask):
         os.umask(old)
     assert p.stat().st_mode & 0o777 == 0o666 & ~mask
     np.testing.assert_array_equal(np.frombuffer(p.read_bytes(), np.uint8), np.frombuffer(b"{}", np.uint8))
+
+
+def test_dead_writers_temporaries_are_found_for_names_with_brackets(tmp_path):
+    """Class-subset names (``cifar10[0-5]``) reach file names (the bench's model cache):
+    the brackets are part of the name, not a glob pattern. Temporaries of another file
+    whose name merely starts the same way are left alone."""
+    target = tmp_path / "cifar10[0-5]-small.partial.pt"
+    stale = tmp_path / f".{target.name}.{DEAD_PID}.abc.tmp"
+    stale.write_bytes(b"half")
+    other = tmp_path / ".cifar10[0-5]-small.partial.pt.500.pt.4194311.x.tmp"  # another target's temp
+    other.write_bytes(b"not ours")
+    atomic_write(target, b"whole")
+    assert not stale.exists() and other.exists() and target.read_bytes() == b"whole"

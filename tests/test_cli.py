@@ -237,3 +237,11 @@ def test_run_bench_refuses_contradictory_model_requests_before_any_work(tmp_path
     monkeypatch.setattr(bench, "load_sets", lambda *a, **k: pytest.fail("read data before checking the request"))
     with pytest.raises(ValueError, match=message):
         bench.run_bench("digits", output_dir=tmp_path / "r", progress=False, echo=lambda m: None, **flags)
+
+
+def test_model_lists_are_split_and_stripped_alike_from_the_cli_and_the_library():
+    from oodkit.bench import check_model_request
+
+    assert check_model_request(" a.pt , b.pt,") == ["a.pt", "b.pt"]
+    assert check_model_request(["a.pt", " ", "b.pt "]) == ["a.pt", "b.pt"]
+    assert check_model_request(None) == []

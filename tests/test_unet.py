@@ -73,8 +73,8 @@ def test_double_backprop_through_input_gradient():
 def test_features_are_the_pooled_decoder_output_the_head_reads():
     """``return_features`` gives the decoder's output averaged over space (the input of
     the classification head), from the same pass as the logits: the head's own conv is
-    trained to read the noise level only, and its pooled output separates far-OOD sets
-    worse (benchmarks/results/feature_layers.md)."""
+    trained to read the noise level only, and its pooled output separates Fashion-MNIST
+    from MNIST and from CIFAR-10 worse (benchmarks/results/feature_layers.md)."""
     torch.manual_seed(0)
     net = UNet(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0,
                in_channels=1, image_size=8, num_classes=5)
@@ -86,3 +86,17 @@ def test_features_are_the_pooled_decoder_output_the_head_reads():
     assert len(seen) == 1 and feats.shape == (3, 8)
     torch.testing.assert_close(feats, seen[0].mean(dim=(2, 3)))
     torch.testing.assert_close(out, net(x))
+
+
+def test_features_stay_float32_under_bf16_autocast():
+    """Under autocast the decoder runs in bf16; its spatial mean is taken in float32 (as
+    the logits are), so the Gaussian score does not read bf16-rounded features."""
+    torch.manual_seed(0)
+    net = UNet(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0,
+               in_channels=1, image_size=8, num_classes=5)
+    seen = []
+    net.norm_out.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, feats = net(torch.randn(3, 1, 8, 8), return_features=True)
+    assert seen[0].dtype == torch.bfloat16 and feats.dtype == torch.float32 and out.dtype == torch.float32
+    torch.testing.assert_close(feats, seen[0].float().mean(dim=(2, 3)), rtol=0, atol=0)

@@ -253,9 +253,9 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, return_features: bool = False):
         """``return_features`` (classification head only): also return the decoder's
         output averaged over space, (B, C): what the classification head (norm, conv,
-        pool, linear) reads, from the same pass. Not the head conv's pooled output: that
-        layer is trained to read the noise level alone, and image content that tells
-        datasets apart survives better before it (benchmarks/results/feature_layers.md)."""
+        pool, linear) reads, from the same pass, in float32. Not the head conv's pooled
+        output: that layer is trained to read the noise level alone, and what tells data
+        sets apart survives better before it (benchmarks/results/feature_layers.md)."""
         cfg = self.config
         h, hs, emb = self._encode(x, t)
         for blocks in self.up:
@@ -263,7 +263,7 @@ class UNet(nn.Module):
                 h = torch.cat([h, hs.pop()], dim=1)
             for m in blocks:
                 h = m(h, emb)
-        feats = h.mean(dim=(2, 3)) if return_features else None
+        feats = h.float().mean(dim=(2, 3)) if return_features else None  # fp32 under autocast too
         h = F.silu(self.norm_out(h))
         if cfg.num_classes is None:
             return self.head(h)
