@@ -11,19 +11,16 @@ Prints a markdown table (one row per block, one column pair per OOD set) and, wi
 --json, adds {model: {"spec", "model", "auroc": {ood set: {block: {"raw": AUROC, "l2":
 AUROC}}}}} to that file (other models' entries kept).
 """
-import argparse
-import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from oodkit.bench import aligned_groups, load_sets, parse_spec
+import study_args
+from oodkit.bench import aligned_groups
 from oodkit.data.images import batches, to_float
 from oodkit.detectors.scores import FeatureGauss, _l2
 from oodkit.metrics import auroc
-from oodkit.pretrained import load_model
 from oodkit.representation import full_fp32
 
 
@@ -56,18 +53,8 @@ def pooled_activations(model, x: torch.Tensor, batch_size=500) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("spec")
-    ap.add_argument("model")
-    ap.add_argument("--data-root", default="/work/data")
-    ap.add_argument("--jpeg-ood", type=int, default=None)
-    ap.add_argument("--max-train", type=int, default=10000)
-    ap.add_argument("--max-test", type=int, default=None)
-    ap.add_argument("--json", default=None)
-    a = ap.parse_args()
-    sets = load_sets(parse_spec(a.spec), a.data_root, jpeg_ood=a.jpeg_ood, max_train=a.max_train,
-                     max_test=a.max_test)
-    model = load_model(a.model)
+    a = study_args.parser(__doc__.split("\n\n")[0]).parse_args()
+    sets, model = study_args.sets_and_model(a)
     c, h, _ = model.image_shape
     res = {}
     for _, _, x_train, x_id, x_oods in aligned_groups(sets, h, c):
@@ -89,11 +76,7 @@ def main():
         print(f"| {n} | {widths[n]} | " + " | ".join(f"{res[o][n]['raw']:.4f} / {res[o][n]['l2']:.4f}" for o in res)
               + " |")
     if a.json:  # one file for several runs, keyed by model
-        path = Path(a.json)
-        runs = json.loads(path.read_text()) if path.exists() else {}
-        runs[a.model] = {"spec": a.spec, "model": a.model, "auroc": res}
-        path.write_text(json.dumps(runs, indent=1) + "\n")
-
+        study_args.add_run(a.json, a.model, {"spec": a.spec, "model": a.model, "auroc": res})
 
 if __name__ == "__main__":
     main()

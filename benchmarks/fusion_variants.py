@@ -11,16 +11,14 @@ Mahalanobis features (the default since 2026-11-26); C both feature scores; D pr
 Mahalanobis features; E B + the likelihood itself. Prints JSON: {ood set: {variant:
 AUROC}} plus each component alone.
 """
-import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
-from oodkit.bench import aligned_groups, load_sets, parse_spec
+import study_args
+from oodkit.bench import aligned_groups
 from oodkit.detectors.scores import Complexity, FeatureGauss, FeatureKNN, Fused, LogLik, Profile, profile_levels
 from oodkit.metrics import auroc
-from oodkit.pretrained import load_model
 from oodkit.representation import represent
 
 VARIANTS = {"A": ["profile", "complexity", "knn"], "B": ["profile", "complexity", "gauss"],
@@ -29,19 +27,10 @@ VARIANTS = {"A": ["profile", "complexity", "knn"], "B": ["profile", "complexity"
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("spec")
-    ap.add_argument("model")
-    ap.add_argument("--data-root", default="/work/data")
-    ap.add_argument("--jpeg-ood", type=int, default=None)
-    ap.add_argument("--max-train", type=int, default=10000)
-    ap.add_argument("--max-test", type=int, default=None)
+    ap = study_args.parser(__doc__.split("\n\n")[0])
     ap.add_argument("--variants", default="A,B,C,D,E")
-    ap.add_argument("--json", default=None, help="add the results to this file (keyed by spec)")
     a = ap.parse_args()
-    sets = load_sets(parse_spec(a.spec), a.data_root, jpeg_ood=a.jpeg_ood, max_train=a.max_train,
-                     max_test=a.max_test)
-    model = load_model(a.model)
+    sets, model = study_args.sets_and_model(a)
     c, h, _ = model.image_shape
     levels = profile_levels(model.T, model.schedule.alpha_bar.numpy(), 20)
 
@@ -69,14 +58,8 @@ def main():
             for o in names:
                 res[o][k] = round(auroc(comp.score(rep_id), comp.score(reps[o])), 4)
     print(json.dumps({"spec": a.spec, "model": a.model, "auroc": res}, indent=1))
-    if a.json:  # one file for several runs, keyed by spec; variants of a second run are added
-        path = Path(a.json)
-        runs = json.loads(path.read_text()) if path.exists() else {}
-        entry = runs.setdefault(a.spec, {"spec": a.spec, "model": a.model, "auroc": {}})
-        for o, r in res.items():
-            entry["auroc"].setdefault(o, {}).update(r)
-        path.write_text(json.dumps(runs, indent=1) + "\n")
-
+    if a.json:  # one file for several runs, keyed by spec; a second run's variants are added
+        study_args.add_run(a.json, a.spec, {"spec": a.spec, "model": a.model, "auroc": res}, merge=True)
 
 if __name__ == "__main__":
     main()
