@@ -311,15 +311,18 @@ def score_pairs(sets: Sets, assignment: dict, batch_size=256, device=None, seed=
     return rows, scores, pairs, fitted
 
 
-def _git_commit() -> str | None:
+def _git_commit(root: Path | None = None) -> str | None:
+    """The commit of the oodkit code that runs, ``-dirty`` when that code (the package
+    folder) differs from it. Output files in the same repository, such as the committed
+    benchmark results a run rewrites, do not count."""
     import subprocess
 
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
     try:
-        root = Path(__file__).resolve().parent.parent
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if out.returncode == 0:
-            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                    "oodkit"], capture_output=True, text=True, timeout=5).stdout.strip()
             return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass

@@ -245,3 +245,26 @@ def test_model_lists_are_split_and_stripped_alike_from_the_cli_and_the_library()
     assert check_model_request(" a.pt , b.pt,") == ["a.pt", "b.pt"]
     assert check_model_request(["a.pt", " ", "b.pt "]) == ["a.pt", "b.pt"]
     assert check_model_request(None) == []
+
+
+def test_provenance_marks_changed_code_dirty_but_not_rewritten_results(tmp_path):
+    """A benchmark rewrites its committed results as it runs; that must not mark the run
+    '-dirty' (every rerun was), while a change to the package's code must."""
+    import subprocess
+
+    from oodkit.bench import _git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "oodkit").mkdir()
+    (tmp_path / "oodkit" / "m.py").write_text("x = 1\n")
+    (tmp_path / "results.md").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / "results.md").write_text("new\n")
+    assert _git_commit(tmp_path) == head
+    (tmp_path / "oodkit" / "m.py").write_text("x = 2\n")
+    assert _git_commit(tmp_path) == head + "-dirty"
