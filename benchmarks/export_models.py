@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from oodkit.atomic import atomic_write
 from oodkit.data import conform, load_dataset
 from oodkit.nn.unet import PRESETS
 from oodkit.pretrained import PRETRAINED_DIR, export_model, load_model
-from oodkit.atomic import atomic_write
 from oodkit.representation import represent
 
 
