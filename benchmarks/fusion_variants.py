@@ -8,8 +8,9 @@ per image set (the same subsamples and alignment as `oodkit bench` with the same
 Variants (Fisher's rule `sum log p`, and the minimum p-value, Tippett's rule, on the
 same p-values): A profile + complexity + kNN features; B profile + complexity +
 Mahalanobis features (the default since 2026-11-26); C both feature scores; D profile +
-Mahalanobis features; E B + the likelihood itself. Prints JSON: {ood set: {variant:
-AUROC}} plus each component alone.
+Mahalanobis features; E B + the likelihood itself; for a CDM with a class head
+(`oodkit train --class-head`), F profile + complexity + the class head's energy and G B +
+energy. Prints JSON: {ood set: {variant: AUROC}} plus each component alone.
 """
 import json
 
@@ -17,26 +18,33 @@ import numpy as np
 
 import study_args
 from oodkit.bench import aligned_groups
-from oodkit.detectors.scores import Complexity, FeatureGauss, FeatureKNN, Fused, LogLik, Profile, profile_levels
+from oodkit.detectors.scores import (Complexity, Energy, FeatureGauss, FeatureKNN, Fused, LogLik, MaxSoftmax, Profile,
+                                     profile_levels)
 from oodkit.metrics import auroc
 from oodkit.representation import represent
 
 VARIANTS = {"A": ["profile", "complexity", "knn"], "B": ["profile", "complexity", "gauss"],
             "C": ["profile", "complexity", "knn", "gauss"], "D": ["profile", "gauss"],
-            "E": ["profile", "complexity", "gauss", "loglik"]}
+            "E": ["profile", "complexity", "gauss", "loglik"],
+            "F": ["profile", "complexity", "energy"], "G": ["profile", "complexity", "gauss", "energy"]}
+CLASS_HEAD = {"energy", "msp"}  # components that need a class head
 
 
 def main():
     ap = study_args.parser(__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", default="A,B,C,D,E")
+    ap.add_argument("--variants", default=None, help="default: A-E, and F, G for a model with a class head")
     a = ap.parse_args()
     sets, model = study_args.sets_and_model(a)
+    labelled = bool(getattr(model, "num_labels", 0))
+    variants = a.variants.split(",") if a.variants else [v for v in VARIANTS
+                                                         if labelled or not CLASS_HEAD & set(VARIANTS[v])]
     c, h, _ = model.image_shape
     levels = profile_levels(model.T, model.schedule.alpha_bar.numpy(), 20)
 
     def components():
-        return {"profile": Profile(levels, "knn", 5, seed=0), "complexity": Complexity(),
-                "knn": FeatureKNN(5), "gauss": FeatureGauss(), "loglik": LogLik()}
+        comps = {"profile": Profile(levels, "knn", 5, seed=0), "complexity": Complexity(),
+                 "knn": FeatureKNN(5), "gauss": FeatureGauss(), "loglik": LogLik()}
+        return {**comps, "energy": Energy(), "msp": MaxSoftmax()} if labelled else comps
 
     res = {}
     for _, _, x_train, x_id, x_oods in aligned_groups(sets, h, c):  # fitted as the pair's test images are aligned
@@ -44,7 +52,7 @@ def main():
         rep_train = represent(model, x_train, progress=False)
         rep_id = represent(model, x_id, progress=False)
         reps = {o: represent(model, x, progress=False) for o, x in x_oods.items()}
-        for v in a.variants.split(","):
+        for v in variants:
             comps = components()
             fused = Fused({k: comps[k] for k in VARIANTS[v]}).fit(rep_train)
             parts_id = fused.parts(rep_id)

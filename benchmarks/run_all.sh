@@ -33,6 +33,18 @@ oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --
   --detectors $CDM_DETECTORS --max-train 10000 --max-test 2000 \
   --output-dir $R/cifar10-near --quiet
 
+# The same split on `cifar10[0-5]` fine-tuned with a class head on the six ID labels (96 minutes on this
+# CPU, two threads, 2026-11-26; the committed half-precision EMA weights). To redo it:
+#   oodkit train --kind cdm --data "cifar10[0-5]" --data-root "$DATA" --net compact \
+#     --init benchmarks/models/cifar10_0-5_cdm.pt --class-head --label-weight 0.1 --noise-batch 16 --batch-size 64 \
+#     --lr 5e-4 --warmup 100 --ema-decay 0.998 --grad-clip 1.0 --hflip --no-amp --seed 1 --steps 5405 \
+#     --save-every 200 --out "$M/exp/cifar10_0-5_labelled_cdm.pt"
+#   python -c "from oodkit.pretrained import export_model as e; e('$M/exp/cifar10_0-5_labelled_cdm.pt', \
+#     'benchmarks/models/cifar10_0-5_labelled.pt')"
+oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --data-root "$DATA" --jpeg-ood 75 \
+  --model benchmarks/models/cifar10_0-5_labelled.pt --detectors $CDM_DETECTORS,msp,energy --max-train 10000 \
+  --max-test 2000 --output-dir $R/cifar10-near-labelled --quiet
+
 # Near-OOD: Fashion-MNIST classes 0-4 in, 5-9 out, on the pretrained `fashionmnist[0-4]` (trained on
 # classes 0-4 only, on this CPU, one thread, 2026-11-26; to redo it:)
 #   oodkit train --kind cdm --data "fashionmnist[0-4]" --data-root "$DATA" --net compact --steps 1500 \
@@ -54,6 +66,7 @@ python benchmarks/fusion_variants.py fashionmnist-vs-mnist,noise,constant fashio
 python benchmarks/fusion_variants.py mnist-vs-fashionmnist,noise,constant mnist --data-root "$DATA" --variants A,B,E --json $R/fusion_variants.json
 python benchmarks/fusion_variants.py "cifar10[0-5]-vs-cifar10[6-9]" "cifar10[0-5]" --data-root "$DATA" --max-test 2000 --variants A,B,E --json $R/fusion_variants.json
 python benchmarks/fusion_variants.py "fashionmnist[0-4]-vs-fashionmnist[5-9]" "fashionmnist[0-4]" --data-root "$DATA" --variants A,B,E --json $R/fusion_variants.json
+python benchmarks/fusion_variants.py "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,constant" benchmarks/models/cifar10_0-5_labelled.pt --data-root "$DATA" --jpeg-ood 75 --max-test 2000 --json $R/fusion_variants.json
 
 # Baselines with the corrected runner: a DDPM on the same UNet and data (300 images per set:
 # the 50-term ELBO and 64-point ITD cost 50-64 passes per image)

@@ -30,9 +30,11 @@ def sets_and_model(a):
 def add_run(path, key: str, entry: dict, merge: bool = False) -> None:
     """Put ``entry`` under ``key`` in the JSON file at ``path`` (other keys kept); with
     ``merge``, add its per-set results to those already there (a second run of other
-    variants)."""
+    variants). A run of another model on the same pair goes under ``"KEY @ MODEL"``."""
     path = Path(path)
     runs = json.loads(path.read_text()) if path.exists() else {}
+    if key in runs and runs[key].get("model") != entry.get("model"):
+        key = f"{key} @ {entry.get('model')}"
     if merge and key in runs:
         for o, r in entry["auroc"].items():
             runs[key]["auroc"].setdefault(o, {}).update(r)

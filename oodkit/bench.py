@@ -227,9 +227,11 @@ def check_detectors(names, model_given: bool):
         raise ValueError(f"unknown detector(s) {unknown}; choose from {', '.join(TABLE)}")
     for name in names:
         kinds = detector_kinds(name)
-        if not model_given and "cdm" not in kinds:
-            raise ValueError(f"detector {name} needs a {' or '.join(kinds)} model; "
-                             "pass one with --model (none given: a CDM would be trained)")
+        if not model_given and ("cdm" not in kinds or TABLE[name.partition("@")[0]].labelled):
+            what = "model with a class head (a joint model, or a CDM trained with --class-head)" \
+                if TABLE[name.partition("@")[0]].labelled else f"{' or '.join(kinds)} model"
+            raise ValueError(f"detector {name} needs a {what}; pass one with --model "
+                             "(none given: a CDM without one would be trained)")
 
 
 def assign_detectors(names, loaded) -> dict:
@@ -240,6 +242,8 @@ def assign_detectors(names, loaded) -> dict:
     out = {}
     for name in names:
         fitting = [(m, p) for kind in detector_kinds(name) for m, p in loaded if m.kind == kind]
+        if TABLE[name.partition("@")[0]].labelled:  # a model whose class head can serve it
+            fitting = [(m, p) for m, p in fitting if getattr(m, "num_labels", 0)] or fitting
         if not fitting:
             raise ValueError(f"detector {name} needs a {' or '.join(detector_kinds(name))} model; "
                              f"got {', '.join(m.kind for m, _ in loaded)}")

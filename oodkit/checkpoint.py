@@ -23,7 +23,8 @@ import torch
 from .atomic import atomic_path
 from .schedules import NoiseSchedule
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "build_model", "CheckpointError", "file_sha256"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "load_initial_weights", "build_model", "CheckpointError",
+           "file_sha256"]
 
 FORMAT = "oodkit"
 FORMAT_VERSION = 1
@@ -140,6 +141,32 @@ def load_model(path, ema: bool = True, device=None):
     model.train_steps = (ckpt.get("train_state") or {}).get("step")
     model.data_info = ckpt.get("data", {})
     return model.to(device or "cpu").eval()
+
+
+def load_initial_weights(model, path) -> dict:
+    """Start ``model`` from a trained checkpoint's weights (its EMA ones when it has them):
+    a fine-tune. Kind, network and noise schedule must match; parts the checkpoint lacks
+    (a new class head) keep their fresh initialisation. Returns what to record of the
+    source: ``{"path", "sha256", "steps", "fresh": [missing keys]}``."""
+    ckpt = load_checkpoint(path)
+    if ckpt["kind"] != model.kind:
+        raise CheckpointError(f"--init: {path} is a {ckpt['kind']} model, this run trains a {model.kind}")
+    want, have = model.net.config.to_dict(), ckpt["net"].get("config", {})
+    for k in sorted(set(want) | set(have)):
+        if want.get(k) != have.get(k):
+            raise CheckpointError(f"--init: {path} has network {k}={have.get(k)!r}, this run asks {want.get(k)!r} "
+                                  "(another --net, --image-size or data?)")
+    theirs = NoiseSchedule.from_dict(ckpt["schedule"])
+    if theirs.T != model.schedule.T or not torch.allclose(theirs.alpha_bar, model.schedule.alpha_bar, rtol=0, atol=1e-12):
+        raise CheckpointError(f"--init: {path} was trained with another noise schedule or T")
+    weights = ckpt["ema_state_dict"] or ckpt["state_dict"]
+    expected = model.state_dict()
+    fresh = [k for k in expected if k not in weights]
+    partial = {**{k: v for k, v in expected.items() if k in fresh}, **weights}
+    _check_weights(path, model, partial)
+    model.load_state_dict(partial)
+    return {"path": str(path), "sha256": file_sha256(path), "steps": (ckpt.get("train_state") or {}).get("step"),
+            "fresh": fresh}
 
 
 def _reason(e: OSError) -> str:

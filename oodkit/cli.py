@@ -189,6 +189,17 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
               help="ddpm/joint: the reverse process's fixed variance (for the ELBO).")
 @click.option("--cdl-weight", type=Finite(0, 1e3), default=0.0, show_default=True,
               help="ddpm/joint: weight of the contrastive diffusion loss (Wu et al. 2024); 0 = off.")
+@click.option("--class-head", is_flag=True,
+              help="cdm: also train a linear class head on the data's labels (msp / energy scores, features "
+                   "shaped by the classes); joint models always have one.")
+@click.option("--label-weight", type=Finite(0, 1e3), default=None,
+              help="cdm --class-head: weight of the class cross-entropy (default: the CDM's, 0.1).")
+@click.option("--noise-batch", type=POS, default=None,
+              help="cdm: images of each batch the noise-level loss uses (default: all); the rest of the compute "
+                   "goes to the class loss.")
+@click.option("--init", "init", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Start from this checkpoint's weights (a fine-tune: same kind, --net and data shape); "
+                   "a new class head starts fresh.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint file to write.")
 @click.option("--resume", is_flag=True, help="Continue from --out, bit-for-bit (the run's settings must match).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out checkpoint.")
@@ -197,8 +208,8 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 @config_option
 @_friendly
 def train(kind, data_spec, data_root, download, net, image_size, channels, schedule, T, steps, batch_size, lr,
-          warmup, ema_decay, grad_clip, hflip, no_amp, save_every, seed, var_type, cdl_weight, out, resume, overwrite,
-          device, quiet):
+          warmup, ema_decay, grad_clip, hflip, no_amp, save_every, seed, var_type, cdl_weight, class_head,
+          label_weight, noise_batch, init, out, resume, overwrite, device, quiet):
     """Train a model (multi-GPU: torchrun --nproc-per-node N -m oodkit train ...)."""
     from .data import conform, load_dataset
     from .data.images import as_images
@@ -212,6 +223,14 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
         raise UserError(f"{out} exists: pass --resume to continue it or --overwrite to replace it")
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other")
+    if init is not None and resume:
+        raise UserError("--init starts a run from another checkpoint; --resume continues --out: pass one of them")
+    if kind != "cdm" and (class_head or noise_batch is not None):
+        raise UserError(f"--class-head and --noise-batch are for cdm models, not {kind}")
+    if label_weight is not None and not class_head:
+        raise UserError("--label-weight weighs the class head's loss: add --class-head (cdm) or drop it")
+    if init is not None and not init.is_file():
+        raise UserError(f"--init: no checkpoint at {init}")
     device = _device(device)
     ds = load_dataset(data_spec, "train", root=data_root, download=download, holdout=True)
     x = ds.tensor()
@@ -220,11 +239,21 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
                       grad_clip=grad_clip, hflip=hflip, amp=not no_amp, save_every=save_every, seed=seed)
     click.echo(f"training {kind} ({net}) on {ds.name}: {x.shape[0]} images {tuple(x.shape[1:])}", err=True)
     options = {} if kind == "cdm" else {"var_type": var_type, "cdl_weight": cdl_weight}
-    if kind == "joint" and ds.labels is None:
-        raise click.ClickException(f"{ds.name} has no labels: a joint model needs them")
+    if class_head:
+        options["num_labels"] = "auto"
+        if label_weight is not None:
+            options["label_weight"] = label_weight
+    if noise_batch is not None:
+        if noise_batch > batch_size:
+            raise UserError(f"--noise-batch {noise_batch} is larger than --batch-size {batch_size}")
+        options["noise_batch"] = noise_batch
+    labelled = kind == "joint" or class_head
+    if labelled and ds.labels is None:
+        raise click.ClickException(f"{ds.name} has no labels: a {'joint model' if kind == 'joint' else 'class head'} "
+                                   "needs them")
     model = fit_model(x, kind=kind, net=net, T=T, schedule=schedule, config=cfg, out=out, resume=resume,
                       device=device, progress=not quiet, data_info={"dataset": data_spec},
-                      labels=ds.labels if kind == "joint" else None, model_options=options)
+                      labels=ds.labels if labelled else None, model_options=options, init=init)
     click.echo(f"wrote {out} (step {model.train_steps})")
 
 

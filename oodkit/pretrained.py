@@ -102,17 +102,8 @@ def export_model(checkpoint, out, **record) -> dict:
     """Write the EMA weights of ``checkpoint`` in half precision to ``out`` as a plain
     oodkit checkpoint (no optimizer state) and return its index record (with ``sha256``
     and ``steps``; ``record`` adds fields such as ``test_bpd``)."""
-    import torch
-
     ckpt = load_checkpoint(checkpoint)
-    weights = ckpt.get("ema_state_dict") or ckpt["state_dict"]
-    model = _load_path(checkpoint)
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in weights.items()}
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half.items()})
+    model = _load_path(checkpoint).half()  # its EMA weights, rounded once; loading casts them back to float32
     step = (ckpt.get("train_state") or {}).get("step")
     save_checkpoint(out, model, train_state={"step": step}, data=ckpt.get("data"))
-    raw = torch.load(out, map_location="cpu", weights_only=True)
-    raw["state_dict"] = half
-    with atomic_path(out) as tmp:
-        torch.save(raw, tmp)
     return {"kind": ckpt["kind"], "steps": step, "sha256": file_sha256(out), **record}

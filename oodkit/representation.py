@@ -33,6 +33,8 @@ class Representation:
         features: (N, C) float32, the decoder's output averaged over space (what the
             classification head reads)
             (None for nets that cannot return them), from the same pass.
+        class_logits: (N, K) float32, a labelled CDM's class head applied to
+            ``features`` (None without a class head): no further network pass.
     """
 
     logits: torch.Tensor
@@ -40,6 +42,7 @@ class Representation:
     dim: int
     images: torch.Tensor
     features: torch.Tensor | None = None
+    class_logits: torch.Tensor | None = None
     _png_bits: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -155,8 +158,12 @@ def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progre
                 log_gauss.append(log_std_normal(xf).cpu())
     finally:
         model.train(was_training)
+    features = torch.cat(feats) if feats else None
+    class_logits = None
+    if features is not None and getattr(model, "num_labels", 0):
+        class_logits = model.class_logits(features.to(device)).float().cpu()
     rep = Representation(torch.cat(logits), torch.cat(log_gauss).numpy(), int(x[0].numel()), x,
-                         features=torch.cat(feats) if feats else None)
+                         features=features, class_logits=class_logits)
     if not torch.isfinite(rep.logits).all():
         raise FloatingPointError("the model produced NaN or inf logits; the checkpoint may be corrupt or diverged")
     if len(per_model) >= _CACHE_PER_MODEL:

@@ -180,6 +180,10 @@ def _check_resume(out, ckpt: dict, model, cfg: "TrainConfig", data: dict) -> Non
         if want.get(k) != have.get(k):
             raise CheckpointError(f"--resume: {out} has network {k}={have.get(k)!r}, this run asks {want.get(k)!r} "
                                   "(another --net, --image-size or data?)")
+    mine, saved_model = model.config(), ckpt.get("model") or {}
+    for k in sorted(set(mine) | set(saved_model)):
+        if k != "image_shape" and mine.get(k) != saved_model.get(k):
+            raise CheckpointError(f"--resume: {out} has model {k}={saved_model.get(k)!r}, this run asks {mine.get(k)!r}")
     from .schedules import NoiseSchedule
 
     theirs = NoiseSchedule.from_dict(ckpt["schedule"])
@@ -236,6 +240,10 @@ def train(
         labels = torch.as_tensor(labels).long()
         if labels.shape != (images.shape[0],):
             raise ValueError(f"{images.shape[0]} images but labels of shape {tuple(labels.shape)}")
+        k = int(getattr(model, "num_labels", 0) or 0)
+        if k and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            bad = int(labels.max()) if int(labels.max()) >= k else int(labels.min())
+            raise ValueError(f"label {bad} is outside the class head's {k} classes (0..{k - 1})")
     if model.image_shape is not None and tuple(images.shape[1:]) != tuple(model.image_shape):
         raise ValueError(f"training images {tuple(images.shape[1:])} do not match the model's {model.image_shape}")
 
@@ -266,6 +274,8 @@ def train(
     use_amp = cfg.amp and bf16_supported(device)
     local = cfg.batch_size // world
     info = {**(data_info or {}), "n_images": int(images.shape[0])}
+    if resume and "init" in (ckpt.get("data") or {}):  # where a fine-tune started stays on record
+        info.setdefault("init", ckpt["data"]["init"])
 
     def save(step):
         if out is None or rank != 0:
@@ -342,10 +352,13 @@ def fit_model(
     labels: torch.Tensor | None = None,
     model_options: dict | None = None,
     resume_hint: str = "continue with --resume",
+    init=None,
 ):
     """Build a model of ``kind`` ("cdm", "ddpm", "joint") for ``images`` (N, C, H, W)
     from a network preset and train it. ``model_options`` go to the model's constructor
-    (e.g. ``var_type``, ``cdl_weight``, ``num_labels``)."""
+    (e.g. ``var_type``, ``cdl_weight``, ``num_labels``). ``init``: a checkpoint to start
+    from (a fine-tune, see :func:`~oodkit.checkpoint.load_initial_weights`); recorded in
+    the checkpoint's data as ``init``."""
     from .nn.unet import PRESETS, UNetConfig
 
     if net not in PRESETS:
@@ -359,14 +372,20 @@ def fit_model(
                          num_classes=sched.num_classes if info_kind.head == "classifier" else None,
                          time_conditioning=info_kind.time_conditioning)
     options = dict(model_options or {})
-    if info_kind.needs_labels and "num_labels" not in options:
+    if (info_kind.needs_labels or options.get("num_labels") == "auto") and options.get("num_labels") in (None, "auto"):
         if labels is None:
-            raise ValueError("a joint model trains on labels, and the training data has none")
+            raise ValueError(f"a {kind} model with a class head trains on labels, and the training data has none")
         options["num_labels"] = int(torch.as_tensor(labels).max()) + 1
+    if init is not None and resume:
+        raise ValueError("--init starts a run from another checkpoint's weights; --resume continues --out: pass one")
     seed = (config or TrainConfig()).seed
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # same initial weights on every rank and every rerun
         model = build_model(kind, net_cfg.to_dict(), sched, options)
     info = {"image_size": h, "channels": c, **(data_info or {})}
+    if init is not None:
+        from .checkpoint import load_initial_weights
+
+        info["init"] = load_initial_weights(model, init)
     return train(model, images, config, out=out, resume=resume, device=device, progress=progress, data_info=info,
                  labels=labels, resume_hint=resume_hint)

@@ -111,7 +111,7 @@ def test_bench_runs_each_detector_on_its_preferred_model(run, tmp_path):
     (["bench", "nosuch-vs-noise"], "unknown data set 'nosuch'"),
     (["bench", "digits-0to4"], "write IN-vs-OUT"),
     (["bench", "digits-0to4-vs-noise", "--detectors", "loglik,nosuch"], "unknown detector(s) ['nosuch']"),
-    (["bench", "digits-0to4-vs-noise", "--detectors", "loglik,energy"], "energy needs a joint model"),
+    (["bench", "digits-0to4-vs-noise", "--detectors", "loglik,energy"], "energy needs a model with a class head"),
     (["bench", "digits-0to4-vs-noise", "--detectors", "loglik@ddpm"], "detector loglik runs on a cdm model, not 'ddpm'"),
     (["bench", "digits-0to4-vs-noise", "--model", "missing.pt"], "checkpoint not found: missing.pt"),
     (["bench", "digits-0to4-vs-svhn", *TINY, "--data-root", "empty"], "svhn (test) not found"),

@@ -106,7 +106,7 @@ def test_input_errors(data):
     with pytest.raises(ImageInputError, match="NaN"):
         det.score_samples(np.full((2, 1, 8, 8), np.nan, np.float32))
     with pytest.raises(ValueError, match="unknown score"):
-        CDMDetector(model=fixed_model(), score="energy", progress=False).fit(data["train"])
+        CDMDetector(model=fixed_model(), score="elbo", progress=False).fit(data["train"])
     with pytest.raises(ValueError, match="unknown detector"):
         make_detector("nosuch")
     from sklearn.exceptions import NotFittedError

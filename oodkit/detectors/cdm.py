@@ -41,7 +41,9 @@ class CDMDetector(BaseDetector):
             ``"features"`` (deep kNN on the pooled decoder output), ``"features-gauss"``
             (their Mahalanobis distance), ``"fused"`` (profile, complexity and the features'
             Mahalanobis score, combined by Fisher's rule on ID p-values),
-            ``"typicality"`` or ``"complexity"`` (likelihood + PNG bits).
+            ``"typicality"`` or ``"complexity"`` (likelihood + PNG bits); for a CDM trained
+            with a class head, ``"msp"`` (maximum softmax probability) and ``"energy"``
+            (logsumexp of its class logits), from the same pass.
         n_levels, density, n_neighbors, n_components: the profile's levels and density
             model (``"knn"`` or ``"gmm"``).
         resize: bring images of another size or channel count to the model's (see

@@ -23,7 +23,8 @@ def _score_kinds(score: str) -> tuple | None:
     """Model kinds that can produce ``score``, from the detector table (None: unknown)."""
     from .registry import TABLE
 
-    return next((d.kinds for d in TABLE.values() if d.cls is DiffusionDetector and d.params["score"] == score), None)
+    return next((tuple(k for k in d.kinds if d.cls_for(k) is DiffusionDetector) for d in TABLE.values()
+                 if DiffusionDetector in d.classes and d.params["score"] == score), None)
 
 
 class DiffusionDetector(BaseDetector):

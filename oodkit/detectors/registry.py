@@ -3,6 +3,7 @@ each detector runs on, the default detectors of ``oodkit bench`` / ``oodkit scor
 the CLI help are all read from :data:`TABLE`; nothing else lists detectors."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from .cdm import CDMDetector
@@ -15,18 +16,34 @@ __all__ = ["DetectorInfo", "TABLE", "DETECTORS", "detector_kinds", "make_detecto
 @dataclass(frozen=True)
 class DetectorInfo:
     """``kinds``: model kinds it runs on, preferred first (with several models in a
-    benchmark it runs on the first given model of the first kind). ``fitted``: whether
-    it fits statistics on ID training images beyond the threshold. ``default_for``: the
-    model kinds whose default detector set includes it. ``units`` of ``score_samples``."""
+    benchmark it runs on the first given model of the first kind). ``cls``: the detector
+    class, or ``{kind: class}`` where kinds compute the score differently (a labelled
+    CDM's class head from its one pass, a joint model's from its encoder). ``fitted``:
+    whether it fits statistics on ID training images beyond the threshold.
+    ``default_for``: the model kinds whose default detector set includes it. ``units``
+    of ``score_samples``. ``labelled``: runs only on a model trained with labels (a class
+    head)."""
 
     name: str
-    cls: type
+    cls: type | dict
     params: dict
     kinds: tuple
     fitted: bool
     units: str
     summary: str
     default_for: tuple = field(default=())
+    labelled: bool = False
+
+    def cls_for(self, kind: str | None = None) -> type:
+        """The class that runs this detector on a ``kind`` model (the preferred kind's
+        when None)."""
+        if not isinstance(self.cls, dict):
+            return self.cls
+        return self.cls[kind if kind in self.cls else self.kinds[0]]
+
+    @property
+    def classes(self) -> tuple:
+        return tuple(self.cls.values()) if isinstance(self.cls, dict) else (self.cls,)
 
 
 _C, _D = CDMDetector, DiffusionDetector
@@ -56,10 +73,11 @@ TABLE: dict[str, DetectorInfo] = {d.name: d for d in [
                  "log P(x), discrete information-theoretic estimate (64 passes)", ("ddpm", "joint")),
     DetectorInfo("recon", _D, {"score": "recon"}, ("ddpm", "joint"), False, "MSE",
                  "minus one-step reconstruction error", ("ddpm", "joint")),
-    DetectorInfo("msp", _D, {"score": "msp"}, ("joint",), False, "probability", "maximum softmax probability",
-                 ("joint",)),
-    DetectorInfo("energy", _D, {"score": "energy"}, ("joint",), False, "nats", "logsumexp of class logits",
-                 ("joint",)),
+    # class-head scores: a joint model's head, or a CDM trained with --class-head (same pass)
+    DetectorInfo("msp", {"joint": _D, "cdm": _C}, {"score": "msp"}, ("joint", "cdm"), False, "probability",
+                 "maximum softmax probability of the class head", ("joint",), labelled=True),
+    DetectorInfo("energy", {"joint": _D, "cdm": _C}, {"score": "energy"}, ("joint", "cdm"), False, "nats",
+                 "logsumexp of the class head's logits", ("joint",), labelled=True),
 ]}
 
 # name -> (class, fixed parameters), the shape older code and tests use
@@ -84,10 +102,17 @@ def make_detector(name: str, **params):
     """A detector from the registry, e.g. ``make_detector("profile", model="cdm.pt")``
     (a ``@KIND`` suffix, which only chooses among a benchmark's models, is accepted).
     Parameters the detector's class does not take are dropped."""
-    detector_kinds(name)  # unknown names and kinds fail here
+    kinds = detector_kinds(name)  # unknown names and kinds fail here
     info = TABLE[name.partition("@")[0]]
-    accepted = info.cls().get_params()
-    return info.cls(**{**{k: v for k, v in params.items() if k in accepted}, **info.params})
+    model = params.get("model")
+    if isinstance(info.cls, dict) and isinstance(model, (str, os.PathLike)):  # a path or name: its kind picks the class
+        from ..pretrained import load_model
+
+        params["model"] = model = load_model(model, device=params.get("device"))
+    kind = getattr(model, "kind", None) or kinds[0]
+    cls = info.cls_for(kind)
+    accepted = cls().get_params()
+    return cls(**{**{k: v for k, v in params.items() if k in accepted}, **info.params})
 
 
 def default_detectors(kinds) -> list[str]:

@@ -241,6 +241,39 @@ class FeatureGauss:
         return -((n / (n - 1)) ** 2) * a / (1 - c * a)
 
 
+def _need_class_logits(rep):
+    if rep.class_logits is None:
+        raise ValueError("this CDM has no class head: msp and energy need one trained on labels "
+                         "(oodkit train --class-head)")
+    return rep.class_logits.double()
+
+
+class MaxSoftmax:
+    """Maximum softmax probability of a labelled CDM's class head (Hendrycks & Gimpel,
+    2017), from the same forward pass."""
+
+    def fit(self, rep):
+        return self
+
+    def score(self, rep):
+        import torch
+
+        return torch.softmax(_need_class_logits(rep), dim=1).max(dim=1).values.numpy()
+
+
+class Energy:
+    """``logsumexp`` of a labelled CDM's class logits (minus the free energy; Liu et al.,
+    2020), nats."""
+
+    def fit(self, rep):
+        return self
+
+    def score(self, rep):
+        import torch
+
+        return torch.logsumexp(_need_class_logits(rep), dim=1).numpy()
+
+
 class Fused:
     """Complementary single-pass signals combined without weights: each component's
     score becomes a p-value against its own ID training scores (leave-one-out where the
@@ -324,4 +357,6 @@ SCORERS = {
     "features": FeatureKNN,
     "features-gauss": FeatureGauss,
     "fused": Fused,
+    "msp": MaxSoftmax,
+    "energy": Energy,
 }

@@ -12,7 +12,8 @@ __all__ = ["ModelKind", "MODEL_KINDS", "model_kind"]
 @dataclass(frozen=True)
 class ModelKind:
     """``head``: "classifier" (T+2 noise-level logits) or "dense" (an eps image).
-    ``needs_labels``: trained on class labels."""
+    ``needs_labels``: always trained on class labels (a CDM takes them only when built
+    with a class head, ``num_labels > 0``)."""
 
     name: str
     module: str

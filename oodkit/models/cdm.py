@@ -63,15 +63,33 @@ class CDM(nn.Module):
         ce_weight: weight of the cross-entropy term in :meth:`loss` (paper: 0.001).
         image_shape: (C, H, W) the model was trained on; inferred from a UNet's config,
             and used to refuse inputs of another shape.
+        num_labels: with more than 0, a linear class head on the pooled decoder output
+            (the features :meth:`logits` returns), trained on clean labelled images beside
+            the noise-level loss. Its logits come from the same forward pass as ``f(x)``;
+            Eq. 10 and Theorem 3.1 do not involve it.
+        label_weight: weight of the class cross-entropy in :meth:`loss`.
+        noise_batch: images of each batch the noise-level loss uses (all when None). That
+            loss costs about three plain passes (its double backward), so a labelled
+            fine-tune can give most of its compute to the cheaper class loss.
     """
 
     kind = "cdm"
 
-    def __init__(self, net: nn.Module, schedule: NoiseSchedule, ce_weight: float = 1e-3, image_shape=None):
+    def __init__(self, net: nn.Module, schedule: NoiseSchedule, ce_weight: float = 1e-3, image_shape=None,
+                 num_labels: int = 0, label_weight: float = 0.1, noise_batch: int | None = None):
         super().__init__()
         self.net = net
         self.schedule = schedule
         self.ce_weight = float(ce_weight)
+        self.num_labels = int(num_labels)
+        self.label_weight = float(label_weight)
+        self.noise_batch = None if noise_batch is None else int(noise_batch)
+        if self.num_labels < 0 or (self.noise_batch is not None and self.noise_batch < 1):
+            raise ValueError(f"num_labels must be 0 or more and noise_batch 1 or more, got {num_labels}, {noise_batch}")
+        if self.num_labels:
+            if not hasattr(net, "feature_channels"):
+                raise TypeError("a class head needs a net with feature_channels (oodkit's UNet)")
+            self.label_head = nn.Linear(net.feature_channels, self.num_labels)
         if image_shape is None and hasattr(net, "config"):
             cfg = net.config
             image_shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
@@ -84,6 +102,19 @@ class CDM(nn.Module):
     @property
     def T(self) -> int:
         return self.schedule.T
+
+    @property
+    def needs_labels(self) -> bool:
+        """Whether training takes class labels (a model with a class head)."""
+        return self.num_labels > 0
+
+    def class_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, num_labels), float32, from the pooled features (B, C) that
+        :meth:`logits` returns beside ``f(x)``: no further network pass."""
+        if not self.num_labels:
+            raise ValueError("this CDM has no class head (it was trained without labels)")
+        feats = torch.as_tensor(features).to(self.label_head.weight.device, self.label_head.weight.dtype)
+        return self.label_head(feats).float()
 
     def _check(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
@@ -163,15 +194,27 @@ class CDM(nn.Module):
         return self.logits_and_eps(x_t, t, create_graph=create_graph)[1]
 
     # -- training -------------------------------------------------------------------
-    def loss(self, x0: torch.Tensor, generator: torch.Generator | None = None):
+    def loss(self, x0: torch.Tensor, generator: torch.Generator | None = None, y: torch.Tensor | None = None):
         """``ce_weight * CE(f(x_t), t) + MSE(eps, eps_hat)`` with t uniform over all T+2
-        classes. Returns ``(loss, {"ce": ..., "mse": ...})`` (scalars, parts detached).
+        classes, plus ``label_weight * CE(class_logits(x0), y)`` for a model with a class
+        head (labels ``y`` (B,)). Returns ``(loss, {"ce": ..., "mse": ...[, "label_ce"]})``
+        (scalars, parts detached).
 
         The MSE is averaged over pixels and over the batch, counting t = 0 images as
         zero: their input holds no noise to predict. At t = T+1 it vanishes by
         construction (eps_hat = x_t = eps).
         """
         self._check(x0)
+        if self.num_labels and y is None:
+            raise ValueError("this CDM has a class head and trains on labels: pass labels to train()")
+        loss, parts = self._noise_loss(x0[: self.noise_batch], generator)
+        if not self.num_labels:
+            return loss, parts
+        _, feats = self.net(x0, return_features=True)
+        label_ce = F.cross_entropy(self.class_logits(feats), torch.as_tensor(y, device=x0.device).long())
+        return loss + self.label_weight * label_ce, {**parts, "label_ce": label_ce.detach()}
+
+    def _noise_loss(self, x0: torch.Tensor, generator):
         b = x0.shape[0]
         t = torch.randint(0, self.schedule.num_classes, (b,), generator=generator, device="cpu").to(x0.device)
         eps = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
@@ -206,4 +249,7 @@ class CDM(nn.Module):
         )
 
     def config(self) -> dict:
-        return {"ce_weight": self.ce_weight, "image_shape": list(self.image_shape) if self.image_shape else None}
+        cfg = {"ce_weight": self.ce_weight, "image_shape": list(self.image_shape) if self.image_shape else None}
+        if self.num_labels:
+            cfg.update(num_labels=self.num_labels, label_weight=self.label_weight, noise_batch=self.noise_batch)
+        return cfg

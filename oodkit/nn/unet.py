@@ -213,6 +213,12 @@ class UNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     @property
+    def feature_channels(self) -> int:
+        """Width of the features ``forward(..., return_features=True)`` returns: the
+        decoder's output channels."""
+        return self.config.ch * self.config.ch_mult[0]
+
+    @property
     def encoder_channels(self) -> int:
         """Width of :meth:`encoder_features`: every skip activation and the bottleneck."""
         cfg, total, c = self.config, self.config.ch, self.config.ch
