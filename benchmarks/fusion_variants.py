@@ -18,6 +18,7 @@ import numpy as np
 
 import study_args
 from oodkit.bench import aligned_groups
+from oodkit.detectors import TABLE
 from oodkit.detectors.scores import (Complexity, Energy, FeatureGauss, FeatureKNN, Fused, LogLik, MaxSoftmax, Profile,
                                      profile_levels)
 from oodkit.metrics import auroc
@@ -27,7 +28,7 @@ VARIANTS = {"A": ["profile", "complexity", "knn"], "B": ["profile", "complexity"
             "C": ["profile", "complexity", "knn", "gauss"], "D": ["profile", "gauss"],
             "E": ["profile", "complexity", "gauss", "loglik"],
             "F": ["profile", "complexity", "energy"], "G": ["profile", "complexity", "gauss", "energy"]}
-CLASS_HEAD = {"energy", "msp"}  # components that need a class head
+CLASS_HEAD = {n for n, d in TABLE.items() if d.labelled}  # components that need a class head
 
 
 def main():

@@ -242,8 +242,11 @@ def assign_detectors(names, loaded) -> dict:
     out = {}
     for name in names:
         fitting = [(m, p) for kind in detector_kinds(name) for m, p in loaded if m.kind == kind]
-        if TABLE[name.partition("@")[0]].labelled:  # a model whose class head can serve it
-            fitting = [(m, p) for m, p in fitting if getattr(m, "num_labels", 0)] or fitting
+        if TABLE[name.partition("@")[0]].labelled:
+            fitting = [(m, p) for m, p in fitting if getattr(m, "num_labels", 0)]
+            if not fitting:  # refused here rather than after a pass over the training images
+                raise ValueError(f"detector {name} needs a model with a class head (a joint model, or a CDM "
+                                 "trained with --class-head); none of the given models has one")
         if not fitting:
             raise ValueError(f"detector {name} needs a {' or '.join(detector_kinds(name))} model; "
                              f"got {', '.join(m.kind for m, _ in loaded)}")

@@ -161,6 +161,8 @@ def load_initial_weights(model, path) -> dict:
         raise CheckpointError(f"--init: {path} was trained with another noise schedule or T")
     weights = ckpt["ema_state_dict"] or ckpt["state_dict"]
     expected = model.state_dict()
+    if any(k.startswith("label_head.") and k not in expected for k in weights):
+        raise CheckpointError(f"--init: {path} has a class head and this model has none: add --class-head")
     fresh = [k for k in expected if k not in weights]
     partial = {**{k: v for k, v in expected.items() if k in fresh}, **weights}
     _check_weights(path, model, partial)

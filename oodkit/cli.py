@@ -193,10 +193,10 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
               help="cdm: also train a linear class head on the data's labels (msp / energy scores, features "
                    "shaped by the classes); joint models always have one.")
 @click.option("--label-weight", type=Finite(0, 1e3), default=None,
-              help="cdm --class-head: weight of the class cross-entropy (default: the CDM's, 0.1).")
+              help="cdm --class-head: weight of the class cross-entropy (default: the CDM's).")
 @click.option("--noise-batch", type=POS, default=None,
-              help="cdm: images of each batch the noise-level loss uses (default: all); the rest of the compute "
-                   "goes to the class loss.")
+              help="cdm --class-head: images of each process's batch the noise-level loss uses (default: all); "
+                   "the rest of the compute goes to the class loss.")
 @click.option("--init", "init", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Start from this checkpoint's weights (a fine-tune: same kind, --net and data shape); "
                    "a new class head starts fresh.")
@@ -227,8 +227,10 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
         raise UserError("--init starts a run from another checkpoint; --resume continues --out: pass one of them")
     if kind != "cdm" and (class_head or noise_batch is not None):
         raise UserError(f"--class-head and --noise-batch are for cdm models, not {kind}")
-    if label_weight is not None and not class_head:
-        raise UserError("--label-weight weighs the class head's loss: add --class-head (cdm) or drop it")
+    if (label_weight is not None or noise_batch is not None) and not class_head:
+        raise UserError("--label-weight and --noise-batch set the class head's training: add --class-head or drop them")
+    if noise_batch is not None and noise_batch > batch_size:
+        raise UserError(f"--noise-batch {noise_batch} is larger than --batch-size {batch_size}")
     if init is not None and not init.is_file():
         raise UserError(f"--init: no checkpoint at {init}")
     device = _device(device)
@@ -244,8 +246,6 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
         if label_weight is not None:
             options["label_weight"] = label_weight
     if noise_batch is not None:
-        if noise_batch > batch_size:
-            raise UserError(f"--noise-batch {noise_batch} is larger than --batch-size {batch_size}")
         options["noise_batch"] = noise_batch
     labelled = kind == "joint" or class_head
     if labelled and ds.labels is None:

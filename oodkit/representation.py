@@ -156,12 +156,12 @@ def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progre
                     f = model.logits(xf)
                 logits.append(f.float().cpu())
                 log_gauss.append(log_std_normal(xf).cpu())
+            features = torch.cat(feats) if feats else None
+            class_logits = None
+            if features is not None and getattr(model, "num_labels", 0):
+                class_logits = model.class_logits(features.to(device)).cpu()
     finally:
         model.train(was_training)
-    features = torch.cat(feats) if feats else None
-    class_logits = None
-    if features is not None and getattr(model, "num_labels", 0):
-        class_logits = model.class_logits(features.to(device)).float().cpu()
     rep = Representation(torch.cat(logits), torch.cat(log_gauss).numpy(), int(x[0].numel()), x,
                          features=features, class_logits=class_logits)
     if not torch.isfinite(rep.logits).all():

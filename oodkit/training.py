@@ -232,6 +232,10 @@ def train(
     rank, world = _dist_info()
     if cfg.batch_size % world:
         raise ValueError(f"batch size {cfg.batch_size} does not split over {world} processes")
+    noise_batch = getattr(model, "noise_batch", None)
+    if noise_batch is not None and noise_batch > cfg.batch_size // world:
+        raise ValueError(f"noise_batch {noise_batch} is larger than the batch of each process "
+                         f"({cfg.batch_size // world})")
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"training images must be (N, C, H, W), got {tuple(images.shape)}")
     if getattr(model, "needs_labels", False) and labels is None:
@@ -274,7 +278,7 @@ def train(
     use_amp = cfg.amp and bf16_supported(device)
     local = cfg.batch_size // world
     info = {**(data_info or {}), "n_images": int(images.shape[0])}
-    if resume and "init" in (ckpt.get("data") or {}):  # where a fine-tune started stays on record
+    if resume and "init" in (ckpt.get("data") or {}):  # the resumed run's saves would otherwise drop it
         info.setdefault("init", ckpt["data"]["init"])
 
     def save(step):
@@ -372,7 +376,7 @@ def fit_model(
                          num_classes=sched.num_classes if info_kind.head == "classifier" else None,
                          time_conditioning=info_kind.time_conditioning)
     options = dict(model_options or {})
-    if (info_kind.needs_labels or options.get("num_labels") == "auto") and options.get("num_labels") in (None, "auto"):
+    if options.get("num_labels") == "auto" or (info_kind.needs_labels and "num_labels" not in options):
         if labels is None:
             raise ValueError(f"a {kind} model with a class head trains on labels, and the training data has none")
         options["num_labels"] = int(torch.as_tensor(labels).max()) + 1

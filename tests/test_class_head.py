@@ -133,8 +133,9 @@ def test_cli_class_head_flags(tmp_path):
     ck = load_checkpoint(tmp_path / "c.pt")
     assert ck["model"]["num_labels"] == 5 and ck["model"]["noise_batch"] == 4
     bad = [(["--kind", "ddpm", "--class-head"], "for cdm models"),
-           (["--noise-batch", "32"], "larger than --batch-size"),
+           (["--class-head", "--noise-batch", "32"], "larger than --batch-size"),
            (["--label-weight", "0.5"], "add --class-head"),
+           (["--noise-batch", "4"], "add --class-head"),
            (["--init", str(tmp_path / "none.pt")], "no checkpoint at"),
            (["--init", str(tmp_path / "c.pt"), "--resume"], "pass one of them")]
     for extra, msg in bad:
@@ -186,6 +187,18 @@ def test_bench_gives_class_scores_to_the_model_with_the_class_head():
     assert got["msp"][1] == "b.pt" and got["loglik"][1] == "a.pt"
     with pytest.raises(ValueError, match="msp needs a model with a class head"):
         check_detectors(["msp"], model_given=False)
+    with pytest.raises(ValueError, match="energy needs a model with a class head.*none of the given"):
+        assign_detectors(["energy"], [(plain, "a.pt")])
+
+
+def test_noise_batch_needs_a_class_head_and_fits_the_batch(digits):
+    with pytest.raises(ValueError, match="noise_batch splits a batch .* needs a class head"):
+        _model(num_labels=0, noise_batch=4)
+    from oodkit import train
+
+    x, y = digits
+    with pytest.raises(ValueError, match="noise_batch 40 is larger than the batch of each process \\(32\\)"):
+        train(_model(noise_batch=40), x, TrainConfig(steps=1, **FAST), labels=y % 3, progress=False)
 
 
 def test_detector_file_round_trip_of_class_scores(digits, tmp_path):
@@ -198,7 +211,10 @@ def test_detector_file_round_trip_of_class_scores(digits, tmp_path):
     det = make_detector("energy", model=str(tmp_path / "c.pt"), progress=False).fit(x[:50])
     det.save(tmp_path / "d.npz")
     back = load_detector(tmp_path / "d.npz")
-    np.testing.assert_array_equal(back.score_samples(x[50:80]), det.score_samples(x[50:80]))
+    s = back.score_samples(x[50:80])
+    np.testing.assert_array_equal(s, det.score_samples(x[50:80]))
+    logits = represent(back.model_, x[50:80], progress=False).class_logits.double()
+    np.testing.assert_allclose(s, torch.logsumexp(logits, 1).numpy(), rtol=1e-12)
 
 
 def test_a_resumed_fine_tune_keeps_its_init_record(digits, tmp_path):
@@ -209,3 +225,12 @@ def test_a_resumed_fine_tune_keeps_its_init_record(digits, tmp_path):
     fit_model(x, config=TrainConfig(steps=2, **FAST), resume=True, **kw)
     ck = load_checkpoint(tmp_path / "ft.pt")
     assert ck["train_state"]["step"] == 2 and ck["data"]["init"]["path"] == str(tmp_path / "base.pt")
+
+
+def test_init_from_a_labelled_checkpoint_needs_the_class_head(digits, tmp_path):
+    x, y = digits
+    fit_model(x, net="tiny", T=10, config=TrainConfig(steps=1, **FAST), out=tmp_path / "lab.pt", labels=y,
+              model_options={"num_labels": "auto"}, progress=False)
+    with pytest.raises(CheckpointError, match="has a class head and this model has none: add --class-head"):
+        fit_model(x, net="tiny", T=10, config=TrainConfig(steps=1, **FAST), out=tmp_path / "o.pt",
+                  init=tmp_path / "lab.pt", progress=False)

@@ -16,6 +16,7 @@ from ..data.images import ImageInputError, as_images, batches, conform, fingerpr
 from ..itd import discrete_denoiser, itd_nll
 from ..representation import full_fp32
 from .base import BaseDetector
+from .scores import class_score
 
 __all__ = ["DiffusionDetector"]
 
@@ -153,6 +154,5 @@ class DiffusionDetector(BaseDetector):
                 errs.append(((x0_hat - xb) ** 2).flatten(1).mean(1))
             s = -torch.stack(errs, 1).mean(1)
         else:
-            logits = m.classify_logits(xb).double()
-            s = torch.softmax(logits, 1).max(1).values if self.score == "msp" else torch.logsumexp(logits, 1)
+            s = class_score(m.classify_logits(xb), self.score)
         return s.double().cpu()

@@ -81,7 +81,7 @@ TABLE: dict[str, DetectorInfo] = {d.name: d for d in [
 ]}
 
 # name -> (class, fixed parameters), the shape older code and tests use
-DETECTORS = {name: (d.cls, d.params) for name, d in TABLE.items()}
+DETECTORS = {name: (d.cls_for(), d.params) for name, d in TABLE.items()}
 
 
 def detector_kinds(name: str) -> tuple:

@@ -241,37 +241,37 @@ class FeatureGauss:
         return -((n / (n - 1)) ** 2) * a / (1 - c * a)
 
 
-def _need_class_logits(rep):
-    if rep.class_logits is None:
-        raise ValueError("this CDM has no class head: msp and energy need one trained on labels "
-                         "(oodkit train --class-head)")
-    return rep.class_logits.double()
+def class_score(logits, score: str):
+    """``"msp"``: the maximum softmax probability (Hendrycks & Gimpel, 2017); ``"energy"``:
+    ``logsumexp`` of the logits, minus the free energy (Liu et al., 2020), nats. ``logits``
+    (N, K) torch tensor -> float64 (N,) tensor. Shared by every model with a class head."""
+    import torch
+
+    logits = logits.double()
+    return torch.softmax(logits, dim=1).max(dim=1).values if score == "msp" else torch.logsumexp(logits, dim=1)
 
 
-class MaxSoftmax:
-    """Maximum softmax probability of a labelled CDM's class head (Hendrycks & Gimpel,
-    2017), from the same forward pass."""
+class _ClassHead:
+    """A labelled CDM's class-head score, from the same forward pass."""
 
-    def fit(self, rep):
-        return self
-
-    def score(self, rep):
-        import torch
-
-        return torch.softmax(_need_class_logits(rep), dim=1).max(dim=1).values.numpy()
-
-
-class Energy:
-    """``logsumexp`` of a labelled CDM's class logits (minus the free energy; Liu et al.,
-    2020), nats."""
+    score_name = ""
 
     def fit(self, rep):
         return self
 
     def score(self, rep):
-        import torch
+        if rep.class_logits is None:
+            raise ValueError("this CDM has no class head: msp and energy need one trained on labels "
+                             "(oodkit train --class-head)")
+        return class_score(rep.class_logits, self.score_name).numpy()
 
-        return torch.logsumexp(_need_class_logits(rep), dim=1).numpy()
+
+class MaxSoftmax(_ClassHead):
+    score_name = "msp"
+
+
+class Energy(_ClassHead):
+    score_name = "energy"
 
 
 class Fused:

@@ -86,6 +86,9 @@ class CDM(nn.Module):
         self.noise_batch = None if noise_batch is None else int(noise_batch)
         if self.num_labels < 0 or (self.noise_batch is not None and self.noise_batch < 1):
             raise ValueError(f"num_labels must be 0 or more and noise_batch 1 or more, got {num_labels}, {noise_batch}")
+        if self.noise_batch is not None and not self.num_labels:
+            raise ValueError("noise_batch splits a batch between the noise-level and class losses: it needs a class "
+                             "head (num_labels > 0)")
         if self.num_labels:
             if not hasattr(net, "feature_channels"):
                 raise TypeError("a class head needs a net with feature_channels (oodkit's UNet)")
