@@ -118,3 +118,20 @@ def test_two_process_ddp_on_gloo(tiny_digits, tmp_path):
     assert ckpt["train_state"]["world_size"] == 2 and ckpt["train_state"]["step"] == 4
     saved = load_model(tmp_path / "ddp.pt").state_dict()  # rank 0's EMA weights
     assert all(torch.equal(saved[k], v) for k, v in r0.items())
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "joint"])
+def test_resume_of_every_kind_passes_the_model_settings_check(tiny_digits, tmp_path, kind):
+    from oodkit.data import load_dataset
+
+    labels = load_dataset("digits-0to4", "train").labels
+    kw = dict(kind=kind, net="tiny", T=10, progress=False, out=tmp_path / "m.pt",
+              labels=labels if kind == "joint" else None, model_options={"var_type": "posterior"})
+    fit_model(tiny_digits, config=TrainConfig(steps=1, **FAST), **kw)
+    fit_model(tiny_digits, config=TrainConfig(steps=2, **FAST), resume=True, **kw)
+    assert load_checkpoint(tmp_path / "m.pt")["train_state"]["step"] == 2
+    from oodkit import CheckpointError
+
+    with pytest.raises(CheckpointError, match="has model var_type='posterior', this run asks 'beta'"):
+        fit_model(tiny_digits, config=TrainConfig(steps=3, **FAST), resume=True,
+                  **{**kw, "model_options": {"var_type": "beta"}})
