@@ -226,10 +226,10 @@ def check_detectors(names, model_given: bool):
     if unknown:
         raise ValueError(f"unknown detector(s) {unknown}; choose from {', '.join(TABLE)}")
     for name in names:
-        kinds = detector_kinds(name)
-        if not model_given and ("cdm" not in kinds or TABLE[name.partition("@")[0]].labelled):
+        kinds, labelled = detector_kinds(name), TABLE[name.partition("@")[0]].labelled
+        if not model_given and ("cdm" not in kinds or labelled):
             what = "model with a class head (a joint model, or a CDM trained with --class-head)" \
-                if TABLE[name.partition("@")[0]].labelled else f"{' or '.join(kinds)} model"
+                if labelled else f"{' or '.join(kinds)} model"
             raise ValueError(f"detector {name} needs a {what}; pass one with --model "
                              "(none given: a CDM without one would be trained)")
 

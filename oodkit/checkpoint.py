@@ -143,22 +143,29 @@ def load_model(path, ema: bool = True, device=None):
     return model.to(device or "cpu").eval()
 
 
+def check_same_model(ckpt: dict, model, flag: str, path) -> None:
+    """Refuse a checkpoint ``ckpt`` that does not fit ``model``: its kind, network
+    settings and noise schedule, one line naming the first difference, prefixed by the
+    ``flag`` (``--resume``, ``--init``) that asked for it."""
+    if ckpt["kind"] != model.kind:
+        raise CheckpointError(f"{flag}: {path} is a {ckpt['kind']} model, this run trains a {model.kind}")
+    want, have = model.net.config.to_dict(), ckpt["net"].get("config", {})
+    for k in sorted(set(want) | set(have)):
+        if want.get(k) != have.get(k):
+            raise CheckpointError(f"{flag}: {path} has network {k}={have.get(k)!r}, this run asks {want.get(k)!r} "
+                                  "(another --net, --image-size or data?)")
+    theirs = NoiseSchedule.from_dict(ckpt["schedule"])
+    if theirs.T != model.schedule.T or not torch.allclose(theirs.alpha_bar, model.schedule.alpha_bar, rtol=0, atol=1e-12):
+        raise CheckpointError(f"{flag}: {path} was trained with another noise schedule or T")
+
+
 def load_initial_weights(model, path) -> dict:
     """Start ``model`` from a trained checkpoint's weights (its EMA ones when it has them):
     a fine-tune. Kind, network and noise schedule must match; parts the checkpoint lacks
     (a new class head) keep their fresh initialisation. Returns what to record of the
     source: ``{"path", "sha256", "steps", "fresh": [missing keys]}``."""
     ckpt = load_checkpoint(path)
-    if ckpt["kind"] != model.kind:
-        raise CheckpointError(f"--init: {path} is a {ckpt['kind']} model, this run trains a {model.kind}")
-    want, have = model.net.config.to_dict(), ckpt["net"].get("config", {})
-    for k in sorted(set(want) | set(have)):
-        if want.get(k) != have.get(k):
-            raise CheckpointError(f"--init: {path} has network {k}={have.get(k)!r}, this run asks {want.get(k)!r} "
-                                  "(another --net, --image-size or data?)")
-    theirs = NoiseSchedule.from_dict(ckpt["schedule"])
-    if theirs.T != model.schedule.T or not torch.allclose(theirs.alpha_bar, model.schedule.alpha_bar, rtol=0, atol=1e-12):
-        raise CheckpointError(f"--init: {path} was trained with another noise schedule or T")
+    check_same_model(ckpt, model, "--init", path)
     weights = ckpt["ema_state_dict"] or ckpt["state_dict"]
     expected = model.state_dict()
     if any(k.startswith("label_head.") and k not in expected for k in weights):

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, build_model, check_same_model, load_checkpoint, save_checkpoint
 from .data.images import to_float
 from .schedules import NoiseSchedule
 
@@ -172,23 +172,11 @@ RESUME_MUST_MATCH = ("batch_size", "lr", "warmup", "ema_decay", "grad_clip", "hf
 def _check_resume(out, ckpt: dict, model, cfg: "TrainConfig", data: dict) -> None:
     """Refuse to continue a run with other settings, data or network: one line naming
     the first difference."""
-    if ckpt["kind"] != model.kind:
-        raise CheckpointError(f"--resume: {out} is a {ckpt['kind']} model, this run trains a {model.kind}")
-    want = model.net.config.to_dict()
-    have = ckpt["net"].get("config", {})
-    for k in sorted(set(want) | set(have)):
-        if want.get(k) != have.get(k):
-            raise CheckpointError(f"--resume: {out} has network {k}={have.get(k)!r}, this run asks {want.get(k)!r} "
-                                  "(another --net, --image-size or data?)")
+    check_same_model(ckpt, model, "--resume", out)
     mine, saved_model = model.config(), ckpt.get("model") or {}
     for k in sorted(set(mine) | set(saved_model)):
         if k != "image_shape" and mine.get(k) != saved_model.get(k):
             raise CheckpointError(f"--resume: {out} has model {k}={saved_model.get(k)!r}, this run asks {mine.get(k)!r}")
-    from .schedules import NoiseSchedule
-
-    theirs = NoiseSchedule.from_dict(ckpt["schedule"])
-    if theirs.T != model.schedule.T or not torch.allclose(theirs.alpha_bar, model.schedule.alpha_bar, rtol=0, atol=1e-12):
-        raise CheckpointError(f"--resume: {out} was trained with another noise schedule or T")
     saved = (ckpt.get("train_state") or {}).get("config", {})
     now = asdict(cfg)
     for k in RESUME_MUST_MATCH:
