@@ -47,16 +47,17 @@ def main():
     dev_name = args.device
     out = {"gpu": torch.cuda.get_device_name(0) if dev_name.startswith("cuda") else dev_name, "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
 
-    train = oodkit.load_dataset(args.data, split="train", root=args.data_root).tensor()
+    data = oodkit.load_dataset(args.data, split="train", root=args.data_root)
+    train, labels = data.tensor(), torch.as_tensor(data.labels)
     fit, test = train[:args.n_fit], train[args.n_fit:args.n_fit + 500]
     # a shifted copy as OOD: the check is agreement between devices, not the AUROC itself
     ood = test.flip(-2)
     cpu_model = oodkit.load_model(args.model, device="cpu")
     gpu_model = oodkit.load_model(args.model, device=dev_name)
 
-    def bpd(model):
+    def rep(model):
         clear_cache()
-        return represent(model, test, batch_size=250, progress=False).bpd  # full fp32 (full_fp32)
+        return represent(model, test, batch_size=250, progress=False)  # full fp32 (full_fp32)
 
     @torch.no_grad()
     def bpd_as_set(model, enabled):
@@ -65,8 +66,12 @@ def main():
             x = to_float(test).to(dev_name)
             return torch.cat([model.bpd(xb) for xb in x.split(250)]).double().cpu().numpy()
 
-    ref = bpd(cpu_model)
-    out["bpd_max_abs_diff_oodkit"] = float(np.max(np.abs(bpd(gpu_model) - ref)))
+    cpu_rep, gpu_rep = rep(cpu_model), rep(gpu_model)
+    ref = cpu_rep.bpd
+    out["bpd_max_abs_diff_oodkit"] = float(np.max(np.abs(gpu_rep.bpd - ref)))
+    if cpu_rep.class_logits is not None:  # a model with a class head: its logits come from the same pass
+        diff = (gpu_rep.class_logits - cpu_rep.class_logits).abs().max()
+        out["class_logits_max_abs_diff_oodkit"] = float(diff)
     for on in (False, True):
         out[f"bpd_max_abs_diff_tf32_{on}"] = float(np.max(np.abs(bpd_as_set(gpu_model, on) - ref)))
     out["bpd_mean_cpu"] = float(ref.mean())
@@ -94,10 +99,12 @@ def main():
     net = gpu_model.train()
     obj = _Objective(net)
     x0 = to_float(train[:256]).to(dev_name)
+    # a model with a class head trains on labels (its step then includes the class loss)
+    y = labels[:256].to(dev_name) if getattr(gpu_model, "needs_labels", False) else None
     for amp in (False, True):
         def step(amp=amp):
             with torch.autocast(torch.device(dev_name).type, dtype=torch.bfloat16, enabled=amp):
-                loss, _ = obj(x0, torch.Generator().manual_seed(0))
+                loss, _ = obj(x0, torch.Generator().manual_seed(0), y)
             loss.backward()
             net.zero_grad(set_to_none=True)
         out[f"train_step_ms_{'bf16' if amp else 'fp32'}"] = 256 / _rate(step, 256, repeats=5) * 1000

@@ -33,13 +33,19 @@ oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --
   --detectors $CDM_DETECTORS --max-train 10000 --max-test 2000 \
   --output-dir $R/cifar10-near --quiet
 
-# The same split on `cifar10[0-5]` fine-tuned with a class head on the six ID labels (96 minutes on this
-# CPU, two threads, 2026-11-26; the committed half-precision EMA weights). To redo it:
-#   oodkit train --kind cdm --data "cifar10[0-5]" --data-root "$DATA" --net compact \
-#     --init benchmarks/models/cifar10_0-5_cdm.pt --class-head --label-weight 0.1 --noise-batch 16 --batch-size 64 \
-#     --lr 5e-4 --warmup 100 --ema-decay 0.998 --grad-clip 1.0 --hflip --no-amp --seed 1 --steps 5405 \
-#     --save-every 200 --out "$M/exp/cifar10_0-5_labelled_cdm.pt"
-#   python -c "from oodkit.pretrained import export_model as e; e('$M/exp/cifar10_0-5_labelled_cdm.pt', \
+# The same split on `cifar10[0-5]` fine-tuned with a class head on the six ID labels, on a lent H200
+# (2026-11-26, second session of the day; the committed half-precision EMA weights), in two stages, each
+# stopped by SIGTERM at the step given here (the learning rate is constant after the warm-up, so --steps
+# N ends the same run). Stage 1 shared the card with two other fine-tunes (label weight 0.1), 430 s;
+# stage 2 ran alone, 200 s. To redo it on a GPU:
+#   oodkit train --kind cdm --data "cifar10[0-5]" --data-root "$DATA" --net compact --hflip \
+#     --init oodkit/weights/cifar10_0-5.pt --class-head --label-weight 0.5 --noise-batch 64 --batch-size 256 \
+#     --lr 1e-3 --warmup 200 --ema-decay 0.999 --grad-clip 1.0 --seed 0 --steps 2381 --out "$M/exp/stage1.pt"
+#   python -c "from oodkit.pretrained import export_model as e; e('$M/exp/stage1.pt', '$M/exp/stage1_half.pt')"
+#   oodkit train --kind cdm --data "cifar10[0-5]" --data-root "$DATA" --net compact --hflip \
+#     --init "$M/exp/stage1_half.pt" --class-head --label-weight 0.5 --noise-batch 64 --batch-size 256 \
+#     --lr 5e-4 --warmup 100 --ema-decay 0.999 --grad-clip 1.0 --seed 1 --steps 2223 --out "$M/exp/stage2.pt"
+#   python -c "from oodkit.pretrained import export_model as e; e('$M/exp/stage2.pt', \
 #     'benchmarks/models/cifar10_0-5_labelled.pt')"
 oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --data-root "$DATA" --jpeg-ood 75 \
   --model benchmarks/models/cifar10_0-5_labelled.pt --detectors $CDM_DETECTORS,msp,energy --max-train 10000 \

@@ -234,3 +234,47 @@ def test_init_from_a_labelled_checkpoint_needs_the_class_head(digits, tmp_path):
     with pytest.raises(CheckpointError, match="has a class head and this model has none: add --class-head"):
         fit_model(x, net="tiny", T=10, config=TrainConfig(steps=1, **FAST), out=tmp_path / "o.pt",
                   init=tmp_path / "lab.pt", progress=False)
+
+
+def test_fused_reads_a_labelled_models_features_by_knn_and_an_unlabelled_ones_by_gaussian(digits):
+    """A class head clusters the features by class: one Gaussian's centre lies between the
+    clusters, so a labelled model's fused score reads them by the kNN distance instead."""
+    from oodkit import CDMDetector
+    from oodkit.detectors.scores import Complexity, FeatureGauss, FeatureKNN, Fused, Profile, profile_levels
+
+    x = digits[0][:80]
+    for num_labels, feat in ((3, FeatureKNN(5)), (0, FeatureGauss())):
+        model = _model(num_labels=num_labels).eval()
+        rep, rep_test = represent(model, x[:60], progress=False), represent(model, x[60:], progress=False)
+        det = CDMDetector(model, score="fused", progress=False).fit_representation(rep)
+        key = "features-knn" if num_labels else "features"
+        assert list(det.scorer_.components) == ["profile", "complexity", key]
+        assert type(det.scorer_.components[key]) is type(feat)
+        levels = profile_levels(model.T, model.schedule.alpha_bar.numpy(), 20)
+        want = Fused({"profile": Profile(levels, "knn", 5, seed=0), "complexity": Complexity(), key: feat}).fit(rep)
+        np.testing.assert_array_equal(det.score_representation(rep_test), want.score(rep_test))
+
+
+def test_a_fused_file_fitted_with_other_feature_components_is_refused(digits, tmp_path):
+    from oodkit import CDMDetector, load_detector
+    from oodkit.detectors.persist import DetectorFileError
+    from oodkit.detectors.scores import FeatureGauss
+
+    x, y = digits
+    fit_model(x, net="tiny", T=10, config=TrainConfig(steps=2, **FAST), out=tmp_path / "c.pt", labels=y,
+              model_options={"num_labels": "auto"}, progress=False)
+    det = CDMDetector(str(tmp_path / "c.pt"), score="fused", progress=False).fit(x[:50])
+    # as a file written before labelled models read their features by kNN: a Gaussian component
+    comps = det.scorer_.components
+    comps["features"] = FeatureGauss().fit(represent(det.model_, x[:50], progress=False))
+    det.scorer_.ref_["features"] = det.scorer_.ref_.pop("features-knn")
+    del comps["features-knn"]
+    det.save(tmp_path / "old.npz")
+    with pytest.raises(DetectorFileError, match="old.npz: detector .*fused.* fitted on the components "
+                                                "profile, complexity, features; this model's fused reads "
+                                                "profile, complexity, features-knn: refit it"):
+        load_detector(tmp_path / "old.npz")
+    fresh = CDMDetector(str(tmp_path / "c.pt"), score="fused", progress=False).fit(x[:50])
+    fresh.save(tmp_path / "new.npz")
+    np.testing.assert_array_equal(load_detector(tmp_path / "new.npz").score_samples(x[50:70]),
+                                  fresh.score_samples(x[50:70]))

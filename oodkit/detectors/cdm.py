@@ -40,7 +40,8 @@ class CDMDetector(BaseDetector):
             (minus E[t|x]), ``"profile"`` (density of the multiscale likelihood profile),
             ``"features"`` (deep kNN on the pooled decoder output), ``"features-gauss"``
             (their Mahalanobis distance), ``"fused"`` (profile, complexity and the features'
-            Mahalanobis score, combined by Fisher's rule on ID p-values),
+            Mahalanobis score, or on a model with a class head their kNN distance,
+            combined by Fisher's rule on ID p-values),
             ``"typicality"`` or ``"complexity"`` (likelihood + PNG bits); for a CDM trained
             with a class head, ``"msp"`` (maximum softmax probability) and ``"energy"``
             (logsumexp of its class logits), from the same pass.
@@ -120,11 +121,19 @@ class CDMDetector(BaseDetector):
         if self.score == "features":
             return FeatureKNN(self.n_neighbors)
         if self.score == "fused":
-            # the features enter by their Mahalanobis score: it raised the worst far-OOD
-            # pair over the kNN distance (benchmarks/results/fusion_variants.md)
             return Fused({"profile": Profile(levels, "knn", self.n_neighbors, seed=self.seed),
-                          "complexity": Complexity(), "features": FeatureGauss()})
+                          "complexity": Complexity(), **self._fused_features(model)})
         return SCORERS[self.score]()
+
+    def _fused_features(self, model) -> dict:
+        """The features' component of ``fused``. Unlabelled: their Mahalanobis score, which
+        raised the worst far-OOD pair over the kNN distance. A class head clusters the
+        features by class and one Gaussian's centre lies between the clusters, where unseen
+        classes land (below chance on held-out classes for every labelled model): there the
+        kNN distance on normalised features (benchmarks/results/fusion_variants.md)."""
+        if getattr(model, "needs_labels", False):
+            return {"features-knn": FeatureKNN(self.n_neighbors)}
+        return {"features": FeatureGauss()}
 
     def representation(self, X) -> Representation:
         """One cached forward pass over ``X`` (after fit)."""

@@ -177,7 +177,10 @@ def _load_detectors(path, device, progress) -> dict:
             det.scorer_ = det._make_scorer(model)
             state = {k: arrays[f"{e['key']}/{k}"] for k in e["state"]}
             if hasattr(det.scorer_, "set_state"):
-                det.scorer_.set_state(state)
+                try:
+                    det.scorer_.set_state(state)
+                except ValueError as err:  # a state the scorer no longer has (fitted by another rule)
+                    raise DetectorFileError(f"{path}: detector {name!r} ({params.get('score')}) {err}") from None
             det.n_features_in_ = int(np.prod(model.image_shape))
         else:
             det._cache = {}
