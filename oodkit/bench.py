@@ -217,6 +217,9 @@ def check_model_request(model, net=None, steps=None, T=None, image_size=None) ->
     return paths
 
 
+_CLASS_HEAD = "model with a class head (a joint model, or a CDM trained with --class-head)"
+
+
 def check_detectors(names, model_given: bool):
     """Fail before any data or model work on unknown names and impossible requests."""
     twice = sorted({d for d in names if names.count(d) > 1})
@@ -228,8 +231,7 @@ def check_detectors(names, model_given: bool):
     for name in names:
         kinds, labelled = detector_kinds(name), TABLE[name.partition("@")[0]].labelled
         if not model_given and ("cdm" not in kinds or labelled):
-            what = "model with a class head (a joint model, or a CDM trained with --class-head)" \
-                if labelled else f"{' or '.join(kinds)} model"
+            what = _CLASS_HEAD if labelled else f"{' or '.join(kinds)} model"
             raise ValueError(f"detector {name} needs a {what}; pass one with --model "
                              "(none given: a CDM without one would be trained)")
 
@@ -245,8 +247,7 @@ def assign_detectors(names, loaded) -> dict:
         if TABLE[name.partition("@")[0]].labelled:
             fitting = [(m, p) for m, p in fitting if getattr(m, "num_labels", 0)]
             if not fitting:  # refused here rather than after a pass over the training images
-                raise ValueError(f"detector {name} needs a model with a class head (a joint model, or a CDM "
-                                 "trained with --class-head); none of the given models has one")
+                raise ValueError(f"detector {name} needs a {_CLASS_HEAD}; none of the given models has one")
         if not fitting:
             raise ValueError(f"detector {name} needs a {' or '.join(detector_kinds(name))} model; "
                              f"got {', '.join(m.kind for m, _ in loaded)}")
