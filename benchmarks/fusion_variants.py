@@ -7,7 +7,7 @@ per image set (the same subsamples and alignment as `oodkit bench` with the same
 
 Variants (Fisher's rule `sum log p`, and the minimum p-value, Tippett's rule, on the
 same p-values): A profile + complexity + kNN features; B profile + complexity +
-Mahalanobis features (the default since 2026-11-26); C both feature scores; D profile +
+Mahalanobis features (the default since 2026-11-26; A on a model with a class head); C both feature scores; D profile +
 Mahalanobis features; E B + the likelihood itself; for a CDM with a class head
 (`oodkit train --class-head`), F profile + complexity + the class head's energy and G B +
 energy. Prints JSON: {ood set: {variant: AUROC}} plus each component alone.

@@ -4,8 +4,11 @@ same machine (run on a machine with CUDA; prints a table and writes JSON).
     python benchmarks/gpu_check.py --model cifar10 --data-root DATA --out gpu_check.json
 
 Checks: bits/dim and the default (fused) detector's scores on CUDA against the CPU:
-through oodkit (full fp32), and the model's own pass with TF32 off and on; images/s of the one
-forward pass on each device; a CDM training step's time in float32 and bf16 on CUDA.
+through oodkit (full fp32), and the model's own pass with TF32 off and on; for a model
+with a class head, its logits too; images/s of the one forward pass on each device; a CDM
+training step's time in float32 and bf16 on CUDA (with the class loss on labels for a
+model with a class head: --data must then carry labels inside the head's classes).
+The JSON records the model (reference and SHA-256), the data and the git commit.
 """
 import argparse
 import json
@@ -18,6 +21,15 @@ import oodkit
 from oodkit.data import to_float
 from oodkit.representation import clear_cache, represent, tf32
 from oodkit.training import _Objective
+
+
+def _git_commit():
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def _rate(fn, n_images, repeats=3):
@@ -48,12 +60,20 @@ def main():
     out = {"gpu": torch.cuda.get_device_name(0) if dev_name.startswith("cuda") else dev_name, "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
 
     data = oodkit.load_dataset(args.data, split="train", root=args.data_root)
-    train, labels = data.tensor(), torch.as_tensor(data.labels)
+    train = data.tensor()
+    out.update(model=args.model, data=args.data, git_commit=_git_commit())
     fit, test = train[:args.n_fit], train[args.n_fit:args.n_fit + 500]
     # a shifted copy as OOD: the check is agreement between devices, not the AUROC itself
     ood = test.flip(-2)
     cpu_model = oodkit.load_model(args.model, device="cpu")
     gpu_model = oodkit.load_model(args.model, device=dev_name)
+    out["model_sha256"] = getattr(gpu_model, "checkpoint_sha256", None)
+    labels = None
+    if getattr(gpu_model, "needs_labels", False):  # its training step needs labels the head knows
+        if data.labels is None or not (0 <= data.labels[:256].min() and data.labels[:256].max() < gpu_model.num_labels):
+            raise SystemExit(f"--data {args.data}: the model's class head has {gpu_model.num_labels} classes; "
+                             "give a data set with labels among them (e.g. the one it was trained on)")
+        labels = torch.as_tensor(data.labels)
 
     def rep(model):
         clear_cache()
@@ -100,7 +120,7 @@ def main():
     obj = _Objective(net)
     x0 = to_float(train[:256]).to(dev_name)
     # a model with a class head trains on labels (its step then includes the class loss)
-    y = labels[:256].to(dev_name) if getattr(gpu_model, "needs_labels", False) else None
+    y = labels[:256].to(dev_name) if labels is not None else None
     for amp in (False, True):
         def step(amp=amp):
             with torch.autocast(torch.device(dev_name).type, dtype=torch.bfloat16, enabled=amp):

@@ -47,6 +47,9 @@ oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --
 #     --lr 5e-4 --warmup 100 --ema-decay 0.999 --grad-clip 1.0 --seed 1 --steps 2223 --out "$M/exp/stage2.pt"
 #   python -c "from oodkit.pretrained import export_model as e; e('$M/exp/stage2.pt', \
 #     'benchmarks/models/cifar10_0-5_labelled.pt')"
+# and the GPU check on stage 1 (results/gpu_check_labelled.json):
+#   PYTHONPATH=. python benchmarks/gpu_check.py --model "$M/exp/stage1_half.pt" --data "cifar10[0-5]" \
+#     --data-root "$DATA" --out benchmarks/results/gpu_check_labelled.json
 oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --data-root "$DATA" --jpeg-ood 75 \
   --model benchmarks/models/cifar10_0-5_labelled.pt --detectors $CDM_DETECTORS,msp,energy --max-train 10000 \
   --max-test 2000 --output-dir $R/cifar10-near-labelled --quiet

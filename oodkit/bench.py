@@ -31,7 +31,7 @@ from .data import DataNotFound, as_images, conform, load_dataset
 from .data.images import fingerprint, jpeg_roundtrip
 from .data.registry import ood_group, source_of
 from .data.sources import ImageSet
-from .detectors import TABLE, CDMDetector, default_detectors, detector_kinds, make_detector
+from .detectors import TABLE, CDMDetector, detector_kinds, make_detector, model_default_detectors
 from .detectors.persist import VERSION as DETECTOR_FORMAT
 from .representation import represent
 from .metrics import bootstrap_intervals, ood_metrics
@@ -240,7 +240,7 @@ def assign_detectors(names, loaded) -> dict:
     """``{detector name: (model, path)}``: the first given model of the detector's most
     preferred kind (``itd`` runs on the DDPM when there is one; ``itd@cdm`` pins it)."""
     if names is None:
-        names = default_detectors(m.kind for m, _ in loaded)
+        names = model_default_detectors(m for m, _ in loaded)
     out = {}
     for name in names:
         fitting = [(m, p) for kind in detector_kinds(name) for m, p in loaded if m.kind == kind]

@@ -264,8 +264,9 @@ def _split_list(value):
 def _detector_help() -> str:
     from .detectors import describe_detectors
 
-    return ("Comma-separated detectors (default: those of the given models' kinds). With several models each "
-            "runs on the model it belongs to; NAME@KIND pins one, e.g. itd@cdm.\n\n\b\n" + describe_detectors())
+    return ("Comma-separated detectors (default: those of the given models' kinds, and msp and energy for a "
+            "model with a class head). With several models each runs on the model it belongs to; NAME@KIND "
+            "pins one, e.g. itd@cdm.\n\n\b\n" + describe_detectors())
 
 
 class _LazyHelp(click.Option):
@@ -367,7 +368,7 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
         seed, device, quiet):
     """Fit detectors once and save them, to score later with `oodkit score --detector`."""
     from .data import as_images, conform, load_dataset
-    from .detectors import default_detectors, make_detector
+    from .detectors import make_detector, model_default_detectors
     from .detectors.persist import save_detectors
     from .pretrained import load_model
 
@@ -377,7 +378,7 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
         raise UserError(f"--detectors {detectors!r} names no detector")
     m = load_model(model, device=device)
     m.reference = model  # the file records the name or path as given
-    names = _split_list(detectors) or default_detectors([m.kind])
+    names = _split_list(detectors) or model_default_detectors([m])
     c, h, _ = m.image_shape
     ds = load_dataset(data_spec, "train", data_root, download, holdout=True)
     if max_train is not None and len(ds) > max_train:

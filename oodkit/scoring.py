@@ -5,7 +5,7 @@ import pandas as pd
 
 from .pretrained import load_model
 from .data import DataNotFound, as_images, conform, load_dataset
-from .detectors import TABLE, default_detectors, make_detector
+from .detectors import TABLE, make_detector, model_default_detectors
 from .representation import represent
 
 __all__ = ["score_dataset", "score_with_detectors"]
@@ -46,14 +46,15 @@ def score_with_detectors(path, data_spec, split="test", data_root=None, download
 
 def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=None, download=False,
                   batch_size=256, device=None, progress=True, resize=None, num_workers=0):
-    """Every default score of the model's kind for ``data_spec`` as a DataFrame (index,
-    label, bpd for a CDM, then one column per detector, higher = more in-distribution).
+    """Every default score of the model's kind (and of its class head, if it has one) for
+    ``data_spec`` as a DataFrame (index, label, bpd for a CDM, then one column per
+    detector, higher = more in-distribution).
     Detectors that fit ID statistics are added when ``fit_data`` (or the model's recorded
     training set) can be loaded. Returns ``(frame, name of the fitting data or None)``."""
     model = load_model(model_path, device=device)
     c, h, _ = model.image_shape
     ds, x, cols = _load(data_spec, split, data_root, download, resize, c, h, num_workers)
-    names = default_detectors([model.kind])
+    names = model_default_detectors([model])
     rep = None
     if model.kind == "cdm":
         rep = represent(model, x, batch_size, device, progress=progress, desc=f"forward {ds.name}")

@@ -272,9 +272,31 @@ def test_a_fused_file_fitted_with_other_feature_components_is_refused(digits, tm
     det.save(tmp_path / "old.npz")
     with pytest.raises(DetectorFileError, match="old.npz: detector .*fused.* fitted on the components "
                                                 "profile, complexity, features; this model's fused reads "
-                                                "profile, complexity, features-knn: refit it"):
+                                                "profile, complexity, features-knn \\(features: Mahalanobis, "
+                                                "features-knn: kNN\\): refit it with `oodkit fit`"):
         load_detector(tmp_path / "old.npz")
     fresh = CDMDetector(str(tmp_path / "c.pt"), score="fused", progress=False).fit(x[:50])
     fresh.save(tmp_path / "new.npz")
     np.testing.assert_array_equal(load_detector(tmp_path / "new.npz").score_samples(x[50:70]),
                                   fresh.score_samples(x[50:70]))
+
+
+def test_a_labelled_cdm_runs_the_class_head_scores_by_default(digits, tmp_path):
+    from oodkit.bench import assign_detectors
+    from oodkit.detectors import default_detectors
+    from oodkit.scoring import score_dataset
+
+    plain, labelled = _model(num_labels=0), _model(num_labels=3)
+    assert "msp" not in assign_detectors(None, [(plain, "a.pt")])
+    got = assign_detectors(None, [(plain, "a.pt"), (labelled, "b.pt")])
+    assert got["msp"][1] == got["energy"][1] == "b.pt" and got["fused"][1] == "a.pt"
+    assert default_detectors(["cdm"]) == [n for n in default_detectors(["cdm"], labelled=["cdm"])
+                                          if n not in ("msp", "energy")]
+    x, y = digits
+    fit_model(x, net="tiny", T=10, config=TrainConfig(steps=2, **FAST), out=tmp_path / "c.pt", labels=y,
+              model_options={"num_labels": "auto"}, progress=False)
+    frame, _ = score_dataset(str(tmp_path / "c.pt"), "digits-5to9", fit_data="digits-0to4", progress=False)
+    logits = represent(load_model(tmp_path / "c.pt"), load_dataset("digits-5to9", "test").tensor(),
+                       progress=False).class_logits.double()
+    np.testing.assert_allclose(frame["energy"].to_numpy(), torch.logsumexp(logits, 1).numpy(), rtol=1e-12)
+    assert {"msp", "fused", "loglik"} <= set(frame.columns)

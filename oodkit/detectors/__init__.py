@@ -3,7 +3,7 @@ from .base import BaseDetector
 from .cdm import CDMDetector
 from .diffusion import DiffusionDetector
 from .registry import (DETECTORS, TABLE, DetectorInfo, default_detectors, describe_detectors, detector_kinds,
-                       make_detector)
+                       make_detector, model_default_detectors)
 
 __all__ = ["BaseDetector", "CDMDetector", "DiffusionDetector", "DETECTORS", "TABLE", "DetectorInfo",
-           "make_detector", "detector_kinds", "default_detectors", "describe_detectors"]
+           "make_detector", "detector_kinds", "default_detectors", "model_default_detectors", "describe_detectors"]

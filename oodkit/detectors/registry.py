@@ -10,7 +10,7 @@ from .cdm import CDMDetector
 from .diffusion import DiffusionDetector
 
 __all__ = ["DetectorInfo", "TABLE", "DETECTORS", "detector_kinds", "make_detector", "default_detectors",
-           "describe_detectors"]
+           "model_default_detectors", "describe_detectors"]
 
 
 @dataclass(frozen=True)
@@ -115,10 +115,18 @@ def make_detector(name: str, **params):
     return cls(**{**{k: v for k, v in params.items() if k in accepted}, **info.params})
 
 
-def default_detectors(kinds) -> list[str]:
-    """The default detectors for models of these kinds, in table order."""
-    kinds = set(kinds)
-    return [name for name, d in TABLE.items() if kinds & set(d.default_for)]
+def default_detectors(kinds, labelled=()) -> list[str]:
+    """The default detectors for models of these kinds, in table order. ``labelled``: the
+    kinds among them whose model has a class head, which adds the class-head scores that
+    run on those kinds (``msp`` and ``energy`` on a CDM trained with ``--class-head``)."""
+    kinds, labelled = set(kinds), set(labelled)
+    return [name for name, d in TABLE.items() if kinds & set(d.default_for) or (d.labelled and labelled & set(d.kinds))]
+
+
+def model_default_detectors(models) -> list[str]:
+    """:func:`default_detectors` for these loaded models."""
+    models = list(models)
+    return default_detectors((m.kind for m in models), (m.kind for m in models if getattr(m, "num_labels", 0)))
 
 
 def describe_detectors() -> str:
