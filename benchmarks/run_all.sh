@@ -64,6 +64,17 @@ oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --
 oodkit bench fashionmnist-near --data-root "$DATA" --detectors $CDM_DETECTORS \
   --max-train 10000 --output-dir $R/fashionmnist-near --quiet
 
+# The same split on `fashionmnist[0-4]` fine-tuned with a class head (this CPU, two threads, 15 minutes; to redo it:)
+#   oodkit train --kind cdm --data "fashionmnist[0-4]" --data-root "$DATA" --net compact \
+#     --init oodkit/weights/fashionmnist_0-4.pt --class-head --label-weight 0.5 --noise-batch 16 --batch-size 64 \
+#     --lr 5e-4 --warmup 100 --ema-decay 0.998 --grad-clip 1.0 --no-amp --seed 0 --steps 1200 --save-every 200 \
+#     --device cpu --out "$M/exp/fmnist_0-4_labelled_cdm.pt"
+#   python -c "from oodkit.pretrained import export_model as e; e('$M/exp/fmnist_0-4_labelled_cdm.pt', \
+#     'benchmarks/models/fashionmnist_0-4_labelled.pt')"
+oodkit bench "fashionmnist[0-4]-vs-fashionmnist[5-9],mnist,noise,constant" --data-root "$DATA" \
+  --model benchmarks/models/fashionmnist_0-4_labelled.pt --detectors $CDM_DETECTORS,msp,energy --max-train 10000 \
+  --output-dir $R/fashionmnist-near-labelled --quiet
+
 # Which block's pooled output the feature scores read, and which fusion (every variant fitted on ID only)
 python benchmarks/feature_layers.py cifar10-vs-fashionmnist,mnist,constant,noise cifar10 --data-root "$DATA" --jpeg-ood 75 --max-test 2000 --json $R/feature_layers.json
 python benchmarks/feature_layers.py fashionmnist-vs-mnist,noise,constant fashionmnist --data-root "$DATA" --json $R/feature_layers.json
@@ -75,6 +86,7 @@ python benchmarks/fusion_variants.py fashionmnist-vs-mnist,noise,constant fashio
 python benchmarks/fusion_variants.py mnist-vs-fashionmnist,noise,constant mnist --data-root "$DATA" --variants A,B,E --json $R/fusion_variants.json
 python benchmarks/fusion_variants.py "cifar10[0-5]-vs-cifar10[6-9]" "cifar10[0-5]" --data-root "$DATA" --max-test 2000 --variants A,B,E --json $R/fusion_variants.json
 python benchmarks/fusion_variants.py "fashionmnist[0-4]-vs-fashionmnist[5-9]" "fashionmnist[0-4]" --data-root "$DATA" --variants A,B,E --json $R/fusion_variants.json
+python benchmarks/fusion_variants.py "fashionmnist[0-4]-vs-fashionmnist[5-9],mnist,noise,constant" benchmarks/models/fashionmnist_0-4_labelled.pt --data-root "$DATA" --variants A,B,F,G --json $R/fusion_variants.json
 python benchmarks/fusion_variants.py "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,constant" benchmarks/models/cifar10_0-5_labelled.pt --data-root "$DATA" --jpeg-ood 75 --max-test 2000 --json $R/fusion_variants.json
 
 # Baselines with the corrected runner: a DDPM on the same UNet and data (300 images per set:
