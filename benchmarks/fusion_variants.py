@@ -22,6 +22,7 @@ from oodkit.detectors import TABLE
 from oodkit.detectors.scores import (Complexity, Energy, FeatureGauss, FeatureKNN, Fused, LogLik, MaxSoftmax, Profile,
                                      profile_levels)
 from oodkit.metrics import auroc
+from oodkit.models import has_class_head
 from oodkit.representation import represent
 
 VARIANTS = {"A": ["profile", "complexity", "knn"], "B": ["profile", "complexity", "gauss"],
@@ -36,7 +37,7 @@ def main():
     ap.add_argument("--variants", default=None, help="default: A-E, and F, G for a model with a class head")
     a = ap.parse_args()
     sets, model = study_args.sets_and_model(a)
-    labelled = bool(getattr(model, "num_labels", 0))
+    labelled = has_class_head(model)
     variants = a.variants.split(",") if a.variants else [v for v in VARIANTS
                                                          if labelled or not CLASS_HEAD & set(VARIANTS[v])]
     c, h, _ = model.image_shape

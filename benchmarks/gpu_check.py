@@ -18,18 +18,11 @@ import numpy as np
 import torch
 
 import oodkit
+from oodkit.bench import _git_commit
+from oodkit.models import has_class_head
 from oodkit.data import to_float
 from oodkit.representation import clear_cache, represent, tf32
 from oodkit.training import _Objective
-
-
-def _git_commit():
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def _rate(fn, n_images, repeats=3):
@@ -69,7 +62,7 @@ def main():
     gpu_model = oodkit.load_model(args.model, device=dev_name)
     out["model_sha256"] = getattr(gpu_model, "checkpoint_sha256", None)
     labels = None
-    if getattr(gpu_model, "needs_labels", False):  # its training step needs labels the head knows
+    if has_class_head(gpu_model):  # its training step needs labels the head knows
         if data.labels is None or not (0 <= data.labels[:256].min() and data.labels[:256].max() < gpu_model.num_labels):
             raise SystemExit(f"--data {args.data}: the model's class head has {gpu_model.num_labels} classes; "
                              "give a data set with labels among them (e.g. the one it was trained on)")

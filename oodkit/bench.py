@@ -33,6 +33,7 @@ from .data.registry import ood_group, source_of
 from .data.sources import ImageSet
 from .detectors import TABLE, CDMDetector, detector_kinds, make_detector, model_default_detectors
 from .detectors.persist import VERSION as DETECTOR_FORMAT
+from .models import has_class_head
 from .representation import represent
 from .metrics import bootstrap_intervals, ood_metrics
 from .report import console_table, write_results
@@ -245,7 +246,7 @@ def assign_detectors(names, loaded) -> dict:
     for name in names:
         fitting = [(m, p) for kind in detector_kinds(name) for m, p in loaded if m.kind == kind]
         if TABLE[name.partition("@")[0]].labelled:
-            fitting = [(m, p) for m, p in fitting if getattr(m, "num_labels", 0)]
+            fitting = [(m, p) for m, p in fitting if has_class_head(m)]
             if not fitting:  # refused here rather than after a pass over the training images
                 raise ValueError(f"detector {name} needs a {_CLASS_HEAD}; none of the given models has one")
         if not fitting:

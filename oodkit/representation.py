@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.images import batches, fingerprint, png_bits, to_float
+from .models import has_class_head
 from .models.cdm import bits_per_dim, eq10_levels, log_std_normal
 
 __all__ = ["Representation", "represent", "clear_cache"]
@@ -158,7 +159,7 @@ def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progre
                 log_gauss.append(log_std_normal(xf).cpu())
             features = torch.cat(feats) if feats else None
             class_logits = None
-            if features is not None and getattr(model, "num_labels", 0):
+            if features is not None and has_class_head(model):
                 class_logits = model.class_logits(features.to(device)).cpu()
     finally:
         model.train(was_training)

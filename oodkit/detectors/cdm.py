@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..pretrained import load_model
 from ..data.images import ImageInputError, as_images, conform
+from ..models import has_class_head
 from ..representation import Representation, represent
 from ..training import TrainConfig, fit_model
 from .base import BaseDetector
@@ -131,7 +132,7 @@ class CDMDetector(BaseDetector):
         features by class and one Gaussian's centre lies between the clusters, where unseen
         classes land (below chance on held-out classes for every labelled model): there the
         kNN distance on normalised features (benchmarks/results/fusion_variants.md)."""
-        if getattr(model, "needs_labels", False):
+        if has_class_head(model):
             return {"features-knn": FeatureKNN(self.n_neighbors)}
         return {"features": FeatureGauss()}
 

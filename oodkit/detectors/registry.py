@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..models import has_class_head
 from .cdm import CDMDetector
 from .diffusion import DiffusionDetector
 
@@ -126,7 +127,7 @@ def default_detectors(kinds, labelled=()) -> list[str]:
 def model_default_detectors(models) -> list[str]:
     """:func:`default_detectors` for these loaded models."""
     models = list(models)
-    return default_detectors((m.kind for m in models), (m.kind for m in models if getattr(m, "num_labels", 0)))
+    return default_detectors((m.kind for m in models), (m.kind for m in models if has_class_head(m)))
 
 
 def describe_detectors() -> str:

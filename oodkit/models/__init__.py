@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ModelKind", "MODEL_KINDS", "model_kind"]
+__all__ = ["ModelKind", "MODEL_KINDS", "model_kind", "has_class_head"]
 
 
 @dataclass(frozen=True)
@@ -41,3 +41,9 @@ def model_kind(name: str) -> ModelKind:
     if name not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {name!r}; this oodkit knows {', '.join(MODEL_KINDS)}")
     return MODEL_KINDS[name]
+
+
+def has_class_head(model) -> bool:
+    """Whether ``model`` has a class head (a joint model, or a CDM built with
+    ``num_labels > 0``): it trains on labels and its pass gives class logits."""
+    return int(getattr(model, "num_labels", 0) or 0) > 0
