@@ -10,7 +10,8 @@ same p-values): A profile + complexity + kNN features; B profile + complexity +
 Mahalanobis features (the default since 2026-11-26; A on a model with a class head); C both feature scores; D profile +
 Mahalanobis features; E B + the likelihood itself; for a CDM with a class head
 (`oodkit train --class-head`), F profile + complexity + the class head's energy and G B +
-energy. Prints JSON: {ood set: {variant: AUROC}} plus each component alone.
+energy; for a CDM with a rotation head (`--rotation-head`), H A + the upright score,
+I B + upright, J profile + kNN features + upright. Prints JSON: {ood set: {variant: AUROC}} plus each component alone.
 """
 import json
 
@@ -20,16 +21,19 @@ import study_args
 from oodkit.bench import aligned_groups
 from oodkit.detectors import TABLE
 from oodkit.detectors.scores import (Complexity, Energy, FeatureGauss, FeatureKNN, Fused, LogLik, MaxSoftmax, Profile,
-                                     profile_levels)
+                                     Upright, profile_levels)
 from oodkit.metrics import auroc
-from oodkit.models import has_class_head
+from oodkit.models import has_class_head, has_rotation_head
 from oodkit.representation import represent
 
 VARIANTS = {"A": ["profile", "complexity", "knn"], "B": ["profile", "complexity", "gauss"],
             "C": ["profile", "complexity", "knn", "gauss"], "D": ["profile", "gauss"],
             "E": ["profile", "complexity", "gauss", "loglik"],
-            "F": ["profile", "complexity", "energy"], "G": ["profile", "complexity", "gauss", "energy"]}
+            "F": ["profile", "complexity", "energy"], "G": ["profile", "complexity", "gauss", "energy"],
+            "H": ["profile", "complexity", "knn", "upright"], "I": ["profile", "complexity", "gauss", "upright"],
+            "J": ["profile", "knn", "upright"]}
 CLASS_HEAD = {n for n, d in TABLE.items() if d.labelled}  # components that need a class head
+ROTATION_HEAD = {n for n, d in TABLE.items() if d.rotation}  # ... a rotation head
 
 
 def main():
@@ -37,16 +41,18 @@ def main():
     ap.add_argument("--variants", default=None, help="default: A-E, and F, G for a model with a class head")
     a = ap.parse_args()
     sets, model = study_args.sets_and_model(a)
-    labelled = has_class_head(model)
-    variants = a.variants.split(",") if a.variants else [v for v in VARIANTS
-                                                         if labelled or not CLASS_HEAD & set(VARIANTS[v])]
+    labelled, rotation = has_class_head(model), has_rotation_head(model)
+    variants = a.variants.split(",") if a.variants else [
+        v for v in VARIANTS if (labelled or not CLASS_HEAD & set(VARIANTS[v]))
+        and (rotation or not ROTATION_HEAD & set(VARIANTS[v]))]
     c, h, _ = model.image_shape
     levels = profile_levels(model.T, model.schedule.alpha_bar.numpy(), 20)
 
     def components():
         comps = {"profile": Profile(levels, "knn", 5, seed=0), "complexity": Complexity(),
                  "knn": FeatureKNN(5), "gauss": FeatureGauss(), "loglik": LogLik()}
-        return {**comps, "energy": Energy(), "msp": MaxSoftmax()} if labelled else comps
+        comps = {**comps, "energy": Energy(), "msp": MaxSoftmax()} if labelled else comps
+        return {**comps, "upright": Upright()} if rotation else comps
 
     res = {}
     for _, _, x_train, x_id, x_oods in aligned_groups(sets, h, c):  # fitted as the pair's test images are aligned

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Every benchmark in benchmarks/README.md, with the settings its results were made with
 # (2 CPU cores, one thread per job). Run from the repository root:
-#   python ../shared/data/materialize.py /work/data && DATA=/work/data bash benchmarks/run_all.sh
+#   OODKIT_DATA=DIR bash benchmarks/run_all.sh
+# DIR holds <name>_<split>.npz arrays (benchmarks/README.md, "Data": how to make them).
+# Trained models go to $MODELS (default: ./oodkit-models).
 set -euo pipefail
-DATA=${DATA:-/work/data}
-M=${MODELS:-/work/models}
+DATA=${OODKIT_DATA:?set OODKIT_DATA to the data folder (benchmarks/README.md, Data)}
+M=${MODELS:-oodkit-models}
 R=benchmarks/results
 export OMP_NUM_THREADS=1
 mkdir -p "$M" "$R"

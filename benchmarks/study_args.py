@@ -3,6 +3,7 @@ command line, the image sets and model it names (the subsamples and alignment of
 bench` with the same flags), and one JSON file that collects several runs."""
 import argparse
 import json
+import os
 from pathlib import Path
 
 from oodkit.bench import load_sets, parse_spec
@@ -13,7 +14,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("spec")
     ap.add_argument("model")
-    ap.add_argument("--data-root", default="/work/data")
+    ap.add_argument("--data-root", default=os.environ.get("OODKIT_DATA"),
+                    help="data folder (default: $OODKIT_DATA)")
     ap.add_argument("--jpeg-ood", type=int, default=None)
     ap.add_argument("--max-train", type=int, default=10000)
     ap.add_argument("--max-test", type=int, default=None)

@@ -12,8 +12,12 @@ import sys
 from pathlib import Path
 
 from oodkit.detectors import TABLE
-from oodkit.detectors.persist import CHANGED_SINCE
 from oodkit.pretrained import list_models
+
+# detector formats whose scores changed meaning (version 2: fused read the features by their
+# Gaussian score; version 3: the features became the pooled decoder output). Version 4 only
+# added calibration scores to detector files; no score changed.
+CHANGED_SINCE = {2: {"fused"}, 3: {"features", "features-gauss", "fused"}}
 
 ORDER = list(TABLE)  # the registry's order; detectors a run did not use are left out
 

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The shipped CDMs and their export into oodkit/weights/. Run from the repository root:
-#   DATA=/work/data M=/work/models bash benchmarks/train_models.sh
+#   OODKIT_DATA=DIR M=MODELS_DIR bash benchmarks/train_models.sh
 # In the session of 2026-11-25 they were trained in resumable chunks, round-robin, one
 # thread each (cifar10 400 -> 800 -> 1200, fashionmnist 300 -> 700, mnist 200), with the
 # same settings; resuming is bit-for-bit and the learning rate is constant after warm-up,
 # so one run per model to the same step gives the same weights. To continue training,
 # raise --steps and add --resume (benchmarks/models/ holds resumable checkpoints).
 set -euo pipefail
-DATA=${DATA:-/work/data}
-M=${M:-/work/models}
+DATA=${OODKIT_DATA:?set OODKIT_DATA to the data folder (benchmarks/README.md, Data)}
+M=${M:-oodkit-models}
 export OMP_NUM_THREADS=1
 mkdir -p "$M"
 train() {  # name steps [extra...]

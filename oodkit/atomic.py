@@ -14,7 +14,51 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write", "umask"]
+__all__ = ["atomic_path", "atomic_write", "umask", "output_lock", "OutputBusy"]
+
+
+class OutputBusy(ValueError):
+    """Another live oodkit process holds the lock of an output."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def output_lock(path, what: str = "output"):
+    """Hold ``path``'s lock (``.NAME.lock`` beside it, created exclusively) while a run
+    writes it, so that two runs on one output refuse in one line instead of overwriting
+    each other. A lock left by a process that is gone is taken over."""
+    path = Path(path)
+    lock = path.parent / f".{path.name}.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise OutputBusy(f"another oodkit run (pid {pid}) is writing {what} {path}: wait for it to finish, "
+                                 f"or remove {lock} if that process is not oodkit") from None
+            lock.unlink(missing_ok=True)  # its writer is gone (or it is ours): take it over
+    else:
+        raise OutputBusy(f"cannot take the lock {lock} of {what} {path}")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        yield path
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 @contextmanager

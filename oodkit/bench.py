@@ -26,6 +26,7 @@ import torch
 from sklearn.base import clone
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .conformal import cross_calibrated_rates
 from .pretrained import list_models, load_model
 from .data import DataNotFound, as_images, conform, load_dataset
 from .data.images import fingerprint, jpeg_roundtrip
@@ -33,7 +34,7 @@ from .data.registry import ood_group, source_of
 from .data.sources import ImageSet
 from .detectors import TABLE, CDMDetector, detector_kinds, make_detector, model_default_detectors
 from .detectors.persist import VERSION as DETECTOR_FORMAT
-from .models import has_class_head
+from .models import has_class_head, has_rotation_head
 from .representation import represent
 from .metrics import bootstrap_intervals, ood_metrics
 from .report import console_table, write_results
@@ -124,6 +125,9 @@ def load_sets(bs: BenchSpec, data_root=None, download=False, jpeg_ood=None, max_
         ood = _subsample(ood, max_test, seed + 2)
         if jpeg_applies(bs.id, name, jpeg_ood):
             ood = ImageSet(jpeg_roundtrip(ood.images, jpeg_ood), ood.labels, ood.name, ood.paths)
+        if ood.images.shape == id_test.images.shape and np.array_equal(ood.images, id_test.images):
+            raise ValueError(f"OOD set {name} holds exactly the ID test images of {bs.id}: an AUROC of a set "
+                             "against itself measures nothing; name another OOD set")
         oods[name] = ood
     if not oods:
         raise DataNotFound(f"none of the OOD sets {bs.oods} could be loaded")
@@ -219,6 +223,17 @@ def check_model_request(model, net=None, steps=None, T=None, image_size=None) ->
 
 
 _CLASS_HEAD = "model with a class head (a joint model, or a CDM trained with --class-head)"
+_ROTATION_HEAD = "CDM with a rotation head (trained with --rotation-head)"
+
+
+def _head_need(name):
+    """``(what, has_it)`` for a detector that runs only on a model with a given head, else None."""
+    info = TABLE[name.partition("@")[0]]
+    if info.labelled:
+        return _CLASS_HEAD, has_class_head
+    if info.rotation:
+        return _ROTATION_HEAD, has_rotation_head
+    return None
 
 
 def check_detectors(names, model_given: bool):
@@ -230,9 +245,9 @@ def check_detectors(names, model_given: bool):
     if unknown:
         raise ValueError(f"unknown detector(s) {unknown}; choose from {', '.join(TABLE)}")
     for name in names:
-        kinds, labelled = detector_kinds(name), TABLE[name.partition("@")[0]].labelled
-        if not model_given and ("cdm" not in kinds or labelled):
-            what = _CLASS_HEAD if labelled else f"{' or '.join(kinds)} model"
+        kinds, need = detector_kinds(name), _head_need(name)
+        if not model_given and ("cdm" not in kinds or need):
+            what = need[0] if need else f"{' or '.join(kinds)} model"
             raise ValueError(f"detector {name} needs a {what}; pass one with --model "
                              "(none given: a CDM without one would be trained)")
 
@@ -245,10 +260,11 @@ def assign_detectors(names, loaded) -> dict:
     out = {}
     for name in names:
         fitting = [(m, p) for kind in detector_kinds(name) for m, p in loaded if m.kind == kind]
-        if TABLE[name.partition("@")[0]].labelled:
-            fitting = [(m, p) for m, p in fitting if has_class_head(m)]
+        need = _head_need(name)
+        if need:
+            fitting = [(m, p) for m, p in fitting if need[1](m)]
             if not fitting:  # refused here rather than after a pass over the training images
-                raise ValueError(f"detector {name} needs a {_CLASS_HEAD}; none of the given models has one")
+                raise ValueError(f"detector {name} needs a {need[0]}; none of the given models has one")
         if not fitting:
             raise ValueError(f"detector {name} needs a {' or '.join(detector_kinds(name))} model; "
                              f"got {', '.join(m.kind for m, _ in loaded)}")
@@ -271,6 +287,10 @@ def aligned_groups(sets: Sets, size: int, channels: int):
         yield (ref, id_key, conform(sets.id_train.tensor(), size, channels, ref_size=ref),
                conform(sets.id_test.tensor(), size, channels, ref_size=ref),
                {o: conform(sets.oods[o].tensor(), size, channels, ref_size=ref) for o in ood_names})
+
+
+THRESHOLD_TPR = 0.95  # the bench's calibrated threshold, reported beside the AUROC
+MIN_FOR_INTERVAL = 10  # fewer images per side: a bootstrap "interval" would be a point
 
 
 def score_pairs(sets: Sets, assignment: dict, batch_size=256, device=None, seed=0, n_boot=1000, progress=True,
@@ -308,10 +328,16 @@ def score_pairs(sets: Sets, assignment: dict, batch_size=256, device=None, seed=
                 s_ood = det.score_representation(rep(model, ood_name, x_ood)) if one_pass else det.score_samples(x_ood)
                 scores[dname][ood_name] = s_ood
                 pairs[dname].append((ood_name, s_id, s_ood, id_key))
-                ci = bootstrap_intervals(s_id, s_ood, n_boot=n_boot, seed=seed) if n_boot else {}
+                few = min(len(s_id), len(s_ood)) < MIN_FOR_INTERVAL
+                if n_boot and few:
+                    echo(f"no 95 % interval for {dname} on {ood_name}: {min(len(s_id), len(s_ood))} image(s) on "
+                         f"one side; a bootstrap needs at least {MIN_FOR_INTERVAL} per side")
+                ci = bootstrap_intervals(s_id, s_ood, n_boot=n_boot, seed=seed) if n_boot and not few else {}
                 rows.append({"detector": dname, "id": sets.spec.id, "ood": ood_name,
                              "group": ood_group(sets.spec.id, ood_name), "align_px": ref,
                              **ood_metrics(s_id, s_ood),
+                             **{f"{k}@{THRESHOLD_TPR:g}": v
+                                for k, v in cross_calibrated_rates(s_id, s_ood, THRESHOLD_TPR, seed).items()},
                              **{f"{k}_lo": v[0] for k, v in ci.items()}, **{f"{k}_hi": v[1] for k, v in ci.items()},
                              "n_id": len(s_id), "n_ood": len(s_ood)})
                 if on_pair is not None:
@@ -356,7 +382,7 @@ def run_bench(
     max_test: int | None = None,
     seed: int = 0,
     bootstrap: int = 1000,
-    progress: bool = True,
+    progress: bool = False,
     echo=print,
     command: str | None = None,
 ) -> pd.DataFrame:
@@ -364,7 +390,7 @@ def run_bench(
     and every OOD set, and write results.csv / .md / .json, scores.npz, roc.png and
     histograms.png to ``output_dir``. Returns the long-form results table, with
     ``bootstrap``-sample 95 % intervals (0 turns them off)."""
-    from . import __version__
+    from ._version import __version__
 
     t_start = time.time()
     bs = parse_spec(spec)

@@ -77,11 +77,9 @@ def save_checkpoint(path, model, ema_state_dict=None, train_state=None, data=Non
 def load_checkpoint(path) -> dict:
     """Read and validate a checkpoint dict; raises :class:`CheckpointError` with a
     one-line reason for anything that is not a sound oodkit checkpoint."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint path is a directory: {path}")
+    from .validation import regular_file
+
+    path = regular_file(path, "checkpoint", CheckpointError)  # a device or pipe would hang the read
     try:
         with open(path, "rb") as f:
             f.read(1)
@@ -168,8 +166,9 @@ def load_initial_weights(model, path) -> dict:
     check_same_model(ckpt, model, "--init", path)
     weights = ckpt["ema_state_dict"] or ckpt["state_dict"]
     expected = model.state_dict()
-    if any(k.startswith("label_head.") and k not in expected for k in weights):
-        raise CheckpointError(f"--init: {path} has a class head and this model has none: add --class-head")
+    for key, head, flag in (("label_head.", "class", "--class-head"), ("rotation_head.", "rotation", "--rotation-head")):
+        if any(k.startswith(key) and k not in expected for k in weights):
+            raise CheckpointError(f"--init: {path} has a {head} head and this model has none: add {flag}")
     fresh = [k for k in expected if k not in weights]
     partial = {**{k: v for k, v in expected.items() if k in fresh}, **weights}
     _check_weights(path, model, partial)
@@ -222,6 +221,6 @@ def file_sha256(path) -> str:
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from ._version import __version__
 
 
 class UserError(click.ClickException):
@@ -48,11 +48,34 @@ def _friendly(fn):
     return wrapper
 
 
+def _locks(param: str, what: str):
+    """Hold the output lock of the path in ``param`` while the command runs
+    (:func:`oodkit.atomic.output_lock`): a second run on the same output refuses."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            from .atomic import output_lock
+
+            path = kwargs.get(param)
+            if path is None or not Path(path).parent.is_dir():  # no folder yet: the command says why
+                return fn(*args, **kwargs)
+            with output_lock(path, what):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return wrap
+
+
 def _writable_file(path: Path, what: str) -> None:
     """Fail before any work when ``path`` cannot be written as a file."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder; give a file name")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise UserError(f"{what} {path} exists and is not a regular file (a link, device or pipe): oodkit replaces "
+                        "only regular files; give another name")
     parent = path.parent if str(path.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
         raise UserError(f"{what} {path}: {parent} is a file, not a folder")
@@ -62,6 +85,21 @@ def _writable_file(path: Path, what: str) -> None:
         raise UserError(f"{what} {path}: cannot create {parent} ({e.strerror})") from None
     if not os.access(parent, os.W_OK):
         raise UserError(f"{what} {path}: {parent} is not writable")
+
+
+def _not_an_input(out: Path, what: str, *inputs) -> None:
+    """Refuse an output that names one of the command's input files (it would be lost)."""
+    for name, value in inputs:
+        if value is None:
+            continue
+        text = str(value)
+        path = Path(text.split(":", 1)[1] if text.startswith(("npz:", "folder:")) else text)
+        try:
+            same = path.exists() and Path(out).exists() and os.path.samefile(path, out)
+        except OSError:
+            same = False
+        if same or (path.exists() and Path(out).resolve() == path.resolve()):
+            raise UserError(f"{what} {out} is the {name} this command reads: give another output name")
 
 
 def _device(value):
@@ -97,23 +135,61 @@ def _load_config(ctx, param, value):
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         raise click.BadParameter("reading TOML needs Python 3.11 or newer") from None
+    if not Path(value).is_file():
+        raise click.BadParameter(f"{value} is not a file")
     try:
         with open(value, "rb") as f:
             data = tomllib.load(f)
     except OSError as e:
         raise click.BadParameter(f"cannot read {value}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise click.BadParameter(f"{value} is not valid TOML ({e})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"{value} is not valid UTF-8 TOML ({str(e).splitlines()[0][:120]})") from None
     data = data.get(ctx.info_name, data)  # a [bench] / [train] table, or top-level keys
-    names = {p.name for p in ctx.command.params}
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{value}: [{ctx.info_name}] must be a table of settings")
+    # a setting is named as its option (data = ... for --data) or as its parameter
+    params = {p.name: p for p in ctx.command.params}
+    for p in ctx.command.params:
+        for opt in getattr(p, "opts", []):
+            params.setdefault(opt.lstrip("-").replace("-", "_"), p)
     resolved = {}
     for key, v in data.items():
         name = key.replace("-", "_")
-        if name not in names or name == "config":
+        if name not in params or name == "config":
             raise click.BadParameter(f"{value}: unknown setting {key!r} for `oodkit {ctx.info_name}`")
-        resolved[name] = ",".join(map(str, v)) if isinstance(v, list) else v
+        resolved[params[name].name] = _config_value(value, key, params[name], v)
     ctx.default_map = {**(ctx.default_map or {}), **resolved}
     return value
+
+
+def _config_value(path, key, param, v):
+    """A TOML value as the option expects it, without silent conversions: a float or a
+    boolean is not an integer, a string is not a flag, a table or a date is no value."""
+    import datetime
+
+    def bad(want):
+        return click.BadParameter(f"{path}: {key} must be {want}, got {v!r} ({type(v).__name__})")
+
+    if isinstance(v, list):
+        if not all(isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in v):
+            raise bad("a list of names or numbers")
+        return ",".join(map(str, v))
+    if isinstance(v, (dict, datetime.date, datetime.time)):
+        raise bad("a plain value")
+    if getattr(param, "is_flag", False):
+        if not isinstance(v, bool):
+            raise bad("true or false")
+        return v
+    kind = getattr(param.type, "name", "")
+    if isinstance(param.type, click.types.IntParamType) or kind == "integer range":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise bad("an integer")
+    elif isinstance(param.type, click.types.FloatParamType) or kind == "float range":
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise bad("a number")
+    elif isinstance(v, bool):
+        raise bad("a value, not true or false")
+    return v
 
 
 config_option = click.option("--config", type=click.Path(dir_okay=False), default=None, is_eager=True,
@@ -143,8 +219,8 @@ def main(debug):
     """Out-of-distribution detection with classification diffusion models.
 
     \b
-    oodkit bench digits                          embedded demo, CPU, no downloads
-    oodkit models                                the pretrained CDMs (names for --model)
+    oodkit bench digits                         embedded demo, CPU, no downloads
+    oodkit models                               pretrained CDMs (--model names)
     oodkit score --model fashionmnist --data mnist --out s.csv
     oodkit fit --model fashionmnist --data fashionmnist --out det.npz
     oodkit score --detector det.npz --data folder:imgs --out s.csv
@@ -194,9 +270,14 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
                    "shaped by the classes); joint models always have one.")
 @click.option("--label-weight", type=Finite(0, 1e3), default=None,
               help="cdm --class-head: weight of the class cross-entropy (default: the CDM's).")
+@click.option("--rotation-head", is_flag=True,
+              help="cdm: also train a label-free rotation head (4 quarter turns of each clean image): features "
+                   "shaped by what images show, without labels; adds the upright score.")
+@click.option("--rotation-weight", type=Finite(0, 1e3), default=None,
+              help="cdm --rotation-head: weight of the rotation cross-entropy (default: the CDM's, 0.5).")
 @click.option("--noise-batch", type=POS, default=None,
-              help="cdm --class-head: images of each process's batch the noise-level loss uses (default: all); "
-                   "the rest of the compute goes to the class loss.")
+              help="cdm --class-head / --rotation-head: images of each process's batch the noise-level loss uses "
+                   "(default: all); the rest of the compute goes to the head losses.")
 @click.option("--init", "init", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Start from this checkpoint's weights (a fine-tune: same kind, --net and data shape); "
                    "a new class head starts fresh.")
@@ -207,9 +288,10 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @config_option
 @_friendly
+@_locks("out", "checkpoint")
 def train(kind, data_spec, data_root, download, net, image_size, channels, schedule, T, steps, batch_size, lr,
           warmup, ema_decay, grad_clip, hflip, no_amp, save_every, seed, var_type, cdl_weight, class_head,
-          label_weight, noise_batch, init, out, resume, overwrite, device, quiet):
+          rotation_head, rotation_weight, label_weight, noise_batch, init, out, resume, overwrite, device, quiet):
     """Train a model (multi-GPU: torchrun --nproc-per-node N -m oodkit train ...)."""
     from .data import conform, load_dataset
     from .data.images import as_images
@@ -225,14 +307,20 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
         raise UserError("--resume and --overwrite contradict each other")
     if init is not None and resume:
         raise UserError("--init starts a run from another checkpoint; --resume continues --out: pass one of them")
-    if kind != "cdm" and (class_head or noise_batch is not None):
-        raise UserError(f"--class-head and --noise-batch are for cdm models, not {kind}")
-    if (label_weight is not None or noise_batch is not None) and not class_head:
-        raise UserError("--label-weight and --noise-batch set the class head's training: add --class-head or drop them")
+    if kind != "cdm" and (class_head or rotation_head or noise_batch is not None):
+        raise UserError(f"--class-head, --rotation-head and --noise-batch are for cdm models, not {kind}")
+    if label_weight is not None and not class_head:
+        raise UserError("--label-weight sets the class head's training: add --class-head or drop it")
+    if rotation_weight is not None and not rotation_head:
+        raise UserError("--rotation-weight sets the rotation head's training: add --rotation-head or drop it")
+    if noise_batch is not None and not (class_head or rotation_head):
+        raise UserError("--noise-batch splits the batch with a head's loss: add --class-head or --rotation-head, "
+                        "or drop it")
     if noise_batch is not None and noise_batch > batch_size:
         raise UserError(f"--noise-batch {noise_batch} is larger than --batch-size {batch_size}")
     if init is not None and not init.is_file():
         raise UserError(f"--init: no checkpoint at {init}")
+    _not_an_input(out, "--out", ("--init checkpoint", init), ("--data file", data_spec))
     device = _device(device)
     ds = load_dataset(data_spec, "train", root=data_root, download=download, holdout=True)
     x = ds.tensor()
@@ -245,6 +333,10 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
         options["num_labels"] = "auto"
         if label_weight is not None:
             options["label_weight"] = label_weight
+    if rotation_head:
+        options["rotations"] = 4
+        if rotation_weight is not None:
+            options["rotation_weight"] = rotation_weight
     if noise_batch is not None:
         options["noise_batch"] = noise_batch
     labelled = kind == "joint" or class_head
@@ -261,20 +353,21 @@ def _split_list(value):
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def _detector_help() -> str:
-    from .detectors import describe_detectors
-
-    return ("Comma-separated detectors (default: those of the given models' kinds, and msp and energy for a "
-            "model with a class head). With several models each runs on the model it belongs to; NAME@KIND "
-            "pins one, e.g. itd@cdm.\n\n\b\n" + describe_detectors())
+DETECTORS_HELP = ("Comma-separated detectors (default: those of the given models' kinds, with msp and energy for "
+                  "a model with a class head, upright for one with a rotation head). With several models each runs "
+                  "on the model it belongs to; NAME@KIND pins one, e.g. itd@cdm. The detectors are listed below.")
 
 
-class _LazyHelp(click.Option):
-    """An option whose help comes from the detector table when help is shown."""
+class _WithDetectors(click.Command):
+    """A command whose help ends with the detector table, read when help is shown."""
 
-    def get_help_record(self, ctx):
-        self.help = _detector_help()
-        return super().get_help_record(ctx)
+    def format_epilog(self, ctx, formatter):
+        from .detectors import describe_detectors
+
+        formatter.write_paragraph()
+        formatter.write_text("Detectors [units; model kinds]:")
+        for line in describe_detectors(width=formatter.width - 4 if formatter.width else 76).splitlines():
+            formatter.write(f"  {line}\n")
 
 
 def _command_line() -> str:
@@ -297,14 +390,14 @@ def _command_line() -> str:
     return " ".join(parts)
 
 
-@main.command()
+@main.command(cls=_WithDetectors)
 @click.argument("spec")
 @click.option("--model", default=None,
               help="Checkpoint(s) or pretrained names, comma-separated (cdm, ddpm, joint); absent: the "
                    "pretrained model of IN if there is one, else a CDM trained on IN's training split (cached).")
 @data_root_option
 @download_option
-@click.option("--detectors", default=None, cls=_LazyHelp)
+@click.option("--detectors", default=None, help=DETECTORS_HELP)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("oodkit-results"), show_default=True)
 @click.option("--net", default=None, help="Preset for a model trained here (digits: tiny, others: small).")
 @click.option("--steps", type=POS, default=None, help="Training steps for a model trained here.")
@@ -323,17 +416,18 @@ def _command_line() -> str:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @config_option
 @_friendly
+@_locks("output_dir", "results folder")
 def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T, image_size, batch_size, jpeg_ood,
           max_train, max_test, bootstrap, seed, device, quiet):
     """Benchmark detectors on IN-vs-OUT[,OUT...] or a suite.
 
     \b
-    Suites: digits (embedded, no downloads), cifar10, fashionmnist, mnist; near-OOD
-    (held-out classes): cifar10-near, fashionmnist-near.
+    Suites: digits (embedded, no downloads), cifar10, fashionmnist, mnist;
+    near-OOD (held-out classes): cifar10-near, fashionmnist-near.
     Examples:
       oodkit bench digits
       oodkit bench fashionmnist-vs-mnist --model fmnist.pt --data-root DIR
-      oodkit bench cifar10-vs-svhn,cifar100 --model cdm.pt --detectors loglik,profile
+      oodkit bench cifar10-vs-svhn,cifar100 --model cdm.pt --detectors fused
     """
     from .bench import run_bench
 
@@ -346,10 +440,10 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
               bootstrap=bootstrap, progress=not quiet, echo=lambda m: click.echo(m), command=_command_line())
 
 
-@main.command()
+@main.command(cls=_WithDetectors)
 @click.option("--model", required=True, help="Trained checkpoint, or a pretrained name (see `oodkit models`).")
 @click.option("--data", "data_spec", required=True, help="ID data set to fit on (its train split).")
-@click.option("--detectors", default=None, cls=_LazyHelp)
+@click.option("--detectors", default=None, help=DETECTORS_HELP)
 @click.option("--calibrate-on", default=None,
               help="Held-out ID data (its test split) to set each threshold on, accepting --tpr of it.")
 @click.option("--tpr", type=Finite(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
@@ -361,9 +455,10 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
 @click.option("--batch-size", type=POS, default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
-@click.option("--quiet", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @config_option
 @_friendly
+@_locks("out", "detector file")
 def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_model, data_root, download, batch_size,
         seed, device, quiet):
     """Fit detectors once and save them, to score later with `oodkit score --detector`."""
@@ -373,6 +468,7 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
     from .pretrained import load_model
 
     _writable_file(out, "--out")
+    _not_an_input(out, "--out", ("--model checkpoint", model), ("--data file", data_spec))
     device = _device(device)
     if detectors is not None and not _split_list(detectors):
         raise UserError(f"--detectors {detectors!r} names no detector")
@@ -395,8 +491,9 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
             det.calibrate(x_val, tpr=tpr)
         dets[name] = det
     save_detectors(out, dets, embed_model=embed_model)
-    how = f"thresholds accept {tpr:g} of {calibrate_on} (test split)" if calibrate_on else \
-        "thresholds: the 5 % training quantile"
+    how = (f"conformal thresholds accept at least {tpr:g} of fresh images like {calibrate_on} (test split)"
+           if calibrate_on else "thresholds: conformal at 0.95 on out-of-sample training scores (optimistic when "
+           "the model was trained on these images: pass --calibrate-on)")
     click.echo(f"wrote {out}: {', '.join(dets)} fitted on {len(x)} {ds.name} images; {how}")
 
 
@@ -417,23 +514,32 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
 @data_root_option
 @download_option
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV file to write.")
+@click.option("--fdr", type=Finite(0, 1, min_open=True, max_open=True), default=None,
+              help="With --detector: screen the batch at this false discovery rate (Benjamini-Hochberg on the "
+                   "conformal p-values); adds a DETECTOR_flagged column.")
 @click.option("--batch-size", type=POS, default=256, show_default=True)
 @device_option
-@click.option("--quiet", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @config_option
 @_friendly
-def score(model, detector_file, data_spec, split, resize, num_workers, fit_data, data_root, download, out, batch_size, device,
-          quiet):
+@_locks("out", "score file")
+def score(model, detector_file, data_spec, split, resize, num_workers, fit_data, data_root, download, out, fdr,
+          batch_size, device, quiet):
     """Per-sample scores of a data set (CSV, one column per score, higher = more ID)."""
     from .atomic import atomic_write
     from .scoring import score_dataset, score_with_detectors
 
     if (model is None) == (detector_file is None):
         raise UserError("give exactly one of --model (fit here) and --detector (a file from `oodkit fit`)")
+    if fdr is not None and detector_file is None:
+        raise UserError("--fdr screens against a detector file's calibration scores: fit one with `oodkit fit` "
+                        "and pass it with --detector")
     _writable_file(out, "--out")
+    _not_an_input(out, "--out", ("--model checkpoint", model), ("--detector file", detector_file),
+                  ("--data file", data_spec))
     if detector_file is not None:
         df = score_with_detectors(detector_file, data_spec, split, data_root, download, _device(device), not quiet,
-                                  resize=resize, num_workers=num_workers)
+                                  resize=resize, num_workers=num_workers, fdr=fdr)
         atomic_write(out, df.to_csv(index=False).encode())
         click.echo(f"wrote {out}: {len(df)} rows, columns {', '.join(df.columns)}")
         return

@@ -20,6 +20,12 @@ from .metrics import METRICS
 __all__ = ["console_table", "markdown_table", "plot_roc", "plot_histograms", "write_results", "RESULT_FILES"]
 
 METRIC_COLUMNS = list(METRICS)
+# what the bench's calibrated threshold does (oodkit.conformal.cross_calibrated_rates)
+THRESHOLD_COLUMNS = ["id_accepted@0.95", "ood_caught@0.95"]
+
+
+def _columns(df: pd.DataFrame) -> list:
+    return METRIC_COLUMNS + [c for c in THRESHOLD_COLUMNS if c in df]
 RESULT_FILES = ("results.csv", "results.md", "results.json", "scores.npz", "roc.png", "histograms.png")
 
 
@@ -49,7 +55,7 @@ def console_table(df: pd.DataFrame) -> str:
     out = []
     for det, block in df.groupby("detector", sort=False):
         out.append(f"[{det}]  in-distribution: {block['id'].iloc[0]}")
-        t = _means(block, METRIC_COLUMNS)
+        t = _means(block, _columns(block))
         out.append(t.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         worst = block[block.get("group", "far") != "synthetic"] if "group" in block else block
         if len(worst):
@@ -91,12 +97,13 @@ def markdown_table(df: pd.DataFrame, meta: dict | None = None) -> str:
         lines.append("\nModels: " + "; ".join(f"{', '.join(ds)} on `{Path(p).name}`" for p, ds in per.items()))
     for det, block in df.groupby("detector", sort=False):
         lines.append(f"\n**{det}**" + (f" ({meta['units'].get(det)})" if meta and meta.get("units") else "") + "\n")
-        lines.append("| ood | " + " | ".join(METRIC_COLUMNS) + " |")
-        lines.append("|---|" + "---|" * len(METRIC_COLUMNS))
+        cols = _columns(block)
+        lines.append("| ood | " + " | ".join(cols) + " |")
+        lines.append("|---|" + "---|" * len(cols))
         for _, row in block.iterrows():
-            lines.append(f"| {row['ood']} | " + " | ".join(_fmt(row, c) for c in METRIC_COLUMNS) + " |")
-        for label, vals in _means(block, METRIC_COLUMNS).iloc[len(block):].iterrows():
-            lines.append(f"| {vals['ood']} | " + " | ".join(f"{vals[c]:.4f}" for c in METRIC_COLUMNS) + " |")
+            lines.append(f"| {row['ood']} | " + " | ".join(_fmt(row, c) for c in cols) + " |")
+        for label, vals in _means(block, cols).iloc[len(block):].iterrows():
+            lines.append(f"| {vals['ood']} | " + " | ".join(f"{vals[c]:.4f}" for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 

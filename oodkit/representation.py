@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.images import batches, fingerprint, png_bits, to_float
-from .models import has_class_head
+from .models import has_class_head, has_rotation_head
 from .models.cdm import bits_per_dim, eq10_levels, log_std_normal
 
 __all__ = ["Representation", "represent", "clear_cache"]
@@ -36,6 +36,8 @@ class Representation:
             (None for nets that cannot return them), from the same pass.
         class_logits: (N, K) float32, a labelled CDM's class head applied to
             ``features`` (None without a class head): no further network pass.
+        rotation_logits: (N, 4) float32, a CDM's rotation head applied to ``features``
+            of the upright images (None without one): no further network pass.
     """
 
     logits: torch.Tensor
@@ -44,6 +46,7 @@ class Representation:
     images: torch.Tensor
     features: torch.Tensor | None = None
     class_logits: torch.Tensor | None = None
+    rotation_logits: torch.Tensor | None = None
     _png_bits: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -126,7 +129,7 @@ def full_fp32():
 
 
 @torch.no_grad()
-def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progress: bool = True,
+def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progress: bool = False,
               desc: str = "forward") -> Representation:
     """One forward pass of ``model`` over images ``x`` (N, C, H, W) at the model's size,
     uint8 or float in [-1, 1], on the model's own device (``device`` is accepted for
@@ -161,10 +164,13 @@ def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progre
             class_logits = None
             if features is not None and has_class_head(model):
                 class_logits = model.class_logits(features.to(device)).cpu()
+            rotation_logits = None
+            if features is not None and has_rotation_head(model):
+                rotation_logits = model.rotation_logits(features.to(device)).cpu()
     finally:
         model.train(was_training)
     rep = Representation(torch.cat(logits), torch.cat(log_gauss).numpy(), int(x[0].numel()), x,
-                         features=features, class_logits=class_logits)
+                         features=features, class_logits=class_logits, rotation_logits=rotation_logits)
     if not torch.isfinite(rep.logits).all():
         raise FloatingPointError("the model produced NaN or inf logits; the checkpoint may be corrupt or diverged")
     if len(per_model) >= _CACHE_PER_MODEL:

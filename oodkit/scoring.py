@@ -24,10 +24,13 @@ def _load(data_spec, split, data_root, download, resize, c, h, num_workers=0):
 
 
 def score_with_detectors(path, data_spec, split="test", data_root=None, download=False, device=None,
-                         progress=True, resize=None, num_workers=0) -> pd.DataFrame:
+                         progress=False, resize=None, num_workers=0, fdr=None) -> pd.DataFrame:
     """Scores of ``data_spec`` under the fitted detectors in ``path`` (from ``oodkit
-    fit``): index, path (folders), label, then per detector its score, threshold and
-    ``is_ood`` (score below the threshold)."""
+    fit``): index, path (folders), label, then per detector its score, threshold,
+    ``is_ood`` (score below the threshold) and conformal ``pvalue`` against the file's
+    calibration scores; with ``fdr``, ``flagged`` instead of ``is_ood``: the images
+    Benjamini-Hochberg calls out-of-distribution at that false discovery rate."""
+    from .conformal import bh_screen, pvalues
     from .detectors.persist import load_detectors
 
     dets = load_detectors(path, device=device)
@@ -41,11 +44,14 @@ def score_with_detectors(path, data_spec, split="test", data_root=None, download
         frame[name] = s
         frame[f"{name}_threshold"] = det.offset_
         frame[f"{name}_is_ood"] = s < det.offset_
+        frame[f"{name}_pvalue"] = p = pvalues(det.calibration_scores_, s)
+        if fdr is not None:
+            frame[f"{name}_flagged"] = bh_screen(p, fdr)
     return frame
 
 
 def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=None, download=False,
-                  batch_size=256, device=None, progress=True, resize=None, num_workers=0):
+                  batch_size=256, device=None, progress=False, resize=None, num_workers=0):
     """Every default score of the model's kind (and of its class head, if it has one) for
     ``data_spec`` as a DataFrame (index, label, bpd for a CDM, then one column per
     detector, higher = more in-distribution).
@@ -72,7 +78,14 @@ def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=
         if TABLE[name].fitted and x_fit is None:
             continue
         det = make_detector(name, model=model, batch_size=batch_size, device=device, progress=progress)
-        # detectors without ID statistics only set their threshold on the fit data, which the CSV does not use
-        det.fit(x_fit if x_fit is not None else x[:16])
-        frame[name] = det.score_representation(rep) if rep is not None else det.score_samples(x)
+        if x_fit is not None:
+            det.fit(x_fit)
+        elif rep is not None:  # no ID data: a score that fits nothing, without a threshold
+            det.fit_representation(rep)
+        else:  # a multi-pass score: fit only loads the model (its threshold, not reported, costs passes)
+            det.set_params(n_offset=min(16, len(x))).fit(x[:16])
+        frame[name] = s = det.score_representation(rep) if rep is not None else det.score_samples(x)
+        if x_fit is not None:  # a threshold only where ID training images set it
+            frame[f"{name}_threshold"] = det.offset_
+            frame[f"{name}_is_ood"] = s < det.offset_
     return frame, (fitted_on if x_fit is not None else None)

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, build_model, check_same_model, load_checkpoint, save_checkpoint
-from .data.images import to_float
+from .data.images import image_hashes, to_float
 from .schedules import NoiseSchedule
 
 __all__ = ["TrainConfig", "train", "fit_model", "TrainingDiverged", "default_device", "bf16_supported"]
@@ -198,7 +198,7 @@ def train(
     out=None,
     resume: bool = False,
     device=None,
-    progress: bool = True,
+    progress: bool = False,
     data_info: dict | None = None,
     labels: torch.Tensor | None = None,
     resume_hint: str = "continue with --resume",
@@ -268,6 +268,8 @@ def train(
     info = {**(data_info or {}), "n_images": int(images.shape[0])}
     if resume and "init" in (ckpt.get("data") or {}):  # the resumed run's saves would otherwise drop it
         info.setdefault("init", ckpt["data"]["init"])
+    # which images the network sees: a detector fitted on them later sets its threshold on the others
+    info["image_hashes"] = torch.from_numpy(np.sort(image_hashes(images)))
 
     def save(step):
         if out is None or rank != 0:
@@ -338,7 +340,7 @@ def fit_model(
     out=None,
     resume: bool = False,
     device=None,
-    progress: bool = True,
+    progress: bool = False,
     data_info: dict | None = None,
     net_overrides: dict | None = None,
     labels: torch.Tensor | None = None,

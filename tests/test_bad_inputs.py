@@ -111,7 +111,7 @@ CASES = [
     # -- unreadable inputs
     ("score-model-random-bytes", SCORE[:1] + ["--model", "bytes.pt"] + SCORE[3:], "truncated or not a checkpoint"),
     ("score-model-missing", SCORE[:1] + ["--model", "missing.pt"] + SCORE[3:], "checkpoint not found: missing.pt"),
-    ("score-model-folder", SCORE[:1] + ["--model", "adir"] + SCORE[3:], "is a directory"),
+    ("score-model-folder", SCORE[:1] + ["--model", "adir"] + SCORE[3:], "checkpoint adir is a folder, not a file"),
     ("score-detector-random-bytes", ["score", "--detector", "bytes.pt", "--data", "letters", "--out", "s.csv"],
      "not a detector file"),
     ("score-detector-missing", ["score", "--detector", "no.npz", "--data", "letters", "--out", "s.csv"],

@@ -42,7 +42,7 @@ def test_refuses_non_checkpoints(tmp_path):
         load_model(plain)
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "missing.pt")
-    with pytest.raises(CheckpointError, match="directory"):
+    with pytest.raises(CheckpointError, match="is a folder, not a file"):
         load_model(tmp_path)
 
 

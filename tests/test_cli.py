@@ -61,8 +61,9 @@ def test_train_then_score_then_bench_with_model(run, tmp_path):
     r = run("score", "--model", "m.pt", "--data", "letters", "--out", "s.csv", "--quiet")
     assert r.exit_code == 0, r.output
     df = pd.read_csv(tmp_path / "s.csv")
-    assert list(df.columns) == ["index", "bpd", "loglik", "posterior", "expected-t", "typicality", "complexity",
-                                "profile", "features", "fused"]
+    names = ["loglik", "posterior", "expected-t", "typicality", "complexity", "profile", "features", "fused"]
+    # each score with the threshold its detector fitted on the model's training set, and the verdict
+    assert list(df.columns) == ["index", "bpd"] + [c for n in names for c in (n, f"{n}_threshold", f"{n}_is_ood")]
     assert len(df) == len(np.unique(df["index"])) and "fitted on digits-0to4" in r.output
     r = run("bench", "digits-0to4-vs-digits-5to9", "--model", "m.pt", "--detectors", "typicality", "--quiet",
             "--output-dir", "b")

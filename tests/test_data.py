@@ -178,3 +178,52 @@ def test_conform_downsamples_to_the_smaller_side_first():
     assert rgb.shape == (2, 3, 32, 32) and torch.equal(rgb[:, 0], rgb[:, 2])
     luma = conform(torch.full((1, 3, 8, 8), 100, dtype=torch.uint8), 8, 1)
     assert luma.shape == (1, 1, 8, 8) and (luma == 100).all()
+
+
+class _Payload:
+    """Unpickling this runs ``touch MARKER``: what a crafted CIFAR batch could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("where", ["test_batch", "data_batch_1"])
+def test_a_crafted_cifar_batch_runs_no_code(tmp_path, where):
+    write_cifar10(tmp_path, n=40)  # every class present, so that the bench gets as far as reading
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "cifar-10-batches-py" / where, "wb") as f:
+        pickle.dump({"data": _Payload(marker), "labels": [0]}, f, protocol=2)
+    split = "test" if where == "test_batch" else "train"
+    with pytest.raises(ValueError, match=rf"^refusing .*{where}: it asks for (posix|os|nt)\.system; oodkit reads "
+                                         r"only plain data"):
+        load_dataset("cifar10", split, root=tmp_path)
+    assert not marker.exists()
+    from click.testing import CliRunner
+
+    from oodkit.cli import main
+
+    r = CliRunner().invoke(main, ["bench", "cifar10[0-5]-vs-noise", "--data-root", str(tmp_path), "--quiet",
+                                  "--output-dir", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "refusing" in r.output and "it asks for" in r.output, r.output
+    assert not marker.exists()
+
+
+def test_cifar_batches_with_objects_or_garbage_are_refused(tmp_path):
+    write_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    with open(path, "wb") as f:
+        pickle.dump({"data": np.array([1, "a", None], dtype=object), "labels": [0]}, f, protocol=2)
+    with pytest.raises(ValueError, match="refusing .*test_batch: it holds an array of Python objects"):
+        load_dataset("cifar10", "test", root=tmp_path)
+    path.write_bytes(b"\x80\x02garbage")
+    with pytest.raises(ValueError, match="test_batch is not a readable pickled batch"):
+        load_dataset("cifar10", "test", root=tmp_path)
+    with open(path, "wb") as f:
+        pickle.dump({"pixels": [1, 2]}, f, protocol=2)
+    with pytest.raises(ValueError, match="test_batch is not a cifar10 batch \\(KeyError"):
+        load_dataset("cifar10", "test", root=tmp_path)

@@ -59,24 +59,18 @@ def test_tampered_pickled_or_stale_files_are_refused(imgs, tmp_path):
     np.savez(tmp_path / "t.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
     with pytest.raises(DetectorFileError, match="not an oodkit detector file"):
         load_detectors(tmp_path / "t.npz")
-    # format versions 1 and 2: the same state for every detector that does not read the
-    # features (version 1 fused read them by kNN; up to version 2 they were the head conv's
-    # pooled output, L2-normalised for the Gaussian score)
-    for version in (1, 2):
-        header["format"], header["version"] = "oodkit-detector", version
-        header["detectors"]["typicality"]["params"]["score"] = "typicality"
+    # format versions 1 to 3 hold no calibration scores: refused with the fix, whatever the score
+    header["format"] = "oodkit-detector"
+    for version in (1, 2, 3):
+        header["version"] = version
         np.savez(tmp_path / "old.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
-        assert set(load_detectors(tmp_path / "old.npz")) == {"typicality"}
-        for score in ("features", "features-gauss", "fused"):
-            header["detectors"]["typicality"]["params"]["score"] = score
-            np.savez(tmp_path / "old.npz",
-                     **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
-            with pytest.raises(DetectorFileError, match=rf"'typicality' \({score}\) has format version {version}, "
-                                                        r"which read other features: refit it with `oodkit fit`"):
-                load_detectors(tmp_path / "old.npz")
+        with pytest.raises(DetectorFileError, match=rf"format version {version}, which holds no calibration scores "
+                                                    r"\(conformal thresholds and p-values need them\): refit it "
+                                                    r"with `oodkit fit`$"):
+            load_detectors(tmp_path / "old.npz")
     header["version"] = 7
     np.savez(tmp_path / "v7.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)})
-    with pytest.raises(DetectorFileError, match=r"format version 7; this oodkit reads \[1, 2, 3\]"):
+    with pytest.raises(DetectorFileError, match=r"format version 7; this oodkit reads \[4\]"):
         load_detectors(tmp_path / "v7.npz")
     save_checkpoint(tmp_path / "m.pt", fixed_model(seed=3))  # the model changed under the detector
     with pytest.raises(DetectorFileError, match="has changed since the detector was fitted"):

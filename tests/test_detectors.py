@@ -5,24 +5,27 @@ from sklearn.base import clone
 
 from oodkit import CDM, NoiseSchedule, UNet
 from oodkit.data import ImageInputError, as_images, load_dataset
-from oodkit.detectors import DETECTORS, CDMDetector, make_detector
+from oodkit.detectors import DETECTORS, TABLE, CDMDetector, make_detector
+from oodkit.conformal import conformal_threshold
 from oodkit.metrics import auroc
 from oodkit.representation import clear_cache
 
 CDM_DETECTORS = [n for n, (cls, _) in DETECTORS.items() if cls is CDMDetector]
 
 
-def fixed_model(seed=0, T=50):
+def fixed_model(seed=0, T=50, rotations=0):
     """A fixed tiny CDM: seeded random weights with a non-zero head (no training, so
-    the numbers below depend on nothing but the seed and the arithmetic)."""
+    the numbers below depend on nothing but the seed and the arithmetic); ``rotations=4``
+    adds a rotation head, seeded after the net."""
     g = torch.Generator().manual_seed(seed)
     s = NoiseSchedule.uniform(T)
     net = UNet(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0, in_channels=1,
                image_size=8, num_classes=s.num_classes)
+    model = CDM(net, s, rotations=rotations)
     with torch.no_grad():
-        for p in net.parameters():
+        for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * (0.2 if p.ndim > 1 else 0.05))
-    return CDM(net, s).eval()
+    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +41,14 @@ def data():
 
 @pytest.mark.parametrize("name", CDM_DETECTORS)
 def test_every_detector_contract(name, data):
-    det = make_detector(name, model=fixed_model(), progress=False, n_levels=8).fit(data["train"])
+    det = make_detector(name, model=fixed_model(rotations=4 if TABLE[name].rotation else 0), progress=False,
+                        n_levels=8).fit(data["train"])
     s = det.score_samples(data["test"])
     assert s.dtype == np.float64 and s.shape == (len(data["test"]),) and np.isfinite(s).all()
     rep = det.representation(data["train"])
     # the profile's kNN scores its own training points leave-one-out
     train_s = det.scorer_.train_score(rep) if hasattr(det.scorer_, "train_score") else det.score_samples(data["train"])
-    assert det.offset_ == pytest.approx(np.percentile(train_s, 5))
+    assert det.offset_ == conformal_threshold(train_s, 0.95)  # out-of-sample training scores, conformal rank
     np.testing.assert_allclose(det.decision_function(data["test"]), s - det.offset_)
     pred = det.predict(data["test"])
     assert set(np.unique(pred)) <= {-1, 1}
@@ -83,7 +87,7 @@ def test_scores_match_the_model(data):
 
 def test_one_forward_pass_serves_every_detector(data):
     clear_cache()
-    model = fixed_model(seed=3)
+    model = fixed_model(seed=3, rotations=4)  # every CDM detector runs on it, upright included
     calls = []
     model.net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     dets = [make_detector(n, model=model, progress=False, batch_size=1000).fit(data["train"]) for n in CDM_DETECTORS]

@@ -294,6 +294,15 @@ def fingerprint(x: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+def image_hashes(x: torch.Tensor) -> np.ndarray:
+    """One 64-bit content hash per image (N,) int64, of its 8-bit pixels (floats in
+    [-1, 1] are rounded to them first): how a model records which images it trained on,
+    and how a detector finds them among the images it is fitted on."""
+    px = to_uint8(torch.as_tensor(x)).contiguous().numpy().reshape(len(x), -1)
+    return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little", signed=True)
+                     for row in px], dtype=np.int64)
+
+
 def batches(x: torch.Tensor, batch_size: int):
     for i in range(0, x.shape[0], batch_size):
         yield x[i : i + batch_size]

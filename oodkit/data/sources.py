@@ -68,7 +68,9 @@ def load_plain_npz(path, error=ValueError, what: str = "an .npz archive") -> dic
     import zipfile
     import zlib
 
-    path = Path(path)
+    from ..validation import regular_file
+
+    path = regular_file(path, what.split(" (")[0].removeprefix("an ").removeprefix("a "), error)
     if not zipfile.is_zipfile(path):
         raise error(f"cannot read {path}: not {what}")
     try:
@@ -168,11 +170,15 @@ def read_folder(path, name=None, max_size: int = 64, resize: int | None = None, 
     path = Path(path)
     if not path.is_dir():
         raise DataNotFound(f"no such folder: {path}")
-    files = sorted(
-        p for p in path.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTS and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    )
+    visible = [p for p in path.rglob("*") if p.is_file()
+               and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    files = sorted(p for p in visible if p.suffix.lower() in IMAGE_EXTS)
+    skipped = sorted(p for p in visible if p.suffix.lower() not in IMAGE_EXTS)
+    if skipped:
+        import warnings
+
+        warnings.warn(f"{path}: skipped {len(skipped)} file(s) that are not images by their extension "
+                      f"({', '.join(sorted(IMAGE_EXTS))}), e.g. {skipped[0].relative_to(path)}", stacklevel=2)
     if not files:
         raise DataNotFound(f"no images ({', '.join(sorted(IMAGE_EXTS))}) under {path}")
     side, first = None, None
@@ -200,7 +206,8 @@ def read_folder(path, name=None, max_size: int = 64, resize: int | None = None, 
         arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=-1) for a in arrays]
     rel = [p.parent.relative_to(path).as_posix() for p in files]
     classes = {c: i for i, c in enumerate(sorted(set(rel)))}
-    labels = np.array([classes[c] for c in rel])
+    # class folders give labels; a flat folder has none (not a column of zeros)
+    labels = None if set(rel) == {"."} else np.array([classes[c] for c in rel])
     return ImageSet(np.stack(arrays), labels, name or path.name, paths=[str(p) for p in files])
 
 
@@ -231,18 +238,50 @@ def _present_only(cls):
                 return all((base / f[0]).is_file() for f in wanted)
             return (Path(self.root) / self.filename).is_file()
 
-        def _load_meta(self):  # CIFAR's class names, md5 left to downloads as above
-            import pickle
-
-            path = Path(self.root) / self.base_folder / self.meta["filename"]
-            if not path.is_file():
-                raise RuntimeError(f"Dataset metadata file not found: {path}")
-            with open(path, "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
     PresentOnly.__name__ = cls.__name__
     return PresentOnly
+
+
+# the "python version" layout: folder, batch files per split, label key
+_CIFAR = {"cifar10": ("cifar-10-batches-py", {"train": [f"data_batch_{i}" for i in range(1, 6)],
+                                              "test": ["test_batch"]}, "labels"),
+          "cifar100": ("cifar-100-python", {"train": ["train"], "test": ["test"]}, "fine_labels")}
+
+
+def read_cifar(name: str, split: str, root, download: bool = False) -> ImageSet:
+    """CIFAR-10 / CIFAR-100 from their "python version" batch files under ``root``, read
+    by :func:`~oodkit.data.safe_pickle.load_plain_pickle` (no code in a crafted batch runs;
+    torchvision's reader calls ``pickle.load``). ``download`` fetches the official archive
+    with torchvision's md5-checked downloader first."""
+    from .safe_pickle import load_plain_pickle
+
+    folder, files, label_key = _CIFAR[name]
+    if split not in files:
+        raise DataNotFound(f"{name} has no {split!r} split (train, test)")
+    base = Path(root) / folder
+    if download and not all((base / f).is_file() for f in files[split]):
+        import torchvision.datasets as tvd
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+    missing = [f for f in files[split] if not (base / f).is_file()]
+    if missing:
+        raise DataNotFound(f"Dataset not found or corrupted: {base / missing[0]} is missing")
+    data, labels = [], []
+    for f in files[split]:
+        batch = load_plain_pickle(base / f)
+        try:
+            x = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{base / f} is not a {name} batch ({type(e).__name__}: {e})") from None
+        if len(x) != len(y):
+            raise ValueError(f"{base / f} is not a {name} batch: {len(x)} images but {len(y)} labels")
+        data.append(x.transpose(0, 2, 3, 1))
+        labels.append(y)
+    return ImageSet(np.ascontiguousarray(np.concatenate(data)), np.concatenate(labels), name)
 
 
 def torchvision_set(name: str, split: str, root, download: bool = False) -> ImageSet:
@@ -257,11 +296,9 @@ def torchvision_set(name: str, split: str, root, download: bool = False) -> Imag
     def reader(cls):
         return cls if download else _present_only(cls)
 
+    if name in ("cifar10", "cifar100"):
+        return read_cifar(name, split, root, download)
     try:
-        if name in ("cifar10", "cifar100"):
-            cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-            ds = reader(cls)(root, train=train, download=download)
-            return ImageSet(np.asarray(ds.data), np.asarray(ds.targets), name)
         if name == "svhn":
             ds = reader(tvd.SVHN)(root, split=split, download=download)
             return ImageSet(np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1)), np.asarray(ds.labels), name)

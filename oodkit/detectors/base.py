@@ -1,41 +1,99 @@
 """The scikit-learn outlier-detector contract shared by every oodkit detector."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ..conformal import bh_screen, conformal_threshold, min_calibration_size, pvalues
+from ..validation import check_params
+
 __all__ = ["BaseDetector"]
 
 
+def check_contamination(c) -> float:
+    if isinstance(c, bool) or not isinstance(c, (int, float, np.integer, np.floating)) or not 0.0 <= c < 0.5:
+        raise ValueError(f"contamination must be a number in [0, 0.5), got {c!r}")
+    return float(c)
+
+
 class BaseDetector(OutlierMixin, BaseEstimator):
-    """Subclasses implement ``fit`` (ending in ``self._set_offset(train_scores)``) and
-    ``score_samples``. Conventions: ``score_samples`` is float64 (n,), higher = more
-    in-distribution; ``decision_function = score_samples - offset_`` is negative for
-    outliers; ``predict`` gives +1 (inlier) / -1 (outlier); ``ood_score = -score_samples``.
-    ``offset_`` is the ``contamination`` quantile of the training scores (5% by default).
+    """Subclasses implement ``fit`` (ending in ``self._set_offset(train_scores)`` with
+    out-of-sample training scores) and ``score_samples``. Conventions: ``score_samples``
+    is float64 (n,), higher = more in-distribution; ``decision_function = score_samples -
+    offset_`` is negative for outliers; ``predict`` gives +1 (inlier) / -1 (outlier);
+    ``ood_score = -score_samples``.
+
+    Thresholds are split-conformal (:mod:`oodkit.conformal`): ``offset_`` is chosen from
+    ``calibration_scores_`` so that a fresh in-distribution image is accepted with
+    probability at least ``tpr`` (``1 - contamination`` after ``fit``), for any number of
+    calibration images, **provided** the calibration images and the fresh one are
+    exchangeable: drawn from the same distribution, and unseen by the network and by the
+    detector's fitted statistics. ``fit`` uses out-of-sample (leave-one-out or K-fold)
+    training scores, which takes care of the statistics; a network trained on the fitting
+    images still scores them too well, so set the threshold with :meth:`calibrate` on
+    held-out ID images for a threshold you can trust.
     """
 
-    def _set_offset(self, train_scores: np.ndarray) -> None:
-        if not 0.0 <= self.contamination < 0.5:
-            raise ValueError(f"contamination must lie in [0, 0.5), got {self.contamination}")
-        self.offset_ = float(np.percentile(train_scores, 100.0 * self.contamination))
+    # {parameter: constraint} (oodkit.validation), checked by _check_params at fit and load
+    _constraints: dict = {}
+
+    def _check_params(self) -> None:
+        check_params(self, self._constraints)
+
+    def _set_offset(self, train_scores: np.ndarray, source: str = "training images (out-of-sample scores)") -> None:
+        c = check_contamination(self.contamination)
+        s = np.sort(np.asarray(train_scores, dtype=np.float64))
+        self.calibration_scores_ = s
+        if c == 0 or len(s) < min_calibration_size(1.0 - c):
+            if c:
+                warnings.warn(f"contamination={c:g} needs at least {min_calibration_size(1.0 - c)} fitting images for "
+                              f"a conformal threshold, got {len(s)}: the threshold is their lowest score", stacklevel=3)
+            self.offset_ = float(s[0])
+            self.threshold_source_ = f"lowest score of {len(s)} {source}"
+            return
+        self.offset_ = conformal_threshold(s, 1.0 - c)
+        self.threshold_source_ = f"conformal, tpr {1.0 - c:g}, {len(s)} {source}"
+
+    def _set_offset_unseen(self, train_scores: np.ndarray, seen) -> None:
+        """``_set_offset`` on the fitting images the network did not train on (``seen``:
+        (N,) bool or None = unknown)."""
+        if seen is None or not np.any(seen):
+            self._set_offset(train_scores)
+            return
+        seen = np.asarray(seen, dtype=bool)
+        unseen, c = int((~seen).sum()), check_contamination(self.contamination)
+        if c and unseen >= min_calibration_size(1.0 - c):
+            self._set_offset(train_scores[~seen], f"fitting images the network did not train on ({int(seen.sum())} "
+                             "it did were left out)")
+            return
+        warnings.warn(f"the network was trained on {int(seen.sum())} of these {len(seen)} images: their scores are "
+                      f"optimistic, so the default threshold accepts fewer than {1 - c:g} of fresh ID images; set it "
+                      "with calibrate() on held-out ID images (oodkit fit --calibrate-on)", stacklevel=3)
+        self._set_offset(train_scores, "fitting images, which the network trained on (optimistic)")
 
     def calibrate(self, X_val, tpr: float = 0.95):
-        """Set the threshold ``offset_`` so that a share ``tpr`` of the held-out ID images
-        ``X_val`` is accepted (``predict`` = +1): the ``1 - tpr`` quantile of their scores.
-        Until called, ``offset_`` is the ``contamination`` quantile of the training scores."""
+        """Set the threshold ``offset_`` on held-out ID images ``X_val`` (unseen by the
+        network and by :meth:`fit`): split-conformal, so that a fresh ID image exchangeable
+        with them is accepted (``predict`` = +1) with probability at least ``tpr`` and at
+        most ``tpr + 1/(n+1)`` (n = len(X_val), continuous scores). Refuses a ``tpr`` that n
+        images cannot support (it needs ``ceil(1/(1-tpr)) - 1``: 19 for 0.95, 99 for 0.99).
+        Their scores become ``calibration_scores_``, which :meth:`pvalues` reads."""
         check_is_fitted(self, "offset_")
-        if not 0.0 < tpr < 1.0:
-            raise ValueError(f"tpr must lie in (0, 1), got {tpr}")
-        s = np.sort(self.score_samples(X_val))
-        if len(s) == 0:
-            raise ValueError("calibrate needs at least one held-out image")
-        # the largest threshold that still accepts at least ceil(tpr * n) images
-        k = len(s) - int(np.ceil(tpr * len(s) - 1e-9))
-        self.offset_ = float(s[k])
-        self.threshold_source_ = f"calibrated: {tpr:g} of {len(s)} held-out ID images accepted"
+        s = self.score_samples(X_val)
+        self.offset_ = conformal_threshold(s, tpr)
+        self.calibration_scores_ = np.sort(np.asarray(s, dtype=np.float64))
+        self.threshold_source_ = f"calibrated: conformal, tpr {float(tpr):g}, {len(s)} held-out ID images"
         return self
+
+    def pvalues(self, X) -> np.ndarray:
+        """Conformal p-values of ``X`` against ``calibration_scores_``: float64 (n,) in (0, 1],
+        ``(1 + #{calibration scores <= s}) / (n_cal + 1)``. Under exchangeability a fresh
+        ID image has ``P(p <= a) <= a``; small p = unlike the ID images."""
+        check_is_fitted(self, "calibration_scores_")
+        return pvalues(self.calibration_scores_, self.score_samples(X))
 
     def save(self, path, embed_model: bool = False):
         """Write this fitted detector to ``path`` (.npz, no pickle; see
@@ -49,7 +107,12 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self, "offset_")
         return self.score_samples(X) - self.offset_
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X, fdr: float | None = None) -> np.ndarray:
+        """+1 (inlier) / -1 (outlier), int (n,). By the threshold ``offset_``; or, with
+        ``fdr``, as a screened batch: Benjamini-Hochberg on :meth:`pvalues` flags images so
+        that the expected share of ID images among the flagged is at most ``fdr``."""
+        if fdr is not None:
+            return np.where(bh_screen(self.pvalues(X), fdr), -1, 1)
         return np.where(self.decision_function(X) >= 0, 1, -1)
 
     def ood_score(self, X) -> np.ndarray:

@@ -15,6 +15,7 @@ from ..pretrained import load_model
 from ..data.images import ImageInputError, as_images, batches, conform, fingerprint, to_float
 from ..itd import discrete_denoiser, itd_nll
 from ..representation import full_fp32
+from ..validation import Any, Bool, Choice, Device, Int, Pair, Real
 from .base import BaseDetector
 from .scores import class_score
 
@@ -51,9 +52,16 @@ class DiffusionDetector(BaseDetector):
     so a score depends on the image alone, not on its batch or the batch size.
     """
 
+    _constraints = {
+        "model": Any(), "score": Any(), "n_terms": Int(1, 100_000, none=True), "n_points": Int(1, 100_000),
+        "recon_levels": Any(), "clip_denoised": Bool(), "n_offset": Int(1), "batch_size": Int(1, 1_000_000),
+        "resize": Bool(), "layout": Choice(("nhwc", "nchw"), none=True), "value_range": Pair(),
+        "contamination": Real(0, 0.5, True), "device": Device(), "seed": Int(0, 2**63 - 1), "progress": Bool(),
+    }
+
     def __init__(self, model=None, score="elbo", *, n_terms=None, n_points=64, recon_levels=(100, 300, 500),
                  clip_denoised=True, n_offset=256, batch_size=128, resize=False, layout=None, value_range=None,
-                 contamination=0.05, device=None, seed=0, progress=True):
+                 contamination=0.05, device=None, seed=0, progress=False):
         self.model = model
         self.score = score
         self.n_terms = n_terms
@@ -87,7 +95,16 @@ class DiffusionDetector(BaseDetector):
             x = conform(x, h, c)
         return x
 
+    def _check_params(self):
+        super()._check_params()
+        levels = self.recon_levels
+        if not (isinstance(levels, (tuple, list)) and levels and
+                all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) and t >= 1 for t in levels)):
+            raise ValueError(f"DiffusionDetector parameter recon_levels must be a non-empty list of levels >= 1, "
+                             f"got {levels!r}")
+
     def fit(self, X, y=None):
+        self._check_params()
         kinds = _score_kinds(self.score)
         if kinds is None:
             raise ValueError(f"unknown score {self.score!r}; choose one of elbo, itd, recon, msp, energy")

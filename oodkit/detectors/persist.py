@@ -18,14 +18,8 @@ import numpy as np
 
 __all__ = ["save_detectors", "load_detectors", "load_detector", "DetectorFileError", "FORMAT"]
 
-FORMAT, VERSION = "oodkit-detector", 3
-READABLE = {1, 2, 3}
-# the scores whose fitted state an older version's file no longer matches: version 2 made
-# fused read the features by their Gaussian score (kNN before); version 3 made the features
-# the pooled decoder output (the head conv's before) and the Gaussian score read them raw
-CHANGED_SINCE = {2: {"fused"}, 3: {"features", "features-gauss", "fused"}}
-
-
+FORMAT, VERSION = "oodkit-detector", 4
+READABLE = {4}
 class DetectorFileError(ValueError):
     """A file that is not a sound oodkit detector file."""
 
@@ -71,7 +65,9 @@ def save_detectors(path, detectors: dict, embed_model: bool = False) -> Path:
             for k, v in scorer.get_state().items():
                 arrays[f"det{i}/{k}"] = np.asarray(v, dtype=np.float64)
                 entry["state"].append(k)
+        arrays[f"det{i}/__calibration__"] = np.asarray(det.calibration_scores_, dtype=np.float64)
         entry["key"] = f"det{i}"
+        entry["sha256"] = _digest(entry, arrays)
         header["detectors"][name] = entry
     arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     buf = io.BytesIO()
@@ -82,30 +78,74 @@ def save_detectors(path, detectors: dict, embed_model: bool = False) -> Path:
 
 
 def _read(path) -> tuple[dict, dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise DetectorFileError(f"detector file not found: {path}")
+    from ..validation import regular_file
+
+    path = regular_file(path, "detector file", DetectorFileError)
 
     from ..data.sources import load_plain_npz
 
     arrays = load_plain_npz(path, DetectorFileError, "a detector file (not an .npz archive)")
     try:
         header = json.loads(arrays.pop("__header__").tobytes().decode())
-    except (KeyError, UnicodeDecodeError, json.JSONDecodeError):
+    except (KeyError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, AttributeError):
         raise DetectorFileError(f"{path} is not an oodkit detector file (no valid header)") from None
-    if header.get("format") != FORMAT:
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise DetectorFileError(f"{path} is not an oodkit detector file")
     version = header.get("version")
+    if version in (1, 2, 3):
+        raise DetectorFileError(f"{path} has detector format version {version}, which holds no calibration scores "
+                                "(conformal thresholds and p-values need them): refit it with `oodkit fit`")
     if version not in READABLE:
         raise DetectorFileError(f"{path} has detector format version {version!r}; this oodkit reads "
                                 f"{sorted(READABLE)}: refit it with `oodkit fit`")
-    changed = set().union(*(scores for v, scores in CHANGED_SINCE.items() if v > version))
-    for name, e in (header.get("detectors") or {}).items():
-        score = (e.get("params") or {}).get("score") if isinstance(e, dict) else None
-        if score in changed:
-            raise DetectorFileError(f"{path}: detector {name!r} ({score}) has format version {version}, which "
-                                    f"read other features: refit it with `oodkit fit`")
     return header, arrays
+
+
+def _digest(entry: dict, arrays: dict) -> str:
+    """SHA-256 of one detector's header values and arrays: any edit or damage shows."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps({k: v for k, v in entry.items() if k != "sha256"}, sort_keys=True).encode())
+    for k in sorted(a for a in arrays if a.startswith(entry["key"] + "/")):
+        v = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{v.dtype.str}|{v.shape}|".encode())
+        h.update(v.tobytes())
+    return h.hexdigest()
+
+
+_ENTRY_TYPES = {"class": str, "params": dict, "model": str, "state": list, "key": str, "sha256": str}
+
+
+def _check_entry(path, name: str, e, arrays: dict) -> np.ndarray:
+    """The header entry of one detector and its arrays, checked before use: types,
+    finiteness, a threshold that is one of its calibration scores. Returns the sorted
+    calibration scores."""
+    if not isinstance(e, dict):
+        raise DetectorFileError(f"{path}: detector {name!r} is not a valid entry")
+    for k, t in _ENTRY_TYPES.items():
+        if not isinstance(e.get(k), t):
+            raise DetectorFileError(f"{path}: detector {name!r} has no valid {k!r} (a {t.__name__} is needed)")
+    if not all(isinstance(k, str) and f"{e['key']}/{k}" in arrays for k in e["state"]):
+        raise DetectorFileError(f"{path}: detector {name!r} names state arrays the file does not hold")
+    off = e.get("offset")
+    if isinstance(off, bool) or not isinstance(off, (int, float)) or not np.isfinite(off):
+        raise DetectorFileError(f"{path}: detector {name!r} has threshold (offset) {off!r}; a finite number is needed")
+    cal = arrays.get(f"{e['key']}/__calibration__")
+    if cal is None:
+        raise DetectorFileError(f"{path}: detector {name!r} has no calibration scores: refit it with `oodkit fit`")
+    if cal.dtype.kind != "f" or cal.ndim != 1 or len(cal) == 0 or not np.isfinite(cal).all() or (np.diff(cal) < 0).any():
+        raise DetectorFileError(f"{path}: detector {name!r} has damaged calibration scores (a sorted, finite, "
+                                "non-empty list is needed): refit it with `oodkit fit`")
+    if not np.isin(float(off), cal):
+        raise DetectorFileError(f"{path}: detector {name!r} has a threshold (offset {off!r}) that is none of its "
+                                "calibration scores: the file was edited; refit it with `oodkit fit`")
+    return cal.astype(np.float64)
+
+
+def _check_digest(path, name: str, e: dict, arrays: dict) -> None:
+    if _digest(e, arrays) != e["sha256"]:
+        raise DetectorFileError(f"{path}: detector {name!r} does not match its SHA-256: the file was edited or "
+                                "damaged; refit it with `oodkit fit`")
 
 
 def _load_model(entry: dict, arrays: dict, base: Path, device):
@@ -143,7 +183,16 @@ def _load_model(entry: dict, arrays: dict, base: Path, device):
                             f"{', '.join(str(c) for c in looked)})")
 
 
-def load_detectors(path, device=None, progress: bool = True) -> dict:
+_CLASS_SCORES = {"msp": "class", "energy": "class", "upright": "rotation"}
+
+
+def _has_head(model, score):
+    from ..models import has_class_head, has_rotation_head
+
+    return (has_class_head if _CLASS_SCORES[score] == "class" else has_rotation_head)(model)
+
+
+def load_detectors(path, device=None, progress: bool = False) -> dict:
     """``{name: fitted detector}`` from a detector file, ready to score."""
     try:
         return _load_detectors(path, device, progress)
@@ -160,10 +209,15 @@ def _load_detectors(path, device, progress) -> dict:
         raise DetectorFileError(f"{path} holds no detectors")
     models = {}
     out = {}
+    if not isinstance(header.get("models"), dict):
+        raise DetectorFileError(f"{path} has no valid model entry")
     for name, e in header["detectors"].items():
+        calibration = _check_entry(path, name, e, arrays)
         cls = classes.get(e.get("class"))
         if cls is None:
             raise DetectorFileError(f"{path}: unknown detector class {e.get('class')!r}")
+        if not isinstance(header["models"].get(e["model"]), dict):
+            raise DetectorFileError(f"{path}: detector {name!r} refers to model {e['model']!r}, which the file lacks")
         if e["model"] not in models:
             models[e["model"]] = _load_model(header["models"][e["model"]], arrays, Path(path).parent, device)
         model = models[e["model"]]
@@ -172,25 +226,38 @@ def _load_detectors(path, device, progress) -> dict:
         if unknown:
             raise DetectorFileError(f"{path}: unknown parameters {sorted(unknown)} for {e['class']}")
         det = cls(model=model, **{**params, "device": device, "progress": progress})
+        try:
+            det._check_params()
+        except ValueError as err:
+            raise DetectorFileError(f"{path}: detector {name!r}: {err}") from None
         det.model_ = model
         if cls is CDMDetector:
+            if params.get("score") in _CLASS_SCORES and not _has_head(model, params["score"]):
+                raise DetectorFileError(f"{path}: detector {name!r} ({params['score']}) needs a model with that "
+                                        "head, and the file's model has none")
             det.scorer_ = det._make_scorer(model)
             state = {k: arrays[f"{e['key']}/{k}"] for k in e["state"]}
             if hasattr(det.scorer_, "set_state"):
                 try:
                     det.scorer_.set_state(state)
-                except ValueError as err:  # a state the scorer no longer has (fitted by another rule)
+                except ValueError as err:  # damaged, or a state the scorer no longer has (fitted by another rule)
                     raise DetectorFileError(f"{path}: detector {name!r} ({params.get('score')}) {err}") from None
+            dim = det.scorer_.feature_dim() if hasattr(det.scorer_, "feature_dim") else None
+            if dim is not None and dim != getattr(model.net, "feature_channels", dim):
+                raise DetectorFileError(f"{path}: detector {name!r} was fitted on {dim} features and its model gives "
+                                        f"{model.net.feature_channels}: refit it with `oodkit fit`")
             det.n_features_in_ = int(np.prod(model.image_shape))
         else:
             det._cache = {}
+        _check_digest(path, name, e, arrays)  # last: the checks above name what is wrong when they can
         det.offset_ = float(e["offset"])
         det.threshold_source_ = e.get("threshold_source", "contamination")
+        det.calibration_scores_ = calibration
         out[name] = det
     return out
 
 
-def load_detector(path, name: str | None = None, device=None, progress: bool = True):
+def load_detector(path, name: str | None = None, device=None, progress: bool = False):
     """The fitted detector in ``path`` (``name`` picks one when the file holds several)."""
     dets = load_detectors(path, device=device, progress=progress)
     if name is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..models import has_class_head
+from ..models import has_class_head, has_rotation_head
 from .cdm import CDMDetector
 from .diffusion import DiffusionDetector
 
@@ -23,7 +23,8 @@ class DetectorInfo:
     whether it fits statistics on ID training images beyond the threshold.
     ``default_for``: the model kinds whose default detector set includes it. ``units``
     of ``score_samples``. ``labelled``: runs only on a model trained with labels (a class
-    head)."""
+    head). ``rotation``: runs only on a CDM trained with a rotation head, and is in its
+    defaults."""
 
     name: str
     cls: type | dict
@@ -34,6 +35,7 @@ class DetectorInfo:
     summary: str
     default_for: tuple = field(default=())
     labelled: bool = False
+    rotation: bool = False
 
     def cls_for(self, kind: str | None = None) -> type:
         """The class that runs this detector on a ``kind`` model (the preferred kind's
@@ -66,7 +68,7 @@ TABLE: dict[str, DetectorInfo] = {d.name: d for d in [
     DetectorInfo("features-gauss", _C, {"score": "features-gauss"}, ("cdm",), True, "minus Mahalanobis",
                  "Mahalanobis distance of the pooled decoder output"),
     DetectorInfo("fused", _C, {"score": "fused"}, ("cdm",), True, "sum of log p-values",
-                 "profile + complexity + features-gauss (features on a labelled model), Fisher-combined ID p-values", ("cdm",)),
+                 "profile + complexity + features-gauss (kNN features with a class or rotation head), Fisher-combined ID p-values", ("cdm",)),
     DetectorInfo("elbo", _D, {"score": "elbo"}, ("ddpm", "joint"), False, "bits/dim", "minus the exact ELBO (T passes)"),
     DetectorInfo("elbo-k", _D, {"score": "elbo", "n_terms": 50}, ("ddpm", "joint"), False, "bits/dim",
                  "minus the 50-term stratified ELBO", ("ddpm", "joint")),
@@ -79,6 +81,9 @@ TABLE: dict[str, DetectorInfo] = {d.name: d for d in [
                  "maximum softmax probability of the class head", ("joint",), labelled=True),
     DetectorInfo("energy", {"joint": _D, "cdm": _C}, {"score": "energy"}, ("joint", "cdm"), False, "nats",
                  "logsumexp of the class head's logits", ("joint",), labelled=True),
+    # label-free rotation head: a CDM trained with --rotation-head (same pass)
+    DetectorInfo("upright", _C, {"score": "upright"}, ("cdm",), False, "nats",
+                 "log p(upright | x) of the rotation head (--rotation-head)", rotation=True),
 ]}
 
 # name -> (class, fixed parameters), the shape older code and tests use
@@ -116,20 +121,26 @@ def make_detector(name: str, **params):
     return cls(**{**{k: v for k, v in params.items() if k in accepted}, **info.params})
 
 
-def default_detectors(kinds, labelled=()) -> list[str]:
+def default_detectors(kinds, labelled=(), rotation=()) -> list[str]:
     """The default detectors for models of these kinds, in table order. ``labelled``: the
     kinds among them whose model has a class head, which adds the class-head scores that
-    run on those kinds (``msp`` and ``energy`` on a CDM trained with ``--class-head``)."""
-    kinds, labelled = set(kinds), set(labelled)
-    return [name for name, d in TABLE.items() if kinds & set(d.default_for) or (d.labelled and labelled & set(d.kinds))]
+    run on those kinds (``msp`` and ``energy`` on a CDM trained with ``--class-head``);
+    ``rotation``: the kinds whose model has a rotation head (``upright``)."""
+    kinds, labelled, rotation = set(kinds), set(labelled), set(rotation)
+    return [name for name, d in TABLE.items() if kinds & set(d.default_for) or (d.labelled and labelled & set(d.kinds))
+            or (d.rotation and rotation & set(d.kinds))]
 
 
 def model_default_detectors(models) -> list[str]:
     """:func:`default_detectors` for these loaded models."""
     models = list(models)
-    return default_detectors((m.kind for m in models), (m.kind for m in models if has_class_head(m)))
+    return default_detectors((m.kind for m in models), (m.kind for m in models if has_class_head(m)),
+                             (m.kind for m in models if has_rotation_head(m)))
 
 
-def describe_detectors() -> str:
-    """One line per detector, for the CLI help."""
-    return "\n".join(f"{n}: {d.summary} [{d.units}; {'/'.join(d.kinds)}]" for n, d in TABLE.items())
+def describe_detectors(width: int = 76) -> str:
+    """One entry per detector, wrapped to ``width`` columns, for the CLI help."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(f"{n}: {d.summary} [{d.units}; {'/'.join(d.kinds)}]", width,
+                                   subsequent_indent="    ") for n, d in TABLE.items())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ModelKind", "MODEL_KINDS", "model_kind", "has_class_head"]
+__all__ = ["ModelKind", "MODEL_KINDS", "model_kind", "has_class_head", "has_rotation_head", "has_semantic_head"]
 
 
 @dataclass(frozen=True)
@@ -47,3 +47,16 @@ def has_class_head(model) -> bool:
     """Whether ``model`` has a class head (a joint model, or a CDM built with
     ``num_labels > 0``): it trains on labels and its pass gives class logits."""
     return int(getattr(model, "num_labels", 0) or 0) > 0
+
+
+def has_rotation_head(model) -> bool:
+    """Whether ``model`` is a CDM trained with a label-free rotation head (``rotations=4``):
+    its pass gives rotation logits."""
+    return int(getattr(model, "rotations", 0) or 0) > 0
+
+
+def has_semantic_head(model) -> bool:
+    """Whether a head trained beside the noise-level loss shaped ``model``'s pooled
+    features by what the images show (a class head or a rotation head). The one rule
+    that picks how ``fused`` reads the features."""
+    return has_class_head(model) or has_rotation_head(model)

@@ -69,14 +69,22 @@ class CDM(nn.Module):
             Eq. 10 and Theorem 3.1 do not involve it.
         label_weight: weight of the class cross-entropy in :meth:`loss`.
         noise_batch: images of each batch the noise-level loss uses (all when None). That
-            loss costs about three plain passes (its double backward), so a labelled
-            fine-tune can give most of its compute to the cheaper class loss.
+            loss costs about three plain passes (its double backward), so a fine-tune with
+            a class or rotation head can give most of its compute to the cheaper head losses.
+        rotations: 4 adds a label-free rotation head (Gidaris et al., 2018): a linear
+            4-way classifier on the pooled decoder output that predicts by how many quarter
+            turns the clean image was rotated. Training it on each batch's four rotations
+            shapes the features by what the images show, without labels. At scoring only
+            the upright image is seen: :meth:`rotation_logits` reads the same one pass.
+            0 (the default) adds nothing.
+        rotation_weight: weight of the rotation cross-entropy in :meth:`loss`.
     """
 
     kind = "cdm"
 
     def __init__(self, net: nn.Module, schedule: NoiseSchedule, ce_weight: float = 1e-3, image_shape=None,
-                 num_labels: int = 0, label_weight: float = 0.1, noise_batch: int | None = None):
+                 num_labels: int = 0, label_weight: float = 0.1, noise_batch: int | None = None,
+                 rotations: int = 0, rotation_weight: float = 0.5):
         super().__init__()
         self.net = net
         self.schedule = schedule
@@ -84,15 +92,21 @@ class CDM(nn.Module):
         self.num_labels = int(num_labels)
         self.label_weight = float(label_weight)
         self.noise_batch = None if noise_batch is None else int(noise_batch)
+        self.rotations = int(rotations)
+        self.rotation_weight = float(rotation_weight)
         if self.num_labels < 0 or (self.noise_batch is not None and self.noise_batch < 1):
             raise ValueError(f"num_labels must be 0 or more and noise_batch 1 or more, got {num_labels}, {noise_batch}")
-        if self.noise_batch is not None and not self.num_labels:
-            raise ValueError("noise_batch splits a batch between the noise-level and class losses: it needs a class "
-                             "head (num_labels > 0)")
+        if self.rotations not in (0, 4):
+            raise ValueError(f"rotations must be 0 (no rotation head) or 4 (quarter turns), got {rotations}")
+        if self.noise_batch is not None and not (self.num_labels or self.rotations):
+            raise ValueError("noise_batch splits a batch between the noise-level and head losses: it needs a class "
+                             "head (num_labels > 0) or a rotation head (rotations=4)")
+        if (self.num_labels or self.rotations) and not hasattr(net, "feature_channels"):
+            raise TypeError("a class or rotation head needs a net with feature_channels (oodkit's UNet)")
         if self.num_labels:
-            if not hasattr(net, "feature_channels"):
-                raise TypeError("a class head needs a net with feature_channels (oodkit's UNet)")
             self.label_head = nn.Linear(net.feature_channels, self.num_labels)
+        if self.rotations:
+            self.rotation_head = nn.Linear(net.feature_channels, self.rotations)
         if image_shape is None and hasattr(net, "config"):
             cfg = net.config
             image_shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
@@ -101,6 +115,8 @@ class CDM(nn.Module):
                     f"net has {cfg.num_classes} outputs but the schedule has {schedule.num_classes} classes (T+2)"
                 )
         self.image_shape = tuple(image_shape) if image_shape is not None else None
+        if self.rotations and self.image_shape is not None and self.image_shape[1] != self.image_shape[2]:
+            raise ValueError(f"a rotation head needs square images, got {self.image_shape[1:]} (H, W)")
 
     @property
     def T(self) -> int:
@@ -119,6 +135,14 @@ class CDM(nn.Module):
         feats = torch.as_tensor(features).to(self.label_head.weight.device, self.label_head.weight.dtype)
         return self.label_head(feats).float()
 
+    def rotation_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Rotation logits (B, 4), float32, from the pooled features (B, C) of upright
+        images: column k scores "turned by k quarter turns". No further network pass."""
+        if not self.rotations:
+            raise ValueError("this CDM has no rotation head (it was trained without --rotation-head)")
+        feats = torch.as_tensor(features).to(self.rotation_head.weight.device, self.rotation_head.weight.dtype)
+        return self.rotation_head(feats).float()
+
     def _check(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
             shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
@@ -128,7 +152,18 @@ class CDM(nn.Module):
                 f"this model takes images of shape {self.image_shape} (C, H, W), got {tuple(x.shape[1:])}"
             )
         if not x.is_floating_point():
-            raise TypeError(f"images must be floating point in [-1, 1], got {x.dtype}")
+            raise TypeError(f"images must be floating point in [-1, 1], got {x.dtype}: convert 8-bit pixels with "
+                            "oodkit.data.images.to_float(oodkit.as_images(x)); log_prob, bpd and log_prob_levels "
+                            "take them as they are")
+
+    def _input(self, x) -> torch.Tensor:
+        """Float (B, C, H, W) in [-1, 1] as given; uint8 pixels, arrays and any layout
+        :func:`oodkit.as_images` reads ((N, H, W, C) included) become that, on the model's device."""
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim == 4:
+            return x
+        from ..data.images import as_images, to_float
+
+        return to_float(as_images(x)).to(next(self.parameters()).device)
 
     # -- one forward pass ------------------------------------------------------------
     def logits(self, x: torch.Tensor, return_features: bool = False):
@@ -157,17 +192,22 @@ class CDM(nn.Module):
 
     @torch.no_grad()
     def log_prob_levels(self, x: torch.Tensor) -> torch.Tensor:
-        """``log p_t(x)`` for every level t = 0..T+1: (B, T+2) in nats, float64."""
+        """``log p_t(x)`` for every level t = 0..T+1: (B, T+2) in nats, float64. ``x``: float
+        (B, C, H, W) in [-1, 1], or uint8 pixels in any layout :func:`oodkit.as_images` reads."""
+        x = self._input(x)
         return self.levels_from_logits(self.logits(x), log_std_normal(x))
 
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """``log p_data(x)`` by Eq. 10 in one forward pass: (B,) nats, float64."""
+        """``log p_data(x)`` by Eq. 10 in one forward pass: (B,) nats, float64 (input as
+        :meth:`log_prob_levels`)."""
+        x = self._input(x)
         return eq10_levels(self.logits(x), log_std_normal(x), [0])[:, 0]
 
     @torch.no_grad()
     def bpd(self, x: torch.Tensor) -> torch.Tensor:
         """Bits per dimension of 8-bit data: ``-log p(x) / (d ln 2) + 7`` (B,), float64."""
+        x = self._input(x)
         return bits_per_dim(self.log_prob(x), x[0].numel())
 
     @torch.no_grad()
@@ -200,8 +240,10 @@ class CDM(nn.Module):
     def loss(self, x0: torch.Tensor, generator: torch.Generator | None = None, y: torch.Tensor | None = None):
         """``ce_weight * CE(f(x_t), t) + MSE(eps, eps_hat)`` with t uniform over all T+2
         classes, plus ``label_weight * CE(class_logits(x0), y)`` for a model with a class
-        head (labels ``y`` (B,)). Returns ``(loss, {"ce": ..., "mse": ...[, "label_ce"]})``
-        (scalars, parts detached).
+        head (labels ``y`` (B,)), plus ``rotation_weight * CE(rotation_logits(rot_k(x0)), k)``
+        over the four quarter turns of every image for a model with a rotation head (a
+        mean over images, so it does not depend on their order). Returns
+        ``(loss, {"ce": ..., "mse": ...[, "label_ce"][, "rot_ce"]})`` (scalars, parts detached).
 
         The MSE is averaged over pixels and over the batch, counting t = 0 images as
         zero: their input holds no noise to predict. At t = T+1 it vanishes by
@@ -211,11 +253,26 @@ class CDM(nn.Module):
         if self.num_labels and y is None:
             raise ValueError("this CDM has a class head and trains on labels: pass labels to train()")
         loss, parts = self._noise_loss(x0[: self.noise_batch], generator)
-        if not self.num_labels:
+        if not (self.num_labels or self.rotations):
             return loss, parts
-        _, feats = self.net(x0, return_features=True)
-        label_ce = F.cross_entropy(self.class_logits(feats), torch.as_tensor(y, device=x0.device).long())
-        return loss + self.label_weight * label_ce, {**parts, "label_ce": label_ce.detach()}
+        if self.rotations:
+            rot_ce, feats = self.rotation_loss(x0)
+            loss, parts = loss + self.rotation_weight * rot_ce, {**parts, "rot_ce": rot_ce.detach()}
+        else:
+            _, feats = self.net(x0, return_features=True)
+        if self.num_labels:
+            label_ce = F.cross_entropy(self.class_logits(feats), torch.as_tensor(y, device=x0.device).long())
+            loss, parts = loss + self.label_weight * label_ce, {**parts, "label_ce": label_ce.detach()}
+        return loss, parts
+
+    def rotation_loss(self, x0: torch.Tensor):
+        """Mean cross-entropy of the rotation head over the four quarter turns of each
+        clean image (one pass over 4B images), and the upright images' features (B, C)."""
+        b = x0.shape[0]
+        turned = torch.cat([torch.rot90(x0, k, dims=(-2, -1)) for k in range(self.rotations)])
+        _, feats = self.net(turned, return_features=True)
+        target = torch.arange(self.rotations, device=x0.device).repeat_interleave(b)
+        return F.cross_entropy(self.rotation_logits(feats), target), feats[:b]
 
     def _noise_loss(self, x0: torch.Tensor, generator):
         b = x0.shape[0]
@@ -254,5 +311,9 @@ class CDM(nn.Module):
     def config(self) -> dict:
         cfg = {"ce_weight": self.ce_weight, "image_shape": list(self.image_shape) if self.image_shape else None}
         if self.num_labels:
-            cfg.update(num_labels=self.num_labels, label_weight=self.label_weight, noise_batch=self.noise_batch)
+            cfg.update(num_labels=self.num_labels, label_weight=self.label_weight)
+        if self.rotations:
+            cfg.update(rotations=self.rotations, rotation_weight=self.rotation_weight)
+        if self.num_labels or self.rotations:
+            cfg.update(noise_batch=self.noise_batch)
         return cfg

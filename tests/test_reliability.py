@@ -1,0 +1,198 @@
+"""Reliability II: special files, concurrent runs, outputs that would destroy inputs,
+config values of the wrong type, and API parameters: each a one-line error naming what
+is wrong (exit 2 on the command line), never a hang, a traceback or a silent change."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from oodkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from oodkit.cli import main
+from oodkit.data import as_images, load_dataset
+from oodkit.detectors import CDMDetector, DiffusionDetector, make_detector
+from oodkit.detectors.persist import DetectorFileError, load_detectors
+
+from .test_detectors import fixed_model
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.setenv("OODKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+    def _run(*args):
+        r = CliRunner().invoke(main, [str(a) for a in args])
+        assert r.exception is None or isinstance(r.exception, SystemExit), r.output
+        return r
+
+    return _run
+
+
+def _one_line_error(r, text):
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("Error")]
+    assert len(lines) == 1 and text in lines[0], r.output
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "pipe.pt"
+    os.mkfifo(path)
+    return path
+
+
+# -- special files ---------------------------------------------------------------------
+@pytest.mark.parametrize("what", ["fifo", "dir", "dev"])
+def test_special_files_as_inputs_are_refused_not_read(run, tmp_path, fifo, what):
+    target = {"fifo": fifo, "dir": tmp_path, "dev": "/dev/zero"}[what]
+    kind = {"fifo": "is a pipe", "dir": "is a folder", "dev": "is a device"}[what]
+    with pytest.raises(CheckpointError, match=f"checkpoint {target} {kind}, not a"):
+        load_checkpoint(target)
+    with pytest.raises(DetectorFileError, match=f"detector file {target} {kind}"):
+        load_detectors(target)
+    _one_line_error(run("score", "--model", target, "--data", "digits", "--out", "s.csv"), kind)
+    _one_line_error(run("score", "--detector", target, "--data", "digits", "--out", "s.csv"), kind)
+
+
+@pytest.mark.parametrize("what", ["fifo", "symlink", "dev"])
+def test_outputs_that_are_not_regular_files_are_never_replaced(run, tmp_path, fifo, what):
+    save_checkpoint(tmp_path / "m.pt", fixed_model())
+    (tmp_path / "keep.csv").write_text("precious\n")
+    if what == "symlink":
+        os.symlink(tmp_path / "keep.csv", tmp_path / "link.csv")
+    out = {"fifo": fifo, "symlink": tmp_path / "link.csv", "dev": "/dev/null"}[what]
+    r = run("score", "--model", "m.pt", "--data", "digits", "--out", out)
+    _one_line_error(r, "exists and is not a regular file")
+    assert (tmp_path / "keep.csv").read_text() == "precious\n"
+
+
+def test_an_output_that_names_an_input_is_refused(run, tmp_path):
+    save_checkpoint(tmp_path / "m.pt", fixed_model())
+    np.savez(tmp_path / "d.npz", images=np.zeros((30, 8, 8), np.uint8))
+    before = (tmp_path / "m.pt").read_bytes()
+    _one_line_error(run("fit", "--model", "m.pt", "--data", "digits-0to4", "--detectors", "loglik", "--out", "m.pt"),
+                    "--out m.pt is the --model checkpoint this command reads")
+    _one_line_error(run("score", "--model", "m.pt", "--data", f"npz:{tmp_path / 'd.npz'}", "--out", "d.npz"),
+                    "is the --data file this command reads")
+    _one_line_error(run("train", "--data", "digits", "--init", "m.pt", "--out", "m.pt", "--overwrite", "--net", "tiny"),
+                    "is the --init checkpoint this command reads")
+    assert (tmp_path / "m.pt").read_bytes() == before
+
+
+# -- concurrent runs -----------------------------------------------------------------------
+def test_a_second_run_on_a_locked_output_refuses_and_a_dead_lock_is_taken_over(run, tmp_path):
+    save_checkpoint(tmp_path / "m.pt", fixed_model())
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:  # a live process holds the lock: what a second run sees while the first writes
+        (tmp_path / ".s.csv.lock").write_text(str(holder.pid))
+        _one_line_error(run("score", "--model", "m.pt", "--data", "digits-0to4", "--out", "s.csv", "--quiet"),
+                        f"another oodkit run (pid {holder.pid}) is writing score file s.csv")
+        (tmp_path / ".res.lock").write_text(str(holder.pid))
+        _one_line_error(run("bench", "digits-0to4-vs-noise", "--model", "m.pt", "--output-dir", "res", "--quiet"),
+                        "is writing results folder res")
+        assert not (tmp_path / "s.csv").exists()
+    finally:
+        holder.communicate(b"")  # the holder exits: its lock is now stale
+    r = run("score", "--model", "m.pt", "--data", "digits-0to4", "--out", "s.csv", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "s.csv").exists() and not (tmp_path / ".s.csv.lock").exists()
+
+
+# -- config files ---------------------------------------------------------------------------
+@pytest.mark.parametrize("text, message", [
+    ("steps = 2.7", "steps must be an integer, got 2.7 (float)"),
+    ("steps = true", "steps must be an integer, got True (bool)"),
+    ("hflip = 'yes'", "hflip must be true or false, got 'yes' (str)"),
+    ("lr = '0.1'", "lr must be a number, got '0.1' (str)"),
+    ("data = 2024-01-01", "data must be a plain value"),
+    ("net = {a = 1}", "net must be a plain value"),
+    ("train = 3", "[train] must be a table of settings"),
+])
+def test_config_values_of_the_wrong_type_are_refused(run, tmp_path, text, message):
+    (tmp_path / "c.toml").write_text(text + "\n")
+    r = run("train", "--data", "digits", "--out", "x.pt", "--config", "c.toml")
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_config_files_that_are_not_utf8_toml_are_refused(run, tmp_path):
+    (tmp_path / "c.toml").write_bytes(b"\xff\xfesteps = 3\n")
+    r = run("train", "--data", "digits", "--out", "x.pt", "--config", "c.toml")
+    assert r.exit_code == 2 and "is not valid UTF-8 TOML" in r.output, r.output
+    (tmp_path / "d.toml").write_text("data = 'digits'\nnet = 'nosuch'\n")  # an option's own name works
+    r = run("train", "--out", "x.pt", "--config", "d.toml")
+    assert r.exit_code == 2 and "--net 'nosuch'" in r.output, r.output
+
+
+# -- API parameters -------------------------------------------------------------------------
+@pytest.mark.parametrize("params, message", [
+    ({"batch_size": 0}, "batch_size must be an integer in [1, 1000000], got 0"),
+    ({"batch_size": -3}, "batch_size must be an integer"),
+    ({"batch_size": 2.5}, "batch_size must be an integer"),
+    ({"batch_size": "8"}, "batch_size must be an integer"),
+    ({"contamination": "auto"}, "contamination must be a number in [0, 0.5)"),
+    ({"contamination": None}, "contamination must be a number"),
+    ({"device": "gpu7"}, "device must be None or a torch device"),
+    ({"n_levels": 0}, "n_levels must be an integer"),
+    ({"density": "kde"}, "density must be one of 'knn', 'gmm'"),
+    ({"value_range": (1, 0)}, "value_range must be a (low, high) pair"),
+    ({"layout": "hwc"}, "layout must be one of 'nhwc', 'nchw' or None"),
+    ({"resize": "yes"}, "resize must be True or False"),
+])
+def test_detector_parameters_are_checked_by_name_before_any_work(params, message):
+    calls = []
+    model = fixed_model()
+    model.net.register_forward_hook(lambda *a: calls.append(1))
+    with pytest.raises(ValueError) as e:
+        CDMDetector(model=model, **params).fit(np.zeros((30, 8, 8), np.uint8))
+    assert message in str(e.value) and "CDMDetector parameter" in str(e.value)
+    assert not calls  # refused before the network ran
+
+
+def test_diffusion_detector_parameters_and_models_are_checked():
+    with pytest.raises(ValueError, match="DiffusionDetector parameter n_points must be an integer"):
+        DiffusionDetector(model=fixed_model(), score="itd", n_points=0).fit(np.zeros((4, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="recon_levels must be a non-empty list"):
+        DiffusionDetector(model=fixed_model(), score="recon", recon_levels=()).fit(np.zeros((4, 8, 8), np.uint8))
+
+
+def test_tpr_and_calibration_sizes_are_checked():
+    x = as_images(load_dataset("digits-0to4", "train").images)
+    det = make_detector("loglik", model=fixed_model()).fit(x)
+    for bad in ("0.95", None, 1.2):
+        with pytest.raises(ValueError, match="tpr must"):
+            det.calibrate(x[:50], tpr=bad)
+    with pytest.raises(ValueError, match=r"tpr=0.99 needs at least 99 held-out ID images for its guarantee, got 20"):
+        det.calibrate(x[:20], tpr=0.99)
+
+
+# -- results that would mislead --------------------------------------------------------------
+def test_a_set_against_itself_is_refused_and_tiny_sets_get_no_interval(run, tmp_path):
+    save_checkpoint(tmp_path / "m.pt", fixed_model())
+    r = run("bench", "digits-0to4-vs-digits-0to4", "--model", "m.pt", "--quiet", "--output-dir", "o")
+    _one_line_error(r, "OOD set digits-0to4 holds exactly the ID test images of digits-0to4")
+    r = run("bench", "digits-0to4-vs-noise", "--model", "m.pt", "--quiet", "--output-dir", "o", "--max-test", "3",
+            "--detectors", "loglik")
+    assert r.exit_code == 0, r.output
+    assert "no 95 % interval for loglik on noise: 3 image(s) on one side" in r.output
+    import json
+
+    row = json.loads((tmp_path / "o" / "results.json").read_text())["results"][0]
+    assert "auroc_lo" not in row or row["auroc_lo"] is None or row["auroc_lo"] != row["auroc_lo"]
+
+
+def test_files_skipped_in_a_folder_are_reported(tmp_path):
+    from PIL import Image
+
+    from oodkit.data.sources import read_folder
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), i * 40, np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")
+    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) that are not images .* e.g. notes.txt"):
+        ds = read_folder(tmp_path / "imgs")
+    assert len(ds) == 3 and ds.labels is None  # a flat folder has no labels (no column of zeros)
