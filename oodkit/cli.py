@@ -564,12 +564,13 @@ def models():
     def trained(r):  # where and how long: CPU-hours of the CPU runs, the hardware otherwise
         return r.get("trained_on") or (f"{r['cpu_hours']:.1f} CPU-h" if r.get("cpu_hours") is not None else "?")
 
-    table = [["name", "data", "steps", "batch", "trained", "test bpd", "available", "sha256"]]
+    table = [["name", "data", "steps", "batch", "heads", "trained", "test bpd", "available", "sha256"]]
     table += [[r["name"], r.get("dataset", "?"), str(r.get("steps") or 0), str(r.get("batch_size") or "?"),
-               trained(r), f"{r.get('test_bpd') or float('nan'):.3f}", r["available"], r["sha256"][:16]]
+               r.get("heads") or "-", trained(r), f"{r.get('test_bpd') or float('nan'):.3f}", r["available"],
+               r["sha256"][:12]]
               for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    right = {2, 3, 5}  # numbers
+    right = {2, 3, 6}  # numbers
     for row in table:
         click.echo("  ".join(v.rjust(w) if i in right else v.ljust(w)
                              for i, (v, w) in enumerate(zip(row, widths))).rstrip())

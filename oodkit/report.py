@@ -151,80 +151,100 @@ def _model_of(meta, det) -> str:
     return f" on {Path(p).name}" if p else ""
 
 
-def _savefig(plt, fig, path: Path) -> Path:
+def _savefig(plt, fig, path: Path, bottom: float = 0.0) -> Path:
     buf = io.BytesIO()
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, bottom, 1, 0.97))  # room for the overall title (and a legend below)
     fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
     return atomic_write(path, buf.getvalue())
 
 
+def _grid(plt, n: int, title: str, panel=(4.6, 3.6)):
+    """A figure of ``n`` panels, at most three a row, with an overall title."""
+    cols = min(3, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows + 0.6), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=11)
+    return fig, list(axes.flat)[:n]
+
+
 def plot_roc(pairs: dict, path: Path, title: str = "", meta: dict | None = None) -> Path:
-    """Two panels per detector: the ROC curve (linear FPR) and the low-FPR region (log
-    FPR), one curve per OOD set with the FPR95 point (95 % of OOD caught) marked. OOD is
-    the positive class. ``pairs[detector] = [(ood, id_scores, ood_scores, id_key), ...]``."""
+    """One panel per detector, laid out as a grid under one title: ROC curves with the
+    false-positive rate on a log axis (where detectors differ; a linear axis puts every
+    good curve in the corner), one curve per OOD set with its AUROC in the legend, the
+    point where 95 % of OOD is caught marked, and the chance line. OOD is the positive
+    class. ``pairs[detector] = [(ood, id_scores, ood_scores, id_key), ...]``."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     plt = _plt()
     colours, dets = _colours(pairs), list(pairs)
-    fig, axes = plt.subplots(len(dets), 2, figsize=(9, 3.4 * len(dets)), squeeze=False)
-    for (ax, axl), det in zip(axes, dets):
+    fig, axes = _grid(plt, len(dets), f"ROC curves, OOD positive: {title}")
+    for ax, det in zip(axes, dets):
+        n_id = max(len(p[1]) for p in pairs[det])
+        floor = 1.0 / n_id / 2
         for name, s_id, s_ood, *_ in pairs[det]:
             y = np.r_[np.zeros(len(s_id)), np.ones(len(s_ood))]
             s = -np.r_[s_id, s_ood]
             fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
             k = np.searchsorted(tpr, 0.95, side="left")
-            for a in (ax, axl):
-                a.plot(fpr, tpr, color=colours[name], lw=1.3, label=f"{name} ({roc_auc_score(y, s):.3f})")
-                a.plot(fpr[k], tpr[k], "o", color=colours[name], ms=4)
-        ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-        ax.set_title(f"{title}\n{det}{_model_of(meta, det)}", fontsize=9)
-        ax.set(xlabel="false positive rate (ID flagged)", ylabel="true positive rate (OOD caught)")
-        ax.legend(fontsize=7, loc="lower right", title="OOD (AUROC); dot: 95 % TPR", title_fontsize=7)
-        n_id = max(len(p[1]) for p in pairs[det])
-        axl.set_xscale("log")
-        axl.set_xlim(1.0 / n_id / 2, 1)
-        axl.set(title="low false-positive region (log scale)", xlabel="false positive rate (log)",
-                ylabel="true positive rate")
-        axl.axhline(0.95, color="0.7", lw=0.8, ls=":")
+            ax.plot(np.maximum(fpr, floor), tpr, color=colours[name], lw=1.3,
+                    label=f"{name} ({roc_auc_score(y, s):.3f})")
+            ax.plot(max(fpr[k], floor), tpr[k], "o", color=colours[name], ms=4)
+        grid = np.logspace(np.log10(floor), 0, 100)
+        ax.plot(grid, grid, color="0.6", lw=0.8, ls="--", label="chance")
+        ax.axhline(0.95, color="0.75", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlim(floor, 1)
+        ax.set_ylim(0, 1.01)
+        ax.set_title(f"{det}{_model_of(meta, det)}", fontsize=9)
+        ax.set(xlabel="ID flagged (false positive rate, log)", ylabel="OOD caught (true positive rate)")
+        ax.legend(fontsize=7, loc="lower right", title="OOD (AUROC); dot: 95 % caught", title_fontsize=7)
     return _savefig(plt, fig, path)
 
 
+def _asinh_axis(v, centre, scale):
+    return np.arcsinh((np.asarray(v, dtype=np.float64) - centre) / scale)
+
+
 def plot_histograms(pairs: dict, path: Path, title: str = "", meta: dict | None = None) -> Path:
-    """Per detector: the ID test scores (filled) at each alignment size they were compared
-    at, and each OOD set (outline) in its own colour. The axis spans the ID scores
-    (0.5 - 99.5 %) and one ID width either side; scores beyond it are not piled into the
-    edge bins but counted in the legend."""
+    """Per detector (a grid under one title): the ID test scores (filled) at each
+    alignment size they were compared at and each OOD set (outline) in its own colour, on
+    an arcsinh axis centred on the ID median in units of the ID spread, so that sets
+    orders of magnitude away stay on the plot beside the ID bulk. The dashed line is the
+    threshold that accepts 95 % of these ID images (conformal rank); left of it = flagged."""
+    from .conformal import conformal_threshold
+
     plt = _plt()
     colours, dets = _colours(pairs), list(pairs)
-    cols = min(3, len(dets))
-    rows = int(np.ceil(len(dets) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = _grid(plt, len(dets), f"Scores (higher = more in-distribution): {title}")
     units = (meta or {}).get("units", {})
-    for ax, det in zip(axes.flat, dets):
+    for ax, det in zip(axes, dets):
         ids = {}
         for name, s_id, s_ood, *key in pairs[det]:
             ids.setdefault(key[0] if key else "ID", s_id)
         sets = [(f"{k} (ID)", v, "0.35", True) for k, v in ids.items()]
         sets += [(name, s_ood, colours[name], False) for name, _, s_ood, *_ in pairs[det]]
-        # the axis frames the ID scores and their surroundings (one ID width either side):
-        # OOD sets far away are counted in the legend rather than squeezing the ID
         idv = np.concatenate([v for _, v, _, filled in sets if filled])
-        lo, hi = np.percentile(idv, [0.5, 99.5])
-        width = hi - lo if hi > lo else 1.0
-        allv = np.concatenate([v for _, v, _, _ in sets])
-        lo, hi = max(lo - width, allv.min()), min(hi + width, allv.max())
-        pad = 0.02 * (hi - lo)
-        bins = np.linspace(lo - pad, hi + pad, 60)
+        centre = float(np.median(idv))
+        q25, q75 = np.percentile(idv, [25, 75])
+        scale = float(q75 - q25) or float(np.std(idv)) or 1.0
+        allv = np.concatenate([_asinh_axis(v, centre, scale) for _, v, _, _ in sets])
+        allv = allv[np.isfinite(allv)]
+        bins = np.linspace(allv.min(), allv.max() + 1e-9, 70)
         for i, (name, v, col, filled) in enumerate(sets):
-            out = int(((v < bins[0]) | (v > bins[-1])).sum())
-            label = name + (f" ({out} off-axis)" if out else "")
-            ax.hist(v[(v >= bins[0]) & (v <= bins[-1])], bins=bins, density=False, color=col,
-                    histtype="stepfilled" if filled else "step", alpha=0.3 if filled else 0.95,
-                    lw=1.3, label=label, hatch="//" if filled and i else None)
-        ax.set_title(f"{title}\n{det}{_model_of(meta, det)}", fontsize=9)
-        ax.set(xlabel=f"score, {units.get(det, 'a.u.')} (higher = more in-distribution)", ylabel="images per bin")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(dets):]:
-        ax.axis("off")
-    return _savefig(plt, fig, path)
+            ax.hist(_asinh_axis(v, centre, scale), bins=bins, color=col, histtype="stepfilled" if filled else "step",
+                    alpha=0.3 if filled else 0.95, lw=1.3, label=name, hatch="//" if filled and i else None)
+        first_id = next(iter(ids.values()))
+        if len(first_id) >= 19:
+            cut = _asinh_axis(conformal_threshold(first_id, 0.95), centre, scale)
+            ax.axvline(cut, color="k", ls="--", lw=1, label="threshold (95 % of ID kept)")
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_title(f"{det}{_model_of(meta, det)} [{units.get(det, 'a.u.')}]", fontsize=9)
+        ax.set(xlabel="asinh((score - ID median) / ID IQR)", ylabel="images per bin (symlog)")
+    # one legend for the grid (the sets and colours are the same in every panel)
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes), key=lambda hl: len(hl[1]))
+    rows = int(np.ceil(len(dets) / 3))
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    return _savefig(plt, fig, path, bottom=min(0.3, 0.05 * int(np.ceil(len(labels) / 4)) / max(1, rows) * 2.2))

@@ -273,7 +273,7 @@ def test_a_fused_file_fitted_with_other_feature_components_is_refused(digits, tm
     with pytest.raises(DetectorFileError, match="old.npz: detector .*fused.* fitted on the components "
                                                 "profile, complexity, features; this model's fused reads "
                                                 "profile, complexity, features-knn \\(features: Mahalanobis, "
-                                                "features-knn: kNN\\): refit it with `oodkit fit`"):
+                                                "features-knn: kNN, upright: the rotation head\\): refit it with `oodkit fit`"):
         load_detector(tmp_path / "old.npz")
     fresh = CDMDetector(str(tmp_path / "c.pt"), score="fused", progress=False).fit(x[:50])
     fresh.save(tmp_path / "new.npz")

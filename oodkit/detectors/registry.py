@@ -68,7 +68,7 @@ TABLE: dict[str, DetectorInfo] = {d.name: d for d in [
     DetectorInfo("features-gauss", _C, {"score": "features-gauss"}, ("cdm",), True, "minus Mahalanobis",
                  "Mahalanobis distance of the pooled decoder output"),
     DetectorInfo("fused", _C, {"score": "fused"}, ("cdm",), True, "sum of log p-values",
-                 "profile + complexity + features-gauss (kNN features with a class or rotation head), Fisher-combined ID p-values", ("cdm",)),
+                 "profile + complexity + features-gauss, Fisher-combined ID p-values (with a class head kNN features; with a rotation head profile + kNN features + upright)", ("cdm",)),
     DetectorInfo("elbo", _D, {"score": "elbo"}, ("ddpm", "joint"), False, "bits/dim", "minus the exact ELBO (T passes)"),
     DetectorInfo("elbo-k", _D, {"score": "elbo", "n_terms": 50}, ("ddpm", "joint"), False, "bits/dim",
                  "minus the 50-term stratified ELBO", ("ddpm", "joint")),

@@ -422,8 +422,8 @@ class Fused:
         fitted = [k[:-len(".ref")] for k in st if k.endswith(".ref")]
         if sorted(fitted) != sorted(self.components):
             raise ValueError(f"fitted on the components {', '.join(fitted) or '(none)'}; this model's fused reads "
-                             f"{', '.join(self.components)} (features: Mahalanobis, features-knn: kNN): "
-                             "refit it with `oodkit fit`")
+                             f"{', '.join(self.components)} (features: Mahalanobis, features-knn: kNN, upright: the "
+                             "rotation head): refit it with `oodkit fit`")
         self.ref_ = {}
         for name, c in self.components.items():
             sub = {k[len(name) + 1:]: v for k, v in st.items() if k.startswith(name + ".")}

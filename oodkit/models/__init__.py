@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ModelKind", "MODEL_KINDS", "model_kind", "has_class_head", "has_rotation_head", "has_semantic_head"]
+__all__ = ["ModelKind", "MODEL_KINDS", "model_kind", "has_class_head", "has_rotation_head"]
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,3 @@ def has_rotation_head(model) -> bool:
     its pass gives rotation logits."""
     return int(getattr(model, "rotations", 0) or 0) > 0
 
-
-def has_semantic_head(model) -> bool:
-    """Whether a head trained beside the noise-level loss shaped ``model``'s pooled
-    features by what the images show (a class head or a rotation head). The one rule
-    that picks how ``fused`` reads the features."""
-    return has_class_head(model) or has_rotation_head(model)
