@@ -17,13 +17,12 @@ def pairs_of(folder: Path) -> tuple:
     meta = doc["meta"]
     with np.load(folder / "scores.npz") as z:
         scores = {k: z[k] for k in z.files}
-    native = max(t["align_px"] for t in meta["transform"].values())
     pairs = {}
     for row in doc["results"]:
         det, ood = row["detector"], row["ood"]
-        px = meta["transform"][ood]["align_px"]
-        id_key = meta["id"] if px == native else f"{meta['id']}@{px}px"
-        if f"{det}/{id_key}" not in scores:  # older runs keyed the ID set by name only
+        # the ID scores at the pair's alignment: keyed NAME@Npx when aligned below native size
+        id_key = f"{meta['id']}@{meta['transform'][ood]['align_px']}px"
+        if f"{det}/{id_key}" not in scores:
             id_key = meta["id"]
         pairs.setdefault(det, []).append((ood, scores[f"{det}/{id_key}"], scores[f"{det}/{ood}"], id_key))
     return pairs, meta
@@ -31,6 +30,9 @@ def pairs_of(folder: Path) -> tuple:
 
 def main(folders):
     for folder in folders:
+        if json.loads((folder / "results.json").read_text())["meta"].get("status") != "complete":
+            print(f"skipped {folder}: its run is not complete")
+            continue
         pairs, meta = pairs_of(folder)
         title = f"ID: {meta['id']}"
         plot_roc(pairs, folder / "roc.png", title, meta)

@@ -77,6 +77,33 @@ oodkit bench "fashionmnist[0-4]-vs-fashionmnist[5-9],mnist,noise,constant" --dat
   --model benchmarks/models/fashionmnist_0-4_labelled.pt --detectors $CDM_DETECTORS,msp,energy --max-train 10000 \
   --output-dir $R/fashionmnist-near-labelled --quiet
 
+# Near-OOD without labels: the rotation head (2026-12-03, this CPU, one thread). To redo the fine-tunes:
+#   oodkit train --kind cdm --data "fashionmnist[0-4]" --data-root "$DATA" --net compact \
+#     --init <the fashionmnist[0-4] of 2026-11-26, sha256 c1a46df4...> --rotation-head --rotation-weight 0.25 \
+#     --noise-batch 16 --batch-size 32 --lr 5e-4 --warmup 100 --ema-decay 0.998 --grad-clip 1.0 --no-amp --seed 0 \
+#     --steps 1000 --save-every 100 --device cpu --out "$M/exp/fm04_rot.pt"      # SIGTERM at step 701
+#   oodkit train --kind cdm --data "cifar10[0-5]" --data-root "$DATA" --net compact --init oodkit/weights/cifar10_0-5.pt \
+#     --rotation-head --rotation-weight 0.25 --noise-batch 16 --batch-size 32 --lr 5e-4 --warmup 100 --ema-decay 0.998 \
+#     --grad-clip 1.0 --hflip --no-amp --seed 0 --steps 600 --save-every 100 --device cpu --out "$M/exp/c05_rot.pt"  # SIGTERM at 408
+#   python -c "from oodkit.pretrained import export_model as e; e('$M/exp/fm04_rot.pt', 'benchmarks/models/fashionmnist_0-4_rotation.pt')"
+#   (and the same for c05_rot.pt -> benchmarks/models/cifar10_0-5_rotation.pt)
+# GPU recipe, not yet run: the same flags with --net small --batch-size 256 --noise-batch 64 --steps 20000 --no-amp dropped.
+oodkit bench "fashionmnist[0-4]-vs-fashionmnist[5-9],mnist,noise,constant" --data-root "$DATA" \
+  --model benchmarks/models/fashionmnist_0-4_rotation.pt --detectors $CDM_DETECTORS,upright --max-train 10000 \
+  --output-dir $R/fashionmnist-near-rotation --quiet
+oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --data-root "$DATA" \
+  --model benchmarks/models/cifar10_0-5_rotation.pt --detectors $CDM_DETECTORS,upright --max-train 10000 --max-test 2000 \
+  --jpeg-ood 75 --output-dir $R/cifar10-near-rotation --quiet
+(cd benchmarks && python fusion_variants.py "fashionmnist[0-4]-vs-fashionmnist[5-9],mnist,noise,constant" \
+  models/fashionmnist_0-4_rotation.pt --data-root "$DATA" --variants A,B,H,I,J --json results/fusion_variants.json)
+(cd benchmarks && python fusion_variants.py "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,constant" \
+  models/cifar10_0-5_rotation.pt --data-root "$DATA" --jpeg-ood 75 --max-test 2000 --variants A,H,J \
+  --json results/fusion_variants.json)
+
+# Thresholds on fresh ID images (issue 20)
+python benchmarks/threshold_check.py --data-root "$DATA" --n-fit 500 1500 2000 \
+  --json $R/thresholds/fashionmnist_0-4_labelled.json
+
 # Which block's pooled output the feature scores read, and which fusion (every variant fitted on ID only)
 python benchmarks/feature_layers.py cifar10-vs-fashionmnist,mnist,constant,noise cifar10 --data-root "$DATA" --jpeg-ood 75 --max-test 2000 --json $R/feature_layers.json
 python benchmarks/feature_layers.py fashionmnist-vs-mnist,noise,constant fashionmnist --data-root "$DATA" --json $R/feature_layers.json
