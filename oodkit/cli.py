@@ -567,7 +567,7 @@ def models():
     table = [["name", "data", "steps", "batch", "heads", "trained", "test bpd", "available", "sha256"]]
     table += [[r["name"], r.get("dataset", "?"), str(r.get("steps") or 0), str(r.get("batch_size") or "?"),
                r.get("heads") or "-", trained(r), f"{r.get('test_bpd') or float('nan'):.3f}", r["available"],
-               r["sha256"][:12]]
+               r["sha256"][:16]]
               for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     right = {2, 3, 6}  # numbers

@@ -114,7 +114,8 @@ def test_a_checkpoint_without_the_head_loads_and_scores_as_before():
     got = model.log_prob(x * (2 / 255) - 1).numpy()
     golden = [-954.6504106962175, -929.0284558531542, -964.8823051624629, -964.1531307301063,
               -1014.0524240375601, -1003.9092599600804]
-    np.testing.assert_allclose(got, golden, rtol=0, atol=1e-9)
+    # float32 logits of ~1,000 nats: the thread count moves the last bit (6e-5 seen with 1 vs 2 threads)
+    np.testing.assert_allclose(got, golden, rtol=0, atol=1e-3)
     det = make_detector("fused", model=model)
     assert list(det._make_scorer(model).components) == ["profile", "complexity", "features"]
 
