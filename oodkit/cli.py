@@ -41,6 +41,15 @@ def _friendly(fn):
                 raise
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(msg) from None
+        except OSError as e:  # a full disk, a read-only folder, a name too long: one line naming the path
+            if _debug():
+                raise
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            raise UserError(f"{where}{e.strerror or e} (nothing was left half-written)") from None
+        except MemoryError:
+            if _debug():
+                raise
+            raise UserError("out of memory: use a smaller --batch-size, --image-size or data set") from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -209,6 +218,10 @@ class Finite(click.FloatRange):
 
 
 POS = click.IntRange(min=1)
+# sizes beyond these cannot be allocated on any machine oodkit runs on: refused before any work
+BATCH = click.IntRange(1, 1_000_000)
+SIZE = click.IntRange(1, 4096)
+LEVELS = click.IntRange(1, 100_000)
 NONNEG = click.IntRange(min=0)
 
 
@@ -246,12 +259,13 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 @data_root_option
 @download_option
 @click.option("--net", default="small", show_default=True, help="UNet preset: tiny, compact, small or paper.")
-@click.option("--image-size", type=POS, default=None, help="Resize images to this square size (default: native).")
+@click.option("--image-size", type=SIZE, default=None, help="Resize images to this square size (default: native).")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Convert images to 1 or 3 channels.")
 @click.option("--schedule", type=click.Choice(["uniform", "linear", "cosine"]), default="uniform", show_default=True)
-@click.option("-T", "--T", "T", type=POS, default=1000, show_default=True, help="Number of noise levels.")
+@click.option("-T", "--T", "T", type=LEVELS, default=1000, show_default=True,
+              help="Number of noise levels.")
 @click.option("--steps", type=POS, default=2000, show_default=True, help="Optimizer steps in all.")
-@click.option("--batch-size", type=POS, default=64, show_default=True)
+@click.option("--batch-size", type=BATCH, default=64, show_default=True)
 @click.option("--lr", type=Finite(0, 1, min_open=True), default=2e-4, show_default=True)
 @click.option("--warmup", type=NONNEG, default=100, show_default=True, help="Linear learning-rate warm-up steps.")
 @click.option("--ema-decay", type=Finite(0, 1, max_open=True), default=0.999, show_default=True)
@@ -401,9 +415,9 @@ def _command_line() -> str:
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("oodkit-results"), show_default=True)
 @click.option("--net", default=None, help="Preset for a model trained here (digits: tiny, others: small).")
 @click.option("--steps", type=POS, default=None, help="Training steps for a model trained here.")
-@click.option("-T", "--T", "T", type=POS, default=None, help="Noise levels for a model trained here (1000).")
-@click.option("--image-size", type=POS, default=None, help="Model input size for a model trained here.")
-@click.option("--batch-size", type=POS, default=256, show_default=True, help="Scoring batch size.")
+@click.option("-T", "--T", "T", type=LEVELS, default=None, help="Noise levels for a model trained here (1000).")
+@click.option("--image-size", type=SIZE, default=None, help="Model input size for a model trained here.")
+@click.option("--batch-size", type=BATCH, default=256, show_default=True, help="Scoring batch size.")
 @click.option("--jpeg-ood", type=click.IntRange(1, 100), default=None,
               help="Pass OOD sets from other sources through JPEG at this quality (75 matches the "
                    "local CIFAR-10 copy); held-out classes of the ID set keep its encoding.")
@@ -452,7 +466,7 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
 @click.option("--embed-model", is_flag=True, help="Store the model's weights in the detector file.")
 @data_root_option
 @download_option
-@click.option("--batch-size", type=POS, default=256, show_default=True)
+@click.option("--batch-size", type=BATCH, default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -503,7 +517,7 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
               help="Detector file from `oodkit fit` (scores without touching the training set).")
 @click.option("--data", "data_spec", required=True, help="Data set name, npz:PATH or folder:PATH.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
-@click.option("--resize", type=POS, default=None,
+@click.option("--resize", type=SIZE, default=None,
               help="folder: data: bring every image to this square size (mixed sizes are refused otherwise).")
 @click.option("--num-workers", type=NONNEG, default=0, show_default=True,
               help="folder: data: decode the files in this many DataLoader worker processes.")
@@ -517,7 +531,7 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
 @click.option("--fdr", type=Finite(0, 1, min_open=True, max_open=True), default=None,
               help="With --detector: screen the batch at this false discovery rate (Benjamini-Hochberg on the "
                    "conformal p-values); adds a DETECTOR_flagged column.")
-@click.option("--batch-size", type=POS, default=256, show_default=True)
+@click.option("--batch-size", type=BATCH, default=256, show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @config_option

@@ -370,6 +370,9 @@ def fit_model(
         if labels is None:
             raise ValueError(f"a {kind} model with a class head trains on labels, and the training data has none")
         options["num_labels"] = int(torch.as_tensor(labels).max()) + 1
+        if options["num_labels"] > 100_000:  # a head of that width is a mistake in the labels, not a class count
+            raise ValueError(f"labels go up to {options['num_labels'] - 1}: a class head takes labels 0..99999 "
+                             "(are these labels class indices?)")
     if init is not None and resume:
         raise ValueError("--init starts a run from another checkpoint's weights; --resume continues --out: pass one")
     seed = (config or TrainConfig()).seed

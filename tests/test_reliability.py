@@ -196,3 +196,42 @@ def test_files_skipped_in_a_folder_are_reported(tmp_path):
     with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) that are not images .* e.g. notes.txt"):
         ds = read_folder(tmp_path / "imgs")
     assert len(ds) == 3 and ds.labels is None  # a flat folder has no labels (no column of zeros)
+
+
+# -- resource limits -------------------------------------------------------------------------
+def test_a_full_disk_or_a_name_too_long_is_one_line_naming_the_path(run, tmp_path, monkeypatch):
+    import errno
+
+    import oodkit.atomic
+
+    save_checkpoint(tmp_path / "m.pt", fixed_model())
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(oodkit.atomic, "atomic_write", full)
+    r = run("score", "--model", "m.pt", "--data", "digits-0to4", "--out", "s.csv", "--quiet")
+    _one_line_error(r, "s.csv: No space left on device (nothing was left half-written)")
+    monkeypatch.undo()
+    r = run("score", "--model", "m.pt", "--data", "digits-0to4", "--out", "x" * 300 + ".csv", "--quiet")
+    _one_line_error(r, "File name too long")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "digits[0-999999999]-vs-noise"], "classes are labels 0..99999"),
+    (["train", "--data", "digits", "--out", "x.pt", "-T", "1000000000"], "1000000000 is not in the range 1<=x<=100000"),
+    (["train", "--data", "digits", "--out", "x.pt", "--batch-size", "10000000000"], "is not in the range"),
+    (["train", "--data", "digits", "--out", "x.pt", "--image-size", "100000"], "is not in the range 1<=x<=4096"),
+])
+def test_sizes_that_cannot_be_allocated_are_refused_at_once(run, args, message):
+    r = run(*args)
+    assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_labels_far_beyond_any_class_count_are_refused():
+    from oodkit import TrainConfig, fit_model
+
+    x = as_images(load_dataset("digits-0to4", "train").images)[:8]
+    with pytest.raises(ValueError, match=r"labels go up to 10000000000: a class head takes labels 0..99999"):
+        fit_model(x, net="tiny", T=10, config=TrainConfig(steps=1, batch_size=8), labels=np.r_[[10**10], [0] * 7],
+                  model_options={"num_labels": "auto"})

@@ -73,6 +73,9 @@ def ood_group(id_name: str, ood_name: str) -> str:
     return GROUPS.get((parse_classes(id_name)[0], parse_classes(ood_name)[0]), "far")
 
 
+MAX_CLASS = 100_000  # no image data set oodkit reads has more labels
+
+
 def parse_classes(spec: str) -> tuple[str, list | None]:
     """``"cifar10[0-5]"`` -> ("cifar10", [0..5]); ``"mnist[1+3+5]"`` -> ("mnist", [1, 3, 5]);
     a plain name -> (name, None). Ranges are inclusive; ``+`` joins (a comma would split
@@ -84,8 +87,14 @@ def parse_classes(spec: str) -> tuple[str, list | None]:
     try:
         for part in body.split("+"):
             lo, sep, hi = part.partition("-")
-            classes += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
-    except ValueError:
+            lo, hi = int(lo), int(hi) if sep else int(lo)
+            if not 0 <= lo <= hi < MAX_CLASS:  # a class label, not a billion-entry list
+                raise ValueError(f"{spec}: classes are labels 0..{MAX_CLASS - 1}, low to high (got {part})")
+            classes += list(range(lo, hi + 1))
+    except ValueError as e:
+        if str(e).startswith(spec):
+            raise
+
         raise ValueError(f"{spec}: write classes as NAME[0-5] or NAME[1+3+5]") from None
     if not base or not classes:
         raise ValueError(f"{spec}: write classes as NAME[0-5] or NAME[1+3+5]")
