@@ -181,8 +181,8 @@ def load_dataset(
             )
             raise DataNotFound(
                 f"{spec} ({split}) not found: looked for {npz} and torchvision's files "
-                f"({sources._tv_hint(spec)}) under {root}; {how}, or write the arrays there "
-                f"(for example with shared/data/materialize.py)"
+                f"({sources._tv_hint(spec)}) under {root}; {how}, or save its images there as "
+                f"{npz.name} with numpy.savez (images: uint8 (N, H, W, C), labels: int (N,))"
             ) from None
     raise DataNotFound(
         f"unknown data set {spec!r}: not registered (see `oodkit datasets`) and no {npz}; "
