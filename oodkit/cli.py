@@ -454,12 +454,36 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
               bootstrap=bootstrap, progress=not quiet, echo=lambda m: click.echo(m), command=_command_line())
 
 
+def _calibration_set(full, keep, data_spec, spec, split, limit, data_root, download, seed):
+    """The held-out ID images a threshold is calibrated on: never the fitting images."""
+    import numpy as np
+
+    from .data import load_dataset
+
+    if split == "train" and spec == data_spec:
+        rest = np.setdiff1d(np.arange(len(full)), keep)
+        if not len(rest):
+            raise UserError("--calibrate-split train on the fitting data needs a held-out part: fit on fewer "
+                            f"images with --max-train (now all {len(full)} are used)")
+        cal = full.subset(rest)
+    else:
+        cal = load_dataset(spec, split, data_root, download, holdout=True)
+    if limit is not None and len(cal) > limit:
+        cal = cal.subset(np.sort(np.random.default_rng(seed + 1).choice(len(cal), limit, replace=False)))
+    return cal
+
+
 @main.command(cls=_WithDetectors)
 @click.option("--model", required=True, help="Trained checkpoint, or a pretrained name (see `oodkit models`).")
 @click.option("--data", "data_spec", required=True, help="ID data set to fit on (its train split).")
 @click.option("--detectors", default=None, help=DETECTORS_HELP)
 @click.option("--calibrate-on", default=None,
-              help="Held-out ID data (its test split) to set each threshold on, accepting --tpr of it.")
+              help="Held-out ID data to set each threshold on (conformal: fresh images like it are accepted "
+                   "with probability >= --tpr).")
+@click.option("--calibrate-split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+              help="Split of --calibrate-on. train with --calibrate-on = --data: the training images that "
+                   "--max-train left out (a held-out part, never the fitting images).")
+@click.option("--max-calibrate", type=POS, default=None, help="Calibrate on at most this many images (seeded).")
 @click.option("--tpr", type=Finite(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
 @click.option("--max-train", type=POS, default=None, help="Fit on at most this many images (seeded subsample).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Detector file to write (.npz).")
@@ -473,9 +497,11 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
 @config_option
 @_friendly
 @_locks("out", "detector file")
-def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_model, data_root, download, batch_size,
-        seed, device, quiet):
+def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrate, tpr, max_train, out, embed_model,
+        data_root, download, batch_size, seed, device, quiet):
     """Fit detectors once and save them, to score later with `oodkit score --detector`."""
+    import numpy as np
+
     from .data import as_images, conform, load_dataset
     from .detectors import make_detector, model_default_detectors
     from .detectors.persist import save_detectors
@@ -490,14 +516,17 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
     m.reference = model  # the file records the name or path as given
     names = _split_list(detectors) or model_default_detectors([m])
     c, h, _ = m.image_shape
-    ds = load_dataset(data_spec, "train", data_root, download, holdout=True)
-    if max_train is not None and len(ds) > max_train:
-        import numpy as np
-        ds = ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), max_train, replace=False)))
+    full = load_dataset(data_spec, "train", data_root, download, holdout=True)
+    keep = np.arange(len(full))
+    ds = full  # the same arrays bench reads: a copy could change the memory layout and the last float bits
+    if max_train is not None and len(full) > max_train:
+        keep = np.sort(np.random.default_rng(seed).choice(len(full), max_train, replace=False))
+        ds = full.subset(keep)
     x = conform(ds.tensor(), h, c)
     x_val = None
     if calibrate_on:
-        x_val = conform(load_dataset(calibrate_on, "test", data_root, download, holdout=True).tensor(), h, c)
+        x_val = conform(_calibration_set(full, keep, data_spec, calibrate_on, calibrate_split, max_calibrate,
+                                         data_root, download, seed).tensor(), h, c)
     dets = {}
     for name in names:
         det = make_detector(name, model=m, batch_size=batch_size, seed=seed, progress=not quiet).fit(x)
@@ -505,7 +534,8 @@ def fit(model, data_spec, detectors, calibrate_on, tpr, max_train, out, embed_mo
             det.calibrate(x_val, tpr=tpr)
         dets[name] = det
     save_detectors(out, dets, embed_model=embed_model)
-    how = (f"conformal thresholds accept at least {tpr:g} of fresh images like {calibrate_on} (test split)"
+    how = (f"conformal thresholds accept at least {tpr:g} of fresh images like {calibrate_on} ({calibrate_split} "
+           f"split, {len(x_val)} images)"
            if calibrate_on else "thresholds: conformal at 0.95 on out-of-sample training scores (optimistic when "
            "the model was trained on these images: pass --calibrate-on)")
     click.echo(f"wrote {out}: {', '.join(dets)} fitted on {len(x)} {ds.name} images; {how}")

@@ -219,3 +219,24 @@ def test_a_model_records_its_training_images_and_the_threshold_leaves_them_out(t
     with pytest.warns(UserWarning, match="the network was trained on 200 of these 200 images: their scores are "
                                          "optimistic"):
         make_detector("loglik", model=model).fit(seen)
+
+
+def test_fit_calibrates_on_a_held_out_part_of_the_training_split_never_the_fitting_images(tmp_path, monkeypatch):
+    from oodkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint(tmp_path / "m.pt", fixed_model(seed=7))
+    run = lambda *a: CliRunner().invoke(main, [str(x) for x in a])
+    r = run("fit", "--model", "m.pt", "--data", "digits-0to4", "--detectors", "loglik", "--max-train", "400",
+            "--calibrate-on", "digits-0to4", "--calibrate-split", "train", "--max-calibrate", "150", "--out", "d.npz",
+            "--quiet")
+    assert r.exit_code == 0 and "(train split, 150 images)" in r.output, r.output
+    det = load_detector(tmp_path / "d.npz")
+    x = as_images(load_dataset("digits-0to4", "train").images)
+    fit_idx = np.sort(np.random.default_rng(0).choice(len(x), 400, replace=False))
+    fitted = set(np.round(det.score_samples(x[fit_idx]), 9))
+    cal = set(np.round(det.calibration_scores_, 9))
+    assert len(cal) == 150 and not (cal & fitted)  # the calibration images are none of the fitting images
+    r = run("fit", "--model", "m.pt", "--data", "digits-0to4", "--detectors", "loglik", "--calibrate-on",
+            "digits-0to4", "--calibrate-split", "train", "--out", "e.npz", "--quiet")
+    assert r.exit_code == 2 and "needs a held-out part: fit on fewer images with --max-train" in r.output
