@@ -21,44 +21,43 @@ class OutputBusy(ValueError):
     """Another live oodkit process holds the lock of an output."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def output_lock(path, what: str = "output"):
-    """Hold ``path``'s lock (``.NAME.lock`` beside it, created exclusively) while a run
-    writes it, so that two runs on one output refuse in one line instead of overwriting
-    each other. A lock left by a process that is gone is taken over."""
+    """Hold ``path``'s lock while a run writes it, so that two runs on one output refuse
+    in one line instead of overwriting each other. The lock is an ``flock`` on
+    ``.NAME.lock`` beside the output: the kernel releases it when its process ends, so a
+    killed run never leaves a lock that blocks the next one. The file holds the pid for
+    the message and is removed by its holder."""
+    import fcntl
+
     path = Path(path)
     lock = path.parent / f".{path.name}.lock"
-    for _ in range(2):
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise OutputBusy(f"another oodkit run (pid {pid}) is writing {what} {path}: wait for it to finish") \
+                from None
+        try:  # the holder before us may have removed the file after we opened it: lock the file that is there
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
             break
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
-                raise OutputBusy(f"another oodkit run (pid {pid}) is writing {what} {path}: wait for it to finish, "
-                                 f"or remove {lock} if that process is not oodkit") from None
-            lock.unlink(missing_ok=True)  # its writer is gone (or it is ours): take it over
-    else:
-        raise OutputBusy(f"cannot take the lock {lock} of {what} {path}")
+        os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
         yield path
     finally:
-        lock.unlink(missing_ok=True)
+        try:
+            os.unlink(lock)  # while still holding it: a waiter then re-opens a fresh file
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 @contextmanager

@@ -67,7 +67,8 @@ def _locks(param: str, what: str):
             from .atomic import output_lock
 
             path = kwargs.get(param)
-            if path is None or not Path(path).parent.is_dir():  # no folder yet: the command says why
+            # under torchrun only rank 0 writes; the other ranks must not contend for its lock
+            if path is None or not Path(path).parent.is_dir() or os.environ.get("RANK", "0") != "0":
                 return fn(*args, **kwargs)
             with output_lock(path, what):
                 return fn(*args, **kwargs)

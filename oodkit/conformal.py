@@ -106,6 +106,7 @@ def cross_calibrated_rates(s_id, s_ood, tpr: float = 0.95, seed: int = 0) -> dic
     halves; each half's conformal threshold (at ``tpr``) is applied to the other half and to
     the OOD scores; the two results are averaged. Returns ``{"id_accepted", "ood_caught"}``
     (shares in [0, 1]; NaN when a half is too small for ``tpr``)."""
+    tpr = _check_tpr(tpr)
     s_id, s_ood = np.asarray(s_id, dtype=np.float64), np.asarray(s_ood, dtype=np.float64)
     halves = np.array_split(np.random.default_rng(seed).permutation(len(s_id)), 2)
     if min(len(h) for h in halves) < min_calibration_size(tpr):

@@ -161,3 +161,18 @@ def test_random_edits_are_refused_or_change_nothing(saved):
             np.testing.assert_array_equal(back[n].score_samples(test), before[n], err_msg=f"edit {i} on {name}")
         same += 1
     assert refused > 20
+
+
+def test_a_model_entry_re_pointed_at_another_valid_model_is_refused(saved):
+    """The model's path and SHA-256 edited to name another sound checkpoint: it loads, but
+    the detector's checksum covers its model entry."""
+    from oodkit.checkpoint import file_sha256
+
+    root, header, arrays, _, _ = saved
+    save_checkpoint(root / "other.pt", fixed_model(seed=9))
+
+    def repoint(h, a):
+        h["models"]["model0"].update(path=str(root / "other.pt"), relpath="other.pt",
+                                     sha256=file_sha256(root / "other.pt"))
+
+    _refused(_edited(saved, repoint), r"does not match its SHA-256: the file was edited or damaged")

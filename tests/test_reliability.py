@@ -83,22 +83,49 @@ def test_an_output_that_names_an_input_is_refused(run, tmp_path):
 
 
 # -- concurrent runs -----------------------------------------------------------------------
-def test_a_second_run_on_a_locked_output_refuses_and_a_dead_lock_is_taken_over(run, tmp_path):
+_HOLDER = ("import fcntl, os, sys\n"
+           "fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR)\n"
+           "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode())\n"
+           "print('held', flush=True); sys.stdin.read()\n")
+
+
+def _hold(lock):
+    """Another process holding ``lock`` (as a running oodkit would), until its stdin closes."""
+    p = subprocess.Popen([sys.executable, "-c", _HOLDER, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    assert p.stdout.readline().strip() == "held"  # waits on the event, not on a clock
+    return p
+
+
+def test_a_second_run_on_a_locked_output_refuses_and_the_lock_dies_with_its_process(run, tmp_path):
     save_checkpoint(tmp_path / "m.pt", fixed_model())
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    try:  # a live process holds the lock: what a second run sees while the first writes
-        (tmp_path / ".s.csv.lock").write_text(str(holder.pid))
+    holder = _hold(tmp_path / ".s.csv.lock")
+    try:
         _one_line_error(run("score", "--model", "m.pt", "--data", "digits-0to4", "--out", "s.csv", "--quiet"),
                         f"another oodkit run (pid {holder.pid}) is writing score file s.csv")
-        (tmp_path / ".res.lock").write_text(str(holder.pid))
-        _one_line_error(run("bench", "digits-0to4-vs-noise", "--model", "m.pt", "--output-dir", "res", "--quiet"),
-                        "is writing results folder res")
         assert not (tmp_path / "s.csv").exists()
     finally:
-        holder.communicate(b"")  # the holder exits: its lock is now stale
+        holder.communicate("")  # the holder exits: the kernel releases its lock; the file stays behind
+    holder = _hold(tmp_path / ".res.lock")
+    try:
+        _one_line_error(run("bench", "digits-0to4-vs-noise", "--model", "m.pt", "--output-dir", "res", "--quiet"),
+                        "is writing results folder res")
+    finally:
+        holder.communicate("")
     r = run("score", "--model", "m.pt", "--data", "digits-0to4", "--out", "s.csv", "--quiet")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "s.csv").exists() and not (tmp_path / ".s.csv.lock").exists()
+
+
+def test_torchrun_ranks_other_than_0_do_not_take_the_lock(run, tmp_path, monkeypatch):
+    save_checkpoint(tmp_path / "m.pt", fixed_model())
+    holder = _hold(tmp_path / ".s.csv.lock")  # rank 0 writing
+    try:
+        monkeypatch.setenv("RANK", "1")
+        r = run("score", "--model", "m.pt", "--data", "digits-0to4", "--out", "s.csv", "--quiet")
+        assert "another oodkit run" not in r.output, r.output
+    finally:
+        holder.communicate("")
 
 
 # -- config files ---------------------------------------------------------------------------

@@ -273,8 +273,15 @@ def read_cifar(name: str, split: str, root, download: bool = False) -> ImageSet:
     for f in files[split]:
         batch = load_plain_pickle(base / f)
         try:
-            x = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            y = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
+            pixels, targets = batch["data"], batch[label_key]
+            # the release's layout: a uint8 array and a flat list of ints (nothing else is walked)
+            if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8:
+                raise TypeError(f"data is a {type(pixels).__name__}, not a uint8 array")
+            if not isinstance(targets, (list, np.ndarray)) or not all(isinstance(v, (int, np.integer))
+                                                                      for v in targets):
+                raise TypeError("labels are not a flat list of integers")
+            x = pixels.reshape(-1, 3, 32, 32)
+            y = np.asarray(targets, dtype=np.int64).reshape(-1)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{base / f} is not a {name} batch ({type(e).__name__}: {e})") from None
         if len(x) != len(y):

@@ -28,9 +28,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     Thresholds are split-conformal (:mod:`oodkit.conformal`): ``offset_`` is chosen from
     ``calibration_scores_`` so that a fresh in-distribution image is accepted with
-    probability at least ``tpr`` (``1 - contamination`` after ``fit``), for any number of
-    calibration images, **provided** the calibration images and the fresh one are
-    exchangeable: drawn from the same distribution, and unseen by the network and by the
+    probability at least ``tpr`` (``1 - contamination`` after ``fit``), for any number n of
+    calibration images that supports ``tpr`` (n >= ceil(1/(1-tpr)) - 1; with fewer, and
+    with ``contamination=0``, the threshold is the lowest score, which accepts n/(n+1)),
+    **provided** the calibration images and the fresh one are exchangeable: drawn from the same distribution, and unseen by the network and by the
     detector's fitted statistics. ``fit`` uses out-of-sample (leave-one-out or K-fold)
     training scores, which takes care of the statistics; a network trained on the fitting
     images still scores them too well, so set the threshold with :meth:`calibrate` on

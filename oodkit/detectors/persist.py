@@ -67,7 +67,7 @@ def save_detectors(path, detectors: dict, embed_model: bool = False) -> Path:
                 entry["state"].append(k)
         arrays[f"det{i}/__calibration__"] = np.asarray(det.calibration_scores_, dtype=np.float64)
         entry["key"] = f"det{i}"
-        entry["sha256"] = _digest(entry, arrays)
+        entry["sha256"] = _digest(entry, arrays, header["models"][models[mid]])
         header["detectors"][name] = entry
     arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     buf = io.BytesIO()
@@ -87,7 +87,7 @@ def _read(path) -> tuple[dict, dict]:
     arrays = load_plain_npz(path, DetectorFileError, "a detector file (not an .npz archive)")
     try:
         header = json.loads(arrays.pop("__header__").tobytes().decode())
-    except (KeyError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, AttributeError):
+    except (KeyError, UnicodeDecodeError, ValueError, RecursionError, AttributeError, MemoryError):
         raise DetectorFileError(f"{path} is not an oodkit detector file (no valid header)") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise DetectorFileError(f"{path} is not an oodkit detector file")
@@ -101,12 +101,18 @@ def _read(path) -> tuple[dict, dict]:
     return header, arrays
 
 
-def _digest(entry: dict, arrays: dict) -> str:
-    """SHA-256 of one detector's header values and arrays: any edit or damage shows."""
+def _digest(entry: dict, arrays: dict, model_entry: dict) -> str:
+    """SHA-256 of one detector's header values, its arrays and its model's entry (and
+    embedded weights): damage or an edit by hand shows. It is a checksum, not a signature:
+    whoever can write the file can recompute it."""
     import hashlib
 
-    h = hashlib.sha256(json.dumps({k: v for k, v in entry.items() if k != "sha256"}, sort_keys=True).encode())
-    for k in sorted(a for a in arrays if a.startswith(entry["key"] + "/")):
+    h = hashlib.sha256(json.dumps([{k: v for k, v in entry.items() if k != "sha256"}, model_entry],
+                                  sort_keys=True).encode())
+    owned = [a for a in arrays if a.startswith(entry["key"] + "/")]
+    if isinstance(model_entry, dict) and model_entry.get("embedded") in arrays:
+        owned.append(model_entry["embedded"])
+    for k in sorted(owned):
         v = np.ascontiguousarray(arrays[k])
         h.update(f"{k}|{v.dtype.str}|{v.shape}|".encode())
         h.update(v.tobytes())
@@ -142,8 +148,8 @@ def _check_entry(path, name: str, e, arrays: dict) -> np.ndarray:
     return cal.astype(np.float64)
 
 
-def _check_digest(path, name: str, e: dict, arrays: dict) -> None:
-    if _digest(e, arrays) != e["sha256"]:
+def _check_digest(path, name: str, e: dict, arrays: dict, model_entry: dict) -> None:
+    if _digest(e, arrays, model_entry) != e["sha256"]:
         raise DetectorFileError(f"{path}: detector {name!r} does not match its SHA-256: the file was edited or "
                                 "damaged; refit it with `oodkit fit`")
 
@@ -249,7 +255,8 @@ def _load_detectors(path, device, progress) -> dict:
             det.n_features_in_ = int(np.prod(model.image_shape))
         else:
             det._cache = {}
-        _check_digest(path, name, e, arrays)  # last: the checks above name what is wrong when they can
+        # last: the checks above name what is wrong more precisely when they can
+        _check_digest(path, name, e, arrays, header["models"][e["model"]])
         det.offset_ = float(e["offset"])
         det.threshold_source_ = e.get("threshold_source", "contamination")
         det.calibration_scores_ = calibration
