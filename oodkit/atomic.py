@@ -33,7 +33,10 @@ def output_lock(path, what: str = "output"):
     path = Path(path)
     lock = path.parent / f".{path.name}.lock"
     while True:
-        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as e:  # a read-only folder, a full disk: about the output, not its lock
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -70,11 +73,14 @@ def atomic_path(path):
     with _TermCleansUp():
         tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-            os.close(fd)
-            yield tmp
-            os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600
-            os.replace(tmp, path)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+                os.close(fd)
+                yield tmp
+                os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600
+                os.replace(tmp, path)
+            except OSError as e:  # name the file the user asked for, not the temporary one
+                raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         finally:  # also on KeyboardInterrupt, SystemExit and (see _TermCleansUp) SIGTERM
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)

@@ -13,6 +13,7 @@ Layout (format version 1)::
 from __future__ import annotations
 
 import errno
+import io
 import pickle
 import re
 import zipfile
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_write
 from .schedules import NoiseSchedule
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "load_initial_weights", "build_model", "CheckpointError",
@@ -69,9 +70,9 @@ def save_checkpoint(path, model, ema_state_dict=None, train_state=None, data=Non
         "train_state": train_state,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
-    return path
+    buf = io.BytesIO()  # serialised in memory: a full disk then fails as an OSError of the write, not in torch
+    torch.save(ckpt, buf)
+    return atomic_write(path, buf.getvalue())
 
 
 def load_checkpoint(path) -> dict:

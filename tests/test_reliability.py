@@ -262,3 +262,20 @@ def test_labels_far_beyond_any_class_count_are_refused():
     with pytest.raises(ValueError, match=r"labels go up to 10000000000: a class head takes labels 0..99999"):
         fit_model(x, net="tiny", T=10, config=TrainConfig(steps=1, batch_size=8), labels=np.r_[[10**10], [0] * 7],
                   model_options={"num_labels": "auto"})
+
+
+def test_a_write_that_fails_names_the_users_file_for_every_writer(run, tmp_path, monkeypatch):
+    """A full disk hits the temporary file; the error names the output the user gave (and a
+    checkpoint is serialised before writing, so torch never sees the disk)."""
+    import errno
+
+    import oodkit.atomic
+
+    def no_space(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", src)
+
+    monkeypatch.setattr(oodkit.atomic.os, "replace", no_space)
+    r = run("train", "--data", "digits", "--net", "tiny", "-T", "10", "--steps", "2", "--batch-size", "8",
+            "--save-every", "0", "--out", "t.pt", "--quiet")
+    _one_line_error(r, "t.pt: No space left on device (nothing was left half-written)")
+    assert not list(tmp_path.glob(".t.pt.*"))  # no temporary left behind
