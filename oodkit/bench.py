@@ -33,8 +33,8 @@ from .data.images import fingerprint, jpeg_roundtrip
 from .data.registry import ood_group, source_of
 from .data.sources import ImageSet
 from .detectors import TABLE, CDMDetector, detector_kinds, make_detector, model_default_detectors
+from .detectors.registry import head_requirement
 from .detectors.persist import VERSION as DETECTOR_FORMAT
-from .models import has_class_head, has_rotation_head
 from .representation import represent
 from .metrics import bootstrap_intervals, ood_metrics
 from .report import console_table, write_results
@@ -222,20 +222,6 @@ def check_model_request(model, net=None, steps=None, T=None, image_size=None) ->
     return paths
 
 
-_CLASS_HEAD = "model with a class head (a joint model, or a CDM trained with --class-head)"
-_ROTATION_HEAD = "CDM with a rotation head (trained with --rotation-head)"
-
-
-def _head_need(name):
-    """``(what, has_it)`` for a detector that runs only on a model with a given head, else None."""
-    info = TABLE[name.partition("@")[0]]
-    if info.labelled:
-        return _CLASS_HEAD, has_class_head
-    if info.rotation:
-        return _ROTATION_HEAD, has_rotation_head
-    return None
-
-
 def check_detectors(names, model_given: bool):
     """Fail before any data or model work on unknown names and impossible requests."""
     twice = sorted({d for d in names if names.count(d) > 1})
@@ -245,7 +231,7 @@ def check_detectors(names, model_given: bool):
     if unknown:
         raise ValueError(f"unknown detector(s) {unknown}; choose from {', '.join(TABLE)}")
     for name in names:
-        kinds, need = detector_kinds(name), _head_need(name)
+        kinds, need = detector_kinds(name), head_requirement(name)
         if not model_given and ("cdm" not in kinds or need):
             what = need[0] if need else f"{' or '.join(kinds)} model"
             raise ValueError(f"detector {name} needs a {what}; pass one with --model "
@@ -260,7 +246,7 @@ def assign_detectors(names, loaded) -> dict:
     out = {}
     for name in names:
         fitting = [(m, p) for kind in detector_kinds(name) for m, p in loaded if m.kind == kind]
-        need = _head_need(name)
+        need = head_requirement(name)
         if need:
             fitting = [(m, p) for m, p in fitting if need[1](m)]
             if not fitting:  # refused here rather than after a pass over the training images

@@ -42,13 +42,14 @@ def min_calibration_size(tpr: float) -> int:
     return int(math.ceil(1.0 / (1.0 - tpr) - _EPS)) - 1
 
 
-def _check_tpr(tpr) -> float:
-    if isinstance(tpr, bool) or not isinstance(tpr, (int, float, np.integer, np.floating)):
-        raise ValueError(f"tpr must be a number in (0, 1), got {tpr!r}")
-    tpr = float(tpr)
-    if not 0.0 < tpr < 1.0:
-        raise ValueError(f"tpr must lie in (0, 1), got {tpr!r}")
-    return tpr
+def _check_share(value, name: str = "tpr") -> float:
+    """A number strictly between 0 and 1 (``tpr``, ``fdr``), or a one-line ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
+    value = float(value)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
+    return value
 
 
 def _scores(scores, what="calibration scores") -> np.ndarray:
@@ -64,7 +65,7 @@ def conformal_threshold(scores, tpr: float) -> float:
     """The split-conformal threshold: a fresh exchangeable ID score is >= it with
     probability >= ``tpr``. Refuses (ValueError) a ``tpr`` that ``len(scores)`` cannot
     support, saying how many scores it needs."""
-    tpr = _check_tpr(tpr)
+    tpr = _check_share(tpr)
     s = _scores(scores)
     k = conformal_rank(len(s), tpr)
     if k < 1:
@@ -86,8 +87,7 @@ def pvalues(calibration_scores, scores) -> np.ndarray:
 def bh_screen(p, fdr: float) -> np.ndarray:
     """Benjamini-Hochberg at level ``fdr`` on p-values ``p`` (m,): a boolean mask of the
     flagged (rejected = called out-of-distribution) entries."""
-    if isinstance(fdr, bool) or not isinstance(fdr, (int, float, np.integer, np.floating)) or not 0 < fdr < 1:
-        raise ValueError(f"fdr must be a number in (0, 1), got {fdr!r}")
+    fdr = _check_share(fdr, "fdr")
     p = np.asarray(p, dtype=np.float64).ravel()
     m = len(p)
     if m == 0:
@@ -106,7 +106,7 @@ def cross_calibrated_rates(s_id, s_ood, tpr: float = 0.95, seed: int = 0) -> dic
     halves; each half's conformal threshold (at ``tpr``) is applied to the other half and to
     the OOD scores; the two results are averaged. Returns ``{"id_accepted", "ood_caught"}``
     (shares in [0, 1]; NaN when a half is too small for ``tpr``)."""
-    tpr = _check_tpr(tpr)
+    tpr = _check_share(tpr)
     s_id, s_ood = np.asarray(s_id, dtype=np.float64), np.asarray(s_ood, dtype=np.float64)
     halves = np.array_split(np.random.default_rng(seed).permutation(len(s_id)), 2)
     if min(len(h) for h in halves) < min_calibration_size(tpr):

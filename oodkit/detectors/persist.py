@@ -189,15 +189,6 @@ def _load_model(entry: dict, arrays: dict, base: Path, device):
                             f"{', '.join(str(c) for c in looked)})")
 
 
-_CLASS_SCORES = {"msp": "class", "energy": "class", "upright": "rotation"}
-
-
-def _has_head(model, score):
-    from ..models import has_class_head, has_rotation_head
-
-    return (has_class_head if _CLASS_SCORES[score] == "class" else has_rotation_head)(model)
-
-
 def load_detectors(path, device=None, progress: bool = False) -> dict:
     """``{name: fitted detector}`` from a detector file, ready to score."""
     try:
@@ -238,9 +229,12 @@ def _load_detectors(path, device, progress) -> dict:
             raise DetectorFileError(f"{path}: detector {name!r}: {err}") from None
         det.model_ = model
         if cls is CDMDetector:
-            if params.get("score") in _CLASS_SCORES and not _has_head(model, params["score"]):
+            from .registry import TABLE, head_requirement
+
+            need = head_requirement(params["score"]) if params.get("score") in TABLE else None
+            if need and not need[1](model):
                 raise DetectorFileError(f"{path}: detector {name!r} ({params['score']}) needs a model with that "
-                                        "head, and the file's model has none")
+                                        f"head, and the file's model has none (a {need[0]} is needed)")
             det.scorer_ = det._make_scorer(model)
             state = {k: arrays[f"{e['key']}/{k}"] for k in e["state"]}
             if hasattr(det.scorer_, "set_state"):

@@ -10,7 +10,8 @@ from ..models import has_class_head, has_rotation_head
 from .cdm import CDMDetector
 from .diffusion import DiffusionDetector
 
-__all__ = ["DetectorInfo", "TABLE", "DETECTORS", "detector_kinds", "make_detector", "default_detectors",
+__all__ = ["DetectorInfo", "TABLE", "DETECTORS", "detector_kinds", "head_requirement", "make_detector",
+           "default_detectors",
            "model_default_detectors", "describe_detectors"]
 
 
@@ -102,6 +103,18 @@ def detector_kinds(name: str) -> tuple:
     if kind and kind not in kinds:
         raise ValueError(f"detector {base} runs on a {' or '.join(kinds)} model, not {kind!r}")
     return (kind,) if kind else kinds
+
+
+# what a detector that runs only on a model with a given head needs: (wording, test)
+HEADS = {"class": ("model with a class head (a joint model, or a CDM trained with --class-head)", has_class_head),
+         "rotation": ("CDM with a rotation head (trained with --rotation-head)", has_rotation_head)}
+
+
+def head_requirement(name: str):
+    """``(wording, has_it(model))`` for a detector that runs only on a model with a
+    class or rotation head; None for the others."""
+    info = TABLE[name.partition("@")[0]]
+    return HEADS["class"] if info.labelled else HEADS["rotation"] if info.rotation else None
 
 
 def make_detector(name: str, **params):

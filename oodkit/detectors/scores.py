@@ -15,9 +15,9 @@ __all__ = ["SCORERS", "profile_levels", "state_array"]
 
 
 def state_array(st: dict, key: str, shape: tuple, positive: bool = False) -> np.ndarray:
-    """``st[key]`` as a finite float64 array of ``shape`` (None: any length; a str: the
-    same length as every other axis named so in this call's scorer). One-line ValueError
-    naming the entry otherwise: a saved state is checked before it is used."""
+    """``st[key]`` as a finite float64 array of ``shape`` (an int per axis, or None for any
+    length). One-line ValueError naming the entry otherwise: a saved state is checked
+    before it is used."""
     if key not in st:
         raise ValueError(f"has no state {key!r}")
     a = np.asarray(st[key])
@@ -340,19 +340,31 @@ def class_score(logits, score: str):
     return torch.softmax(logits, dim=1).max(dim=1).values if score == "msp" else torch.logsumexp(logits, dim=1)
 
 
-class _ClassHead:
-    """A labelled CDM's class-head score, from the same forward pass."""
+class _HeadScore:
+    """A score read from logits a head computed in the same forward pass (``rep.<logits>``),
+    refused in one line when the model has no such head."""
 
-    score_name = ""
+    logits, missing = "", ""
 
     def fit(self, rep):
         return self
 
+    def _logits(self, rep):
+        value = getattr(rep, self.logits)
+        if value is None:
+            raise ValueError(self.missing)
+        return value
+
+
+class _ClassHead(_HeadScore):
+    """A labelled CDM's class-head score, from the same forward pass."""
+
+    score_name = ""
+    logits = "class_logits"
+    missing = "this CDM has no class head: msp and energy need one trained on labels (oodkit train --class-head)"
+
     def score(self, rep):
-        if rep.class_logits is None:
-            raise ValueError("this CDM has no class head: msp and energy need one trained on labels "
-                             "(oodkit train --class-head)")
-        return class_score(rep.class_logits, self.score_name).numpy()
+        return class_score(self._logits(rep), self.score_name).numpy()
 
 
 class MaxSoftmax(_ClassHead):
@@ -363,22 +375,19 @@ class Energy(_ClassHead):
     score_name = "energy"
 
 
-class Upright:
+class Upright(_HeadScore):
     """``log p(rotation = 0 | x)`` under a CDM's label-free rotation head, read from the
     one pass on the upright image (nats; higher = the network recognises how the image
     should stand, as it does for images like its training data; after Hendrycks et al.,
     2019, who sum the loss over all four turns at four passes)."""
 
-    def fit(self, rep):
-        return self
+    logits = "rotation_logits"
+    missing = "this CDM has no rotation head: the upright score needs one (oodkit train --rotation-head)"
 
     def score(self, rep):
-        if rep.rotation_logits is None:
-            raise ValueError("this CDM has no rotation head: the upright score needs one "
-                             "(oodkit train --rotation-head)")
         import torch
 
-        return torch.log_softmax(rep.rotation_logits.double(), dim=1)[:, 0].numpy()
+        return torch.log_softmax(self._logits(rep).double(), dim=1)[:, 0].numpy()
 
 
 class Fused:
