@@ -206,8 +206,8 @@ def test_b4_shape_mismatch_names_the_key_and_both_shapes(tmp_path):
 def test_b5_interrupted_save_leaves_no_temp_file(tmp_path, monkeypatch, exc):
     import oodkit.checkpoint as ck
 
-    def dying_save(obj, f, *a, **k):
-        Path(f).write_bytes(b"half a checkpoint")
+    def dying_save(obj, f, *a, **k):  # a path, or the buffer a checkpoint is serialised into first
+        f.write(b"half a checkpoint") if hasattr(f, "write") else Path(f).write_bytes(b"half a checkpoint")
         raise exc()
 
     monkeypatch.setattr(ck.torch, "save", dying_save)
