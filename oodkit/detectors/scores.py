@@ -116,6 +116,12 @@ class Complexity:
         return rep.loglik / math.log(2) + rep.png_bits
 
 
+def _canonical(z: np.ndarray) -> np.ndarray:
+    """A row order that depends on the rows alone (lexicographic), for fits that would
+    otherwise depend on the order the images came in."""
+    return np.lexsort(z.T[::-1])
+
+
 def profile_levels(schedule_T: int, alpha_bar: np.ndarray, n_levels: int) -> np.ndarray:
     """``n_levels`` levels spread evenly in noise standard deviation ``sqrt(1 - abar)``
     from clean (t = 0) to the noisiest level T: even steps in what the classifier sees,
@@ -155,7 +161,9 @@ class Profile:
             self._train_z = z
         else:
             k = min(self.n_components, len(z))
-            self.gmm_ = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=self.seed).fit(z)
+            # in a canonical row order: k-means starts the mixture from the data, not from their order
+            self.gmm_ = GaussianMixture(k, covariance_type="full", reg_covar=1e-3,
+                                        random_state=self.seed).fit(z[_canonical(z)])
         return self
 
     def get_state(self):
@@ -218,14 +226,16 @@ class Profile:
         z = self.features(rep)
         n, folds = len(z), min(10, len(z))
         out = np.empty(n)
-        fold_of = np.random.default_rng(self.seed).permutation(n) % folds
+        fold_of = np.empty(n, dtype=int)  # folds by canonical row order: the same for any input order
+        fold_of[_canonical(z)] = np.random.default_rng(self.seed).permutation(n) % folds
         for f in range(folds):
             held, kept = fold_of == f, fold_of != f
             if kept.sum() < 2:
                 return self.score(rep)
             scaler = StandardScaler().fit(z[kept])
+            zk = scaler.transform(z[kept])
             gmm = GaussianMixture(min(self.n_components, int(kept.sum())), covariance_type="full", reg_covar=1e-3,
-                                  random_state=self.seed).fit(scaler.transform(z[kept]))
+                                  random_state=self.seed).fit(zk[_canonical(zk)])
             # scored in the full model's standardised units, so that the densities compare
             # with those of score() (the two scalers' log-Jacobians differ by a constant)
             shift = np.log(self.scaler_.scale_).sum() - np.log(scaler.scale_).sum()
