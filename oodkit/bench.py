@@ -32,15 +32,15 @@ from .data import DataNotFound, as_images, conform, load_dataset
 from .data.images import fingerprint, jpeg_roundtrip
 from .data.registry import ood_group, source_of
 from .data.sources import ImageSet
-from .detectors import TABLE, CDMDetector, detector_kinds, make_detector, model_default_detectors
-from .detectors.registry import head_requirement
-from .detectors.persist import VERSION as DETECTOR_FORMAT
-from .representation import represent
+from .detectors import TABLE, detector_kinds, model_default_detectors
+from .detectors.table import head_requirement
+from .detectors.fileformat import VERSION as DETECTOR_FORMAT
+from .pipeline import Flow
 from .metrics import bootstrap_intervals, ood_metrics
 from .report import console_table, write_results
 from .training import TrainConfig, fit_model
 
-__all__ = ["SUITES", "BenchSpec", "parse_spec", "run_bench", "model_cache_dir", "load_sets", "resolve_models",
+__all__ = ["SUITES", "BenchSpec", "BenchPlan", "parse_spec", "run_bench", "run_plan", "model_cache_dir", "load_sets", "resolve_models",
            "assign_detectors", "aligned_groups", "score_pairs"]
 
 SUITES = {
@@ -183,7 +183,7 @@ def resolve_models(model, sets: Sets, net=None, steps=None, T=None, image_size=N
     if not paths and not asked_to_train and \
             sets.spec.id in {r["name"] for r in list_models() if r["available"] != "missing"}:
         paths = [sets.spec.id]  # a pretrained model of the ID set: use it rather than train one
-        echo(f"model: the pretrained {sets.spec.id!r} model (pass --model to use another)")
+        echo(f"model: the pretrained {sets.spec.id!r} model (pass --model to use another, or --steps N to train one here)")
     if not paths:
         x = sets.id_train.tensor()
         x = conform(x, image_size or x.shape[-1], x.shape[1])
@@ -279,53 +279,43 @@ THRESHOLD_TPR = 0.95  # the bench's calibrated threshold, reported beside the AU
 MIN_FOR_INTERVAL = 10  # fewer images per side: a bootstrap "interval" would be a point
 
 
+def _pair_row(sets: Sets, dname: str, ood_name: str, ref: int, s_id, s_ood, n_boot: int, seed: int, echo) -> dict:
+    """One line of the results table: AUROC and friends, the calibrated threshold's rates,
+    bootstrap intervals when both sides are large enough."""
+    few = min(len(s_id), len(s_ood)) < MIN_FOR_INTERVAL
+    if n_boot and few:
+        echo(f"no 95 % interval for {dname} on {ood_name}: {min(len(s_id), len(s_ood))} image(s) on "
+             f"one side; a bootstrap needs at least {MIN_FOR_INTERVAL} per side")
+    ci = bootstrap_intervals(s_id, s_ood, n_boot=n_boot, seed=seed) if n_boot and not few else {}
+    return {"detector": dname, "id": sets.spec.id, "ood": ood_name, "group": ood_group(sets.spec.id, ood_name),
+            "align_px": ref, **ood_metrics(s_id, s_ood),
+            **{f"{k}@{THRESHOLD_TPR:g}": v for k, v in cross_calibrated_rates(s_id, s_ood, THRESHOLD_TPR, seed).items()},
+            **{f"{k}_lo": v[0] for k, v in ci.items()}, **{f"{k}_hi": v[1] for k, v in ci.items()},
+            "n_id": len(s_id), "n_ood": len(s_ood)}
+
+
 def score_pairs(sets: Sets, assignment: dict, batch_size=256, device=None, seed=0, n_boot=1000, progress=True,
                 echo=print, on_pair=None):
     """For each alignment size (the smaller side of a pair), fit every detector on the
     ID training images brought to that size, score the ID test images at that size once,
-    and each OOD set of that size. Returns ``(rows, scores, pairs, fitted)``: the long
-    results table, ``{detector: {set: scores}}``, ``{detector: [(ood, ID scores, OOD
-    scores), ...]}`` and ``{detector: {size: offset_}}``."""
+    and each OOD set of that size, through :class:`oodkit.pipeline.Flow`. Returns ``(rows,
+    scores, pairs, fitted)``: the long results table, ``{detector: {set: scores}}``,
+    ``{detector: [(ood, ID scores, OOD scores, ID key), ...]}`` and ``{detector: {size:
+    offset_}}``."""
     c, h, _ = next(iter(assignment.values()))[0].image_shape
     rows, scores, pairs, fitted = [], {d: {} for d in assignment}, {d: [] for d in assignment}, {d: {} for d in assignment}
+    models = {d: m for d, (m, _) in assignment.items()}
     for ref, id_key, x_train, x_id, x_oods in aligned_groups(sets, h, c):
-        ood_names = list(x_oods)
-        reps = {}  # one forward pass per (model, image set), handed to every CDM detector on that model
-
-        def rep(model, key, x):
-            k = (id(model), id(x))  # x_train, x_id and x_oods stay alive: one tensor, one pass
-            if k not in reps:
-                reps[k] = represent(model, x, batch_size, progress=progress, desc=f"forward {key}")
-            return reps[k]
-
-        for dname, (model, _) in assignment.items():
-            det = make_detector(dname, model=model, batch_size=batch_size, device=device, seed=seed,
-                                progress=progress)
-            one_pass = isinstance(det, CDMDetector)
-            if one_pass:
-                det.fit_representation(rep(model, "train", x_train))
-            else:
-                det.fit(x_train)
-            fitted[dname][ref] = det.offset_
-            s_id = det.score_representation(rep(model, id_key, x_id)) if one_pass else det.score_samples(x_id)
-            scores[dname][id_key] = s_id
-            for ood_name in ood_names:
-                x_ood = x_oods[ood_name]
-                s_ood = det.score_representation(rep(model, ood_name, x_ood)) if one_pass else det.score_samples(x_ood)
-                scores[dname][ood_name] = s_ood
+        flow = Flow(batch_size, device, seed, progress)  # one pass per image set of this group
+        for dname, model in models.items():  # detector by detector: a killed run keeps the finished pairs
+            det = flow.fit({dname: model}, x_train, align_px=ref if ref != sets.id_test.size else None,
+                           leave_out_seen=False)  # the bench reports no threshold
+            fitted[dname][ref] = det[dname].offset_
+            s_id = scores[dname][id_key] = flow.score(det, x_id, id_key)[dname]
+            for ood_name, x_ood in x_oods.items():
+                s_ood = scores[dname][ood_name] = flow.score(det, x_ood, ood_name)[dname]
                 pairs[dname].append((ood_name, s_id, s_ood, id_key))
-                few = min(len(s_id), len(s_ood)) < MIN_FOR_INTERVAL
-                if n_boot and few:
-                    echo(f"no 95 % interval for {dname} on {ood_name}: {min(len(s_id), len(s_ood))} image(s) on "
-                         f"one side; a bootstrap needs at least {MIN_FOR_INTERVAL} per side")
-                ci = bootstrap_intervals(s_id, s_ood, n_boot=n_boot, seed=seed) if n_boot and not few else {}
-                rows.append({"detector": dname, "id": sets.spec.id, "ood": ood_name,
-                             "group": ood_group(sets.spec.id, ood_name), "align_px": ref,
-                             **ood_metrics(s_id, s_ood),
-                             **{f"{k}@{THRESHOLD_TPR:g}": v
-                                for k, v in cross_calibrated_rates(s_id, s_ood, THRESHOLD_TPR, seed).items()},
-                             **{f"{k}_lo": v[0] for k, v in ci.items()}, **{f"{k}_hi": v[1] for k, v in ci.items()},
-                             "n_id": len(s_id), "n_ood": len(s_ood)})
+                rows.append(_pair_row(sets, dname, ood_name, ref, s_id, s_ood, n_boot, seed, echo))
                 if on_pair is not None:
                     on_pair(rows, scores)
         echo(f"fitted {len(assignment)} detectors on {x_train.shape[0]} training images at {ref}px alignment")
@@ -350,75 +340,99 @@ def _git_commit(root: Path | None = None) -> str | None:
     return None
 
 
-def run_bench(
-    spec: str,
-    model=None,
-    detectors=None,
-    data_root=None,
-    download: bool = False,
-    output_dir="oodkit-results",
-    net: str | None = None,
-    steps: int | None = None,
-    T: int | None = None,
-    image_size: int | None = None,
-    batch_size: int = 256,
-    device=None,
-    jpeg_ood: int | None = None,
-    max_train: int | None = None,
-    max_test: int | None = None,
-    seed: int = 0,
-    bootstrap: int = 1000,
-    progress: bool = False,
-    echo=print,
-    command: str | None = None,
-) -> pd.DataFrame:
-    """Fit every detector on IN's training split (aligned per pair), score IN's test split
-    and every OOD set, and write results.csv / .md / .json, scores.npz, roc.png and
-    histograms.png to ``output_dir``. Returns the long-form results table, with
-    ``bootstrap``-sample 95 % intervals (0 turns them off)."""
+@dataclass(frozen=True)
+class BenchPlan:
+    """What one ``oodkit bench`` run does, validated once (:meth:`check`) and written into
+    ``results.json`` as its provenance. ``model``: checkpoint paths or pretrained names
+    (None: the ID set's pretrained model, or one trained here with ``net``, ``steps``,
+    ``T``, ``image_size``); ``detectors``: names (None: the models' defaults);
+    ``bootstrap``: resamples for the 95 % intervals (0: none)."""
+
+    spec: str
+    model: object = None
+    detectors: tuple | None = None
+    data_root: object = None
+    download: bool = False
+    output_dir: object = "oodkit-results"
+    net: str | None = None
+    steps: int | None = None
+    T: int | None = None
+    image_size: int | None = None
+    batch_size: int = 256
+    device: object = None
+    jpeg_ood: int | None = None
+    max_train: int | None = None
+    max_test: int | None = None
+    seed: int = 0
+    bootstrap: int = 1000
+    command: str | None = None
+
+    def check(self) -> BenchSpec:
+        """Refuse a plan that contradicts itself, before any data or model work."""
+        bs = parse_spec(self.spec)
+        check_model_request(self.model, self.net, self.steps, self.T, self.image_size)
+        if self.detectors is not None:
+            check_detectors(list(self.detectors), self.model is not None)
+        out = Path(self.output_dir)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--output-dir {out} is a file, not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise ValueError(f"--output-dir {out} is not writable")
+        return bs
+
+
+def _provenance(plan: BenchPlan, sets: Sets, loaded: list, assignment: dict) -> dict:
+    """The ``meta`` block of results.json: what ran, on what, with which code."""
     from ._version import __version__
 
-    t_start = time.time()
-    bs = parse_spec(spec)
-    check_model_request(model, net, steps, T, image_size)
-    if detectors is not None:
-        check_detectors(detectors, model is not None)
-    out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--output-dir {out} is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise ValueError(f"--output-dir {out} is not writable")
-
-    sets = load_sets(bs, data_root, download, jpeg_ood, max_train, max_test, seed, echo)
-    loaded = resolve_models(model, sets, net, steps, T, image_size, seed, device, progress, echo)
-    assignment = assign_detectors(detectors, loaded)
     names = list(assignment)
-    if len(loaded) > 1:
-        for m, p in loaded:
-            echo(f"  on {p}: {', '.join(d for d, (_, q) in assignment.items() if q == p) or '(none)'}")
-
-    meta = {
-        "status": "running", "spec": spec, "id": bs.id, "ood": list(sets.oods), "skipped": sets.skipped,
-        "groups": {o: ood_group(bs.id, o) for o in sets.oods},
+    return {
+        "status": "running", "spec": plan.spec, "id": sets.spec.id, "ood": list(sets.oods), "skipped": sets.skipped,
+        "groups": {o: ood_group(sets.spec.id, o) for o in sets.oods},
         "detectors": names, "units": {d: TABLE[d.partition("@")[0]].units for d in names},
         "detector_models": {d: p for d, (_, p) in assignment.items()},
         "models": [{"path": p, "kind": m.kind, "T": m.T, "image_shape": list(m.image_shape),
                     "sha256": getattr(m, "checkpoint_sha256", None), "train_steps": getattr(m, "train_steps", None),
                     "trained_on": getattr(m, "data_info", {}).get("dataset")} for m, p in loaded],
         "transform": {o: {"align_px": min(sets.id_test.size, ood.size), "model_px": loaded[0][0].image_shape[-1],
-                          "jpeg_quality": jpeg_ood if jpeg_applies(sets.spec.id, o, jpeg_ood) else None}
-                          for o, ood in sets.oods.items()},
-        "n_train": len(sets.id_train), "n_test": len(sets.id_test), "max_train": max_train, "max_test": max_test,
-        "seed": seed, "bootstrap": bootstrap, "device": str(device or next(loaded[0][0].parameters()).device),
+                          "jpeg_quality": plan.jpeg_ood if jpeg_applies(sets.spec.id, o, plan.jpeg_ood) else None}
+                      for o, ood in sets.oods.items()},
+        "n_train": len(sets.id_train), "n_test": len(sets.id_test), "max_train": plan.max_train,
+        "max_test": plan.max_test, "seed": plan.seed, "bootstrap": plan.bootstrap,
+        "device": str(plan.device or next(loaded[0][0].parameters()).device),
         "oodkit": __version__, "git_commit": _git_commit(), "torch": torch.__version__,
         "detector_format": DETECTOR_FORMAT,
-        "command": command if command is not None else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": plan.command if plan.command is not None else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
+
+
+def run_bench(spec: str, progress: bool = False, echo=print, **options) -> pd.DataFrame:
+    """Fit every detector on IN's training split (aligned per pair), score IN's test split
+    and every OOD set, and write results.csv / .md / .json, scores.npz, roc.png and
+    histograms.png to ``output_dir``. ``options`` are the fields of :class:`BenchPlan`.
+    Returns the long-form results table, with ``bootstrap``-sample 95 % intervals."""
+    if options.get("detectors") is not None:
+        options["detectors"] = tuple(options["detectors"])
+    return run_plan(BenchPlan(spec, **options), progress, echo)
+
+
+def run_plan(plan: BenchPlan, progress: bool = False, echo=print) -> pd.DataFrame:
+    """:func:`run_bench` on a plan: data -> models -> flow (fit, score) -> metrics -> report."""
+    t_start = time.time()
+    bs, out = plan.check(), Path(plan.output_dir)
+    sets = load_sets(bs, plan.data_root, plan.download, plan.jpeg_ood, plan.max_train, plan.max_test, plan.seed, echo)
+    loaded = resolve_models(plan.model, sets, plan.net, plan.steps, plan.T, plan.image_size, plan.seed, plan.device,
+                            progress, echo)
+    assignment = assign_detectors(list(plan.detectors) if plan.detectors is not None else None, loaded)
+    if len(loaded) > 1:
+        for m, p in loaded:
+            echo(f"  on {p}: {', '.join(d for d, (_, q) in assignment.items() if q == p) or '(none)'}")
+    meta = _provenance(plan, sets, loaded, assignment)
     # a fresh run never mixes with an old one's files: mark it running, drop the old outputs
     write_results(out, [], {}, {}, meta, plots=False, clean=True)
     rows, scores, pairs, fitted = score_pairs(
-        sets, assignment, batch_size, device, seed, bootstrap, progress, echo,
+        sets, assignment, plan.batch_size, plan.device, plan.seed, plan.bootstrap, progress, echo,
         on_pair=lambda r, s: write_results(out, r, s, {}, meta, plots=False))  # a killed run keeps finished pairs
     meta.update(status="complete", seconds=round(time.time() - t_start, 1),
                 offsets={d: {str(k): v for k, v in per.items()} for d, per in fitted.items()})

@@ -23,6 +23,18 @@ def _debug() -> bool:
     return bool(ctx and (ctx.find_root().params.get("debug")))
 
 
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _raised_here(e: BaseException) -> bool:
+    """Whether oodkit's own code raised ``e`` (its checks of what the user asked for), not
+    a library it called."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE)
+
+
 def _friendly(fn):
     """Known failures become one-line errors (exit 2) instead of tracebacks; ``oodkit
     --debug ...`` shows the traceback instead."""
@@ -37,8 +49,8 @@ def _friendly(fn):
             return fn(*args, **kwargs)
         except (CheckpointError, DataNotFound, ImageInputError, TrainingDiverged, ValueError, FileNotFoundError,
                 PermissionError, IsADirectoryError, NotADirectoryError) as e:
-            if _debug():
-                raise
+            if _debug() or (type(e) is ValueError and not _raised_here(e)):
+                raise  # a ValueError from inside a library is a bug to report, not a mistake of the user's
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(msg) from None
         except OSError as e:  # a full disk, a read-only folder, a name too long: one line naming the path
@@ -487,6 +499,9 @@ def _calibration_set(full, keep, data_spec, spec, split, limit, data_root, downl
 @click.option("--max-calibrate", type=POS, default=None, help="Calibrate on at most this many images (seeded).")
 @click.option("--tpr", type=Finite(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
 @click.option("--max-train", type=POS, default=None, help="Fit on at most this many images (seeded subsample).")
+@click.option("--align-px", type=SIZE, default=None,
+              help="Bring images through this size first (the smaller side of an OOD pair, as `oodkit bench` "
+                   "does); recorded in the file and applied by `score --detector`.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Detector file to write (.npz).")
 @click.option("--embed-model", is_flag=True, help="Store the model's weights in the detector file.")
 @data_root_option
@@ -498,14 +513,15 @@ def _calibration_set(full, keep, data_spec, spec, split, limit, data_root, downl
 @config_option
 @_friendly
 @_locks("out", "detector file")
-def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrate, tpr, max_train, out, embed_model,
-        data_root, download, batch_size, seed, device, quiet):
+def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrate, tpr, max_train, align_px, out,
+        embed_model, data_root, download, batch_size, seed, device, quiet):
     """Fit detectors once and save them, to score later with `oodkit score --detector`."""
     import numpy as np
 
-    from .data import as_images, conform, load_dataset
-    from .detectors import make_detector, model_default_detectors
+    from .data import load_dataset
+    from .detectors import model_default_detectors
     from .detectors.persist import save_detectors
+    from .pipeline import Flow, align
     from .pretrained import load_model
 
     _writable_file(out, "--out")
@@ -516,30 +532,25 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
     m = load_model(model, device=device)
     m.reference = model  # the file records the name or path as given
     names = _split_list(detectors) or model_default_detectors([m])
-    c, h, _ = m.image_shape
     full = load_dataset(data_spec, "train", data_root, download, holdout=True)
     keep = np.arange(len(full))
     ds = full  # the same arrays bench reads: a copy could change the memory layout and the last float bits
     if max_train is not None and len(full) > max_train:
         keep = np.sort(np.random.default_rng(seed).choice(len(full), max_train, replace=False))
         ds = full.subset(keep)
-    x = conform(ds.tensor(), h, c)
+    flow = Flow(batch_size, device, seed, progress=not quiet)
+    dets = flow.fit({n: m for n in names}, align(ds.tensor(), m, align_px), align_px=align_px)
     x_val = None
     if calibrate_on:
-        x_val = conform(_calibration_set(full, keep, data_spec, calibrate_on, calibrate_split, max_calibrate,
-                                         data_root, download, seed).tensor(), h, c)
-    dets = {}
-    for name in names:
-        det = make_detector(name, model=m, batch_size=batch_size, seed=seed, progress=not quiet).fit(x)
-        if x_val is not None:
-            det.calibrate(x_val, tpr=tpr)
-        dets[name] = det
+        x_val = align(_calibration_set(full, keep, data_spec, calibrate_on, calibrate_split, max_calibrate,
+                                       data_root, download, seed).tensor(), m, align_px)
+        flow.calibrate(dets, x_val, tpr)
     save_detectors(out, dets, embed_model=embed_model)
     how = (f"conformal thresholds accept at least {tpr:g} of fresh images like {calibrate_on} ({calibrate_split} "
            f"split, {len(x_val)} images)"
            if calibrate_on else "thresholds: conformal at 0.95 on out-of-sample training scores (optimistic when "
            "the model was trained on these images: pass --calibrate-on)")
-    click.echo(f"wrote {out}: {', '.join(dets)} fitted on {len(x)} {ds.name} images; {how}")
+    click.echo(f"wrote {out}: {', '.join(dets)} fitted on {len(ds)} {ds.name} images; {how}")
 
 
 @main.command()
@@ -584,7 +595,7 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
                   ("--data file", data_spec))
     if detector_file is not None:
         df = score_with_detectors(detector_file, data_spec, split, data_root, download, _device(device), not quiet,
-                                  resize=resize, num_workers=num_workers, fdr=fdr)
+                                  resize=resize, num_workers=num_workers, fdr=fdr, batch_size=batch_size)
         atomic_write(out, df.to_csv(index=False).encode())
         click.echo(f"wrote {out}: {len(df)} rows, columns {', '.join(df.columns)}")
         return

@@ -55,6 +55,8 @@ from typing import Callable
 
 import torch
 
+from .discrete import discretized_gaussian_log_likelihood
+
 __all__ = ["itd_nll", "discrete_denoiser", "level_logsnr", "discrete_logsnr_max"]
 
 
@@ -132,12 +134,7 @@ def itd_nll(
     proposal = proposal or ("uniform" if discrete else "logistic")
     if discrete and base_logsnr is not None:
         raise ValueError("base_logsnr gives a continuous density; it does not combine with discrete=True")
-    span_lo = float(levels.min()) if levels is not None else -12.0
-    span_hi = float(levels.max()) if levels is not None else (discrete_logsnr_max() if discrete else 14.0)
-    a_min = span_lo if a_min is None else max(float(a_min), span_lo) if levels is not None else float(a_min)
-    a_max = span_hi if a_max is None else min(float(a_max), span_hi) if levels is not None else float(a_max)
-    if not a_min < a_max:
-        raise ValueError(f"empty integration span [{a_min}, {a_max}]")
+    a_min, a_max = _span(levels, discrete, a_min, a_max)
     # the proposal reaches past each end of the span: a point there is the end's integrand
     # damped by e^-|a - end|, so the tails are part of the estimate and of its error
     reach = (LOGISTIC_REACH if proposal == "logistic" else UNIFORM_REACH) if tails else 0.0
@@ -146,40 +143,16 @@ def itd_nll(
     lo_a, hi_a = a_min - reach, a_max + (0.0 if discrete else reach)
     with torch.set_grad_enabled(grad):
         b, d = x.shape[0], x[0].numel()
-        # stratified uniforms, shared across the batch, -> the proposal
-        u = (torch.arange(n_points, dtype=torch.float64) + torch.rand(n_points, generator=generator, dtype=torch.float64)) / n_points
-        if proposal == "logistic":  # truncated logistic, Kong et al.'s choice for densities
-            lo = _logistic_cdf(torch.tensor(lo_a, dtype=torch.float64), loc, scale)
-            hi = _logistic_cdf(torch.tensor(hi_a, dtype=torch.float64), loc, scale)
-            u = lo + (hi - lo) * u
-            a = loc + scale * torch.log(u / (1 - u))
-            s = torch.sigmoid((a - loc) / scale)
-            q = s * (1 - s) / scale / (hi - lo)
-        elif proposal == "uniform":  # the discrete integrand is near d over most of the span
-            a = lo_a + (hi_a - lo_a) * u
-            q = torch.full_like(a, 1.0 / (hi_a - lo_a))
-        else:
-            raise ValueError(f"proposal must be 'logistic' or 'uniform', got {proposal!r}")
+        a, q = _points(n_points, generator, proposal, lo_a, hi_a, loc, scale)
         s_base = 1.0 if base_logsnr is None else 1.0 / (1.0 + math.exp(-base_logsnr))
         noise_shape = (1, *x.shape[1:]) if shared_noise else x.shape
         vals = []
         for ai, qi in zip(a.tolist(), q.tolist()):
             eps = torch.randn(noise_shape, generator=generator, device="cpu").to(x.device, x.dtype)
             end = min(max(ai, a_min), a_max)
-            damp = math.exp(-abs(ai - end))
-            # the data's own log-SNR at this point, snapped to a level the model knows
-            s_data = 1.0 / (1.0 + math.exp(-end)) * s_base
-            a_data = _snap(math.log(s_data) - math.log1p(-s_data), levels)
-            s_data = 1.0 / (1.0 + math.exp(-a_data))
-            sb = s_data / s_base  # sigmoid of the step from x's own distribution
-            if not 0.0 < sb < 1.0:
-                vals.append(torch.zeros(b, dtype=torch.float64, device=x.device))
-                continue
-            z = math.sqrt(sb) * x + math.sqrt(1 - sb) * eps
-            eps_hat = denoiser(z, torch.full((b,), a_data, dtype=torch.float64))
-            eps_hat = eps_hat * math.sqrt((1 - sb) / (1 - s_data))
-            err = ((eps - eps_hat) ** 2).flatten(1).sum(1).double()
-            vals.append((err if discrete else err - d * sb) * (damp / qi))
+            err, sb = _squared_error(x, eps, denoiser, end, s_base, levels)
+            vals.append(torch.zeros(b, dtype=torch.float64, device=x.device) if err is None else
+                        (err if discrete else err - d * sb) * (math.exp(-abs(ai - end)) / qi))
         vals = torch.stack(vals, dim=1)  # (B, n_points)
         integral = vals.mean(1)
         stderr = 0.5 * vals.std(1) / math.sqrt(n_points) if n_points > 1 else torch.full_like(integral, float("nan"))
@@ -189,14 +162,56 @@ def itd_nll(
         return nll, stderr.detach()
 
 
+def _span(levels, discrete: bool, a_min, a_max) -> tuple[float, float]:
+    """The integration span: the given ends within the denoiser's level span, else its
+    span, else [-12, 14] (continuous) or [-12, discrete_logsnr_max()] (discrete)."""
+    span_lo = float(levels.min()) if levels is not None else -12.0
+    span_hi = float(levels.max()) if levels is not None else (discrete_logsnr_max() if discrete else 14.0)
+    a_min = span_lo if a_min is None else max(float(a_min), span_lo) if levels is not None else float(a_min)
+    a_max = span_hi if a_max is None else min(float(a_max), span_hi) if levels is not None else float(a_max)
+    if not a_min < a_max:
+        raise ValueError(f"empty integration span [{a_min}, {a_max}]")
+    return a_min, a_max
+
+
+def _points(n_points: int, generator, proposal: str, lo_a: float, hi_a: float, loc: float, scale: float):
+    """Stratified log-SNR points on [lo_a, hi_a] under the proposal, shared across the
+    batch, and the proposal's density at each: float64 (n_points,) twice."""
+    u = (torch.arange(n_points, dtype=torch.float64) + torch.rand(n_points, generator=generator, dtype=torch.float64)) / n_points
+    if proposal == "logistic":  # truncated logistic, Kong et al.'s choice for densities
+        lo = _logistic_cdf(torch.tensor(lo_a, dtype=torch.float64), loc, scale)
+        hi = _logistic_cdf(torch.tensor(hi_a, dtype=torch.float64), loc, scale)
+        u = lo + (hi - lo) * u
+        a = loc + scale * torch.log(u / (1 - u))
+        s = torch.sigmoid((a - loc) / scale)
+        return a, s * (1 - s) / scale / (hi - lo)
+    if proposal == "uniform":  # the discrete integrand is near d over most of the span
+        a = lo_a + (hi_a - lo_a) * u
+        return a, torch.full_like(a, 1.0 / (hi_a - lo_a))
+    raise ValueError(f"proposal must be 'logistic' or 'uniform', got {proposal!r}")
+
+
+def _squared_error(x, eps, denoiser, end: float, s_base: float, levels):
+    """``||eps - eps_hat||^2`` (B,) float64 at log-SNR ``end`` (snapped to a level the model
+    knows), and the step's signal share ``sb``; ``(None, sb)`` where the step is empty."""
+    s_data = 1.0 / (1.0 + math.exp(-end)) * s_base
+    a_data = _snap(math.log(s_data) - math.log1p(-s_data), levels)
+    s_data = 1.0 / (1.0 + math.exp(-a_data))
+    sb = s_data / s_base  # sigmoid of the step from x's own distribution
+    if not 0.0 < sb < 1.0:
+        return None, sb
+    z = math.sqrt(sb) * x + math.sqrt(1 - sb) * eps
+    eps_hat = denoiser(z, torch.full((x.shape[0],), a_data, dtype=torch.float64))
+    eps_hat = eps_hat * math.sqrt((1 - sb) / (1 - s_data))
+    return ((eps - eps_hat) ** 2).flatten(1).sum(1).double(), sb
+
+
 def _decoder_nats(x, denoiser, a_top, levels, noise_shape, generator) -> torch.Tensor:
     """``-log P(x | z)`` at log-SNR ``a_top``: what is left to resolve the 8-bit pixels
     once the noise is at ``a_top``. By the I-MMSE identity it is half the integral of the
     discrete integrand above ``a_top``; it is estimated as the ELBO's decoder does, a
     Gaussian around the denoiser's x0 with the noise's std ``e^(-a/2)``, discretized
     into the 256 bins. (B,) nats, float64."""
-    from .models.ddpm import discretized_gaussian_log_likelihood
-
     a_top = _snap(a_top, levels)
     s = 1.0 / (1.0 + math.exp(-a_top))
     eps = torch.randn(noise_shape, generator=generator, device="cpu").to(x.device, x.dtype)

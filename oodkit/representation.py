@@ -19,7 +19,7 @@ from .data.images import batches, fingerprint, png_bits, to_float
 from .models import has_class_head, has_rotation_head
 from .models.cdm import bits_per_dim, eq10_levels, log_std_normal
 
-__all__ = ["Representation", "represent", "clear_cache"]
+__all__ = ["Representation", "FeatureCache", "SHARED", "represent", "clear_cache"]
 
 
 @dataclass
@@ -77,8 +77,40 @@ class Representation:
         return self._png_bits
 
 
-_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
-_CACHE_PER_MODEL = 16
+class FeatureCache:
+    """Representations by model and image content: each (model, image set) is run through
+    the network once while the cache lives. The key is the images' content hash and the
+    weights' checksum (a model trained further in place does not read stale entries), so
+    two tensors holding the same images share an entry. Each model keeps its ``per_model``
+    latest sets; entries go with the model.
+
+    The detectors' standalone calls share :data:`SHARED`; a pipeline run
+    (:mod:`oodkit.pipeline`) makes its own and drops it when done."""
+
+    def __init__(self, per_model: int = 16):
+        self.per_model = per_model
+        self._store: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def key(model, x: torch.Tensor) -> tuple:
+        with torch.no_grad():
+            weights = sum(float(p.detach().double().sum()) for p in model.parameters())
+        return fingerprint(x), weights  # the batch size does not change the result
+
+    def get(self, model, key):
+        return self._store.get(model, {}).get(key)
+
+    def put(self, model, key, rep: "Representation") -> None:
+        entries = self._store.setdefault(model, {})
+        if len(entries) >= self.per_model:
+            entries.pop(next(iter(entries)))
+        entries[key] = rep
+
+    def clear(self) -> None:
+        self._store.clear()
+
+
+SHARED = FeatureCache()
 
 
 def _gives_features(model) -> bool:
@@ -91,7 +123,8 @@ def _gives_features(model) -> bool:
 
 
 def clear_cache() -> None:
-    _CACHE.clear()
+    """Empty the cache that detectors used standalone share (:data:`SHARED`)."""
+    SHARED.clear()
 
 
 def precision_knobs() -> list:
@@ -130,18 +163,14 @@ def full_fp32():
 
 @torch.no_grad()
 def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progress: bool = False,
-              desc: str = "forward") -> Representation:
+              desc: str = "forward", cache: FeatureCache | None = SHARED) -> Representation:
     """One forward pass of ``model`` over images ``x`` (N, C, H, W) at the model's size,
     uint8 or float in [-1, 1], on the model's own device (``device`` is accepted for
-    compatibility and ignored). Results are cached per model and per exact image content,
-    so every detector sharing a model reuses them."""
-    # the weights' checksum keeps a model trained further in place from reading stale entries
-    with torch.no_grad():
-        weights = sum(float(p.detach().double().sum()) for p in model.parameters())
-    key = (fingerprint(x), weights)  # the batch size does not change the result
-    per_model = _CACHE.setdefault(model, {})
-    if key in per_model:
-        return per_model[key]
+    compatibility and ignored). Results are kept in ``cache`` (:class:`FeatureCache`; None:
+    not kept), so every detector sharing a model and a cache reuses them."""
+    key = FeatureCache.key(model, x) if cache is not None else None
+    if key is not None and cache.get(model, key) is not None:
+        return cache.get(model, key)
     # the model's own device: a user's model is never moved (detectors copy it when asked
     # for another device)
     device = next(model.parameters()).device
@@ -173,7 +202,6 @@ def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progre
                          features=features, class_logits=class_logits, rotation_logits=rotation_logits)
     if not torch.isfinite(rep.logits).all():
         raise FloatingPointError("the model produced NaN or inf logits; the checkpoint may be corrupt or diverged")
-    if len(per_model) >= _CACHE_PER_MODEL:
-        per_model.pop(next(iter(per_model)))
-    per_model[key] = rep
+    if cache is not None:
+        cache.put(model, key, rep)
     return rep

@@ -191,6 +191,128 @@ def _check_resume(out, ckpt: dict, model, cfg: "TrainConfig", data: dict) -> Non
                               f"{cfg.steps}")
 
 
+def _checked_labels(model, images: torch.Tensor, labels, cfg: TrainConfig, world: int):
+    """Refuse what cannot train, before any work; the labels as a long tensor (or None)."""
+    if cfg.batch_size % world:
+        raise ValueError(f"batch size {cfg.batch_size} does not split over {world} processes")
+    noise_batch = getattr(model, "noise_batch", None)
+    if noise_batch is not None and noise_batch > cfg.batch_size // world:
+        raise ValueError(f"noise_batch {noise_batch} is larger than the batch of each process "
+                         f"({cfg.batch_size // world})")
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"training images must be (N, C, H, W), got {tuple(images.shape)}")
+    if getattr(model, "needs_labels", False) and labels is None:
+        raise ValueError(f"a {model.kind} model trains on labels, and the training data has none")
+    if labels is not None:
+        labels = torch.as_tensor(labels).long()
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"{images.shape[0]} images but labels of shape {tuple(labels.shape)}")
+        k = int(getattr(model, "num_labels", 0) or 0)
+        if k and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            bad = int(labels.max()) if int(labels.max()) >= k else int(labels.min())
+            raise ValueError(f"label {bad} is outside the class head's {k} classes (0..{k - 1})")
+    if model.image_shape is not None and tuple(images.shape[1:]) != tuple(model.image_shape):
+        raise ValueError(f"training images {tuple(images.shape[1:])} do not match the model's {model.image_shape}")
+    return labels
+
+
+def _resume_from(out, model, opt, cfg: TrainConfig, data: dict, device):
+    """Load ``out``'s weights and optimizer into ``model`` and ``opt``; returns (EMA
+    weights, step, checkpoint)."""
+    if out is None or not out.exists():
+        raise CheckpointError(f"--resume: no checkpoint at {out}")
+    ckpt = load_checkpoint(out)
+    state = ckpt.get("train_state") or {}
+    if "optimizer" not in state:
+        raise CheckpointError(f"{out} holds no training state to resume from")
+    _check_resume(out, ckpt, model, cfg, data)
+    model.load_state_dict(ckpt["state_dict"])
+    opt.load_state_dict(state["optimizer"])
+    return {k: v.to(device) for k, v in ckpt["ema_state_dict"].items()}, int(state["step"]), ckpt
+
+
+def _step(objective, model, opt, images, labels, cfg: TrainConfig, step: int, rank: int, local: int, device,
+          use_amp: bool, out):
+    """One optimizer step (the batch, flips, warm-up, loss, clipping): every random draw
+    seeded by (seed, step, rank), so that a resumed run repeats an uninterrupted one.
+    Returns (loss, its parts, batch size)."""
+    idx = _batch_indices(images.shape[0], cfg.batch_size, step, cfg.seed)[rank * local : (rank + 1) * local]
+    x0 = to_float(images[idx]).to(device)
+    gen = torch.Generator().manual_seed(_seed(cfg.seed, step, rank, 1))
+    if cfg.hflip:
+        flip = torch.rand(x0.shape[0], generator=gen) < 0.5
+        x0 = torch.where(flip.to(device)[:, None, None, None], x0.flip(-1), x0)
+    for g in opt.param_groups:
+        g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(_seed(cfg.seed, step, rank, 2))
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            y = labels[idx].to(device) if labels is not None and getattr(model, "needs_labels", False) else None
+            loss, parts = objective(x0, gen, y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at step {step}: lower --lr (now {cfg.lr:g}) or --grad-clip"
+                + (f"; the last good checkpoint is {out}" if out is not None and out.exists() else "")
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+    if cfg.grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return loss, parts, x0.shape[0]
+
+
+def _start(model, opt, images, cfg: TrainConfig, out, resume: bool, data_info, device, world: int):
+    """The objective (DDP-wrapped under torchrun), the EMA weights, the first step and the
+    record of the data that checkpoints carry; resumed from ``out`` with ``resume``."""
+    info = {**(data_info or {}), "n_images": int(images.shape[0])}
+    start, ckpt = 0, None
+    if resume:
+        ema, start, ckpt = _resume_from(out, model, opt, cfg, info, device)
+    objective = _Objective(model)
+    if world > 1:  # DDP broadcasts rank 0's weights here
+        objective = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if not resume:
+        ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if resume and "init" in (ckpt.get("data") or {}):  # the resumed run's saves would otherwise drop it
+        info.setdefault("init", ckpt["data"]["init"])
+    # which images the network sees: a detector fitted on them later sets its threshold on the others
+    info["image_hashes"] = torch.from_numpy(np.sort(image_hashes(images)))
+    return objective, ema, start, info
+
+
+class _Interrupted(Exception):
+    def __init__(self, step):
+        super().__init__(step)
+        self.step = step
+
+
+def _loop(one_step, model, ema: dict, cfg: TrainConfig, start: int, world: int, save, bar) -> int:
+    """Steps from ``start`` to ``cfg.steps``: EMA, progress, periodic checkpoints. On
+    Ctrl-C or SIGTERM it saves and raises :class:`_Interrupted`. Returns the last step."""
+    step, t0, seen = start, time.perf_counter(), 0
+    try:
+        with _Stop():
+            while step < cfg.steps:
+                loss, parts, b = one_step(step)
+                step += 1
+                _update_ema(ema, model.state_dict(), min(cfg.ema_decay, (1 + step) / (10 + step)))
+                seen += b * world
+                bar.update(1)
+                if step % 10 == 0 or step == cfg.steps:
+                    bar.set_postfix(loss=f"{loss.item():.4f}", **{k: f"{v.item():.4f}" for k, v in parts.items()},
+                                    img_s=f"{seen / max(1e-9, time.perf_counter() - t0):.0f}")
+                if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+                    save(step)
+    except KeyboardInterrupt:
+        save(step)
+        raise _Interrupted(step) from None
+    return step
+
+
 def train(
     model,
     images: torch.Tensor,
@@ -218,58 +340,13 @@ def train(
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     maybe_init_distributed(device)
     rank, world = _dist_info()
-    if cfg.batch_size % world:
-        raise ValueError(f"batch size {cfg.batch_size} does not split over {world} processes")
-    noise_batch = getattr(model, "noise_batch", None)
-    if noise_batch is not None and noise_batch > cfg.batch_size // world:
-        raise ValueError(f"noise_batch {noise_batch} is larger than the batch of each process "
-                         f"({cfg.batch_size // world})")
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise ValueError(f"training images must be (N, C, H, W), got {tuple(images.shape)}")
-    if getattr(model, "needs_labels", False) and labels is None:
-        raise ValueError(f"a {model.kind} model trains on labels, and the training data has none")
-    if labels is not None:
-        labels = torch.as_tensor(labels).long()
-        if labels.shape != (images.shape[0],):
-            raise ValueError(f"{images.shape[0]} images but labels of shape {tuple(labels.shape)}")
-        k = int(getattr(model, "num_labels", 0) or 0)
-        if k and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= k):
-            bad = int(labels.max()) if int(labels.max()) >= k else int(labels.min())
-            raise ValueError(f"label {bad} is outside the class head's {k} classes (0..{k - 1})")
-    if model.image_shape is not None and tuple(images.shape[1:]) != tuple(model.image_shape):
-        raise ValueError(f"training images {tuple(images.shape[1:])} do not match the model's {model.image_shape}")
-
+    labels = _checked_labels(model, images, labels, cfg, world)
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    start = 0
     out = Path(out) if out is not None else None
-    if resume:
-        if out is None or not out.exists():
-            raise CheckpointError(f"--resume: no checkpoint at {out}")
-        ckpt = load_checkpoint(out)
-        state = ckpt.get("train_state") or {}
-        if "optimizer" not in state:
-            raise CheckpointError(f"{out} holds no training state to resume from")
-        _check_resume(out, ckpt, model, cfg, {**(data_info or {}), "n_images": int(images.shape[0])})
-        model.load_state_dict(ckpt["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        ema = {k: v.to(device) for k, v in ckpt["ema_state_dict"].items()}
-        start = int(state["step"])
-
-    objective = _Objective(model)
-    if world > 1:  # DDP broadcasts rank 0's weights here
-        objective = nn.parallel.DistributedDataParallel(
-            objective, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if not resume:
-        ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    objective, ema, start, info = _start(model, opt, images, cfg, out, resume, data_info, device, world)
     use_amp = cfg.amp and bf16_supported(device)
     local = cfg.batch_size // world
-    info = {**(data_info or {}), "n_images": int(images.shape[0])}
-    if resume and "init" in (ckpt.get("data") or {}):  # the resumed run's saves would otherwise drop it
-        info.setdefault("init", ckpt["data"]["init"])
-    # which images the network sees: a detector fitted on them later sets its threshold on the others
-    info["image_hashes"] = torch.from_numpy(np.sort(image_hashes(images)))
 
     def save(step):
         if out is None or rank != 0:
@@ -277,52 +354,17 @@ def train(
         state = {"step": step, "optimizer": opt.state_dict(), "config": asdict(cfg), "world_size": world}
         save_checkpoint(out, model, ema_state_dict=ema, train_state=state, data=info)
 
+    def one_step(step):
+        return _step(objective, model, opt, images, labels, cfg, step, rank, local, device, use_amp, out)
+
     bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not progress or rank != 0, dynamic_ncols=True)
-    step, t0, seen = start, time.perf_counter(), 0
     try:
-        with _Stop():
-            while step < cfg.steps:
-                idx = _batch_indices(images.shape[0], cfg.batch_size, step, cfg.seed)[rank * local : (rank + 1) * local]
-                x0 = to_float(images[idx]).to(device)
-                gen = torch.Generator().manual_seed(_seed(cfg.seed, step, rank, 1))
-                if cfg.hflip:
-                    flip = torch.rand(x0.shape[0], generator=gen) < 0.5
-                    x0 = torch.where(flip.to(device)[:, None, None, None], x0.flip(-1), x0)
-                for g in opt.param_groups:
-                    g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
-                devices = [device.index or 0] if device.type == "cuda" else []
-                with torch.random.fork_rng(devices=devices):
-                    torch.manual_seed(_seed(cfg.seed, step, rank, 2))
-                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        y = labels[idx].to(device) if labels is not None and getattr(model, "needs_labels", False) else None
-                        loss, parts = objective(x0, gen, y)
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"loss became {loss.item()} at step {step}: lower --lr (now {cfg.lr:g}) or --grad-clip"
-                            + (f"; the last good checkpoint is {out}" if out is not None and out.exists() else "")
-                        )
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                step += 1
-                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                _update_ema(ema, model.state_dict(), decay)
-                seen += x0.shape[0] * world
-                bar.update(1)
-                if step % 10 == 0 or step == cfg.steps:
-                    rate = seen / max(1e-9, time.perf_counter() - t0)
-                    bar.set_postfix(loss=f"{loss.item():.4f}", **{k: f"{v.item():.4f}" for k, v in parts.items()},
-                                    img_s=f"{rate:.0f}")
-                if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
-                    save(step)
-    except KeyboardInterrupt:
-        save(step)
+        step = _loop(one_step, model, ema, cfg, start, world, save, bar)
+    except _Interrupted as stop:
         bar.close()
         if out is not None and rank == 0:
-            print(f"\ninterrupted at step {step}: saved {out}; {resume_hint}")
-        raise
+            print(f"\ninterrupted at step {stop.step}: saved {out}; {resume_hint}")
+        raise KeyboardInterrupt from None
     bar.close()
     save(step)
     model.load_state_dict(ema)

@@ -173,8 +173,27 @@ def test_debug_shows_the_traceback(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                OODKIT_CACHE=str(tmp_path / "cache"))
     p = subprocess.run([sys.executable, "-m", "oodkit", "--debug", "score", "--model", "missing.pt", "--data", "letters",
-                        "--out", "s.csv"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                        "--out", "s.csv"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode != 0
     assert "Traceback (most recent call last)" in p.stderr and "CheckpointError" in p.stderr
     assert "checkpoint not found: missing.pt" in p.stderr
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_value_error_from_inside_a_library_is_a_traceback_not_a_user_error(monkeypatch, tmp_path):
+    """Only oodkit's own checks become one-line exit-2 errors: a ValueError a library
+    raises is a bug, and hiding it behind "usage error" would hide the bug."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    import oodkit.bench
+    from oodkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(oodkit.bench, "run_bench", lambda *a, **k: np.zeros(3).reshape(2))  # numpy raises
+    r = CliRunner().invoke(main, ["bench", "digits", "--quiet"])
+    assert r.exit_code == 1 and isinstance(r.exception, ValueError)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["bench", "nosuch", "--quiet"])  # oodkit's own check: one line, exit 2
+    assert r.exit_code == 2 and "nosuch" in r.output and "Traceback" not in r.output

@@ -62,6 +62,7 @@ def test_loss_adds_the_weighted_class_cross_entropy_on_clean_images(digits):
         model.loss(x)
 
 
+@pytest.mark.slow
 def test_class_head_learns_the_labels_and_round_trips_through_a_checkpoint(digits, tmp_path):
     x, y = digits
     keep = y < 3

@@ -70,6 +70,7 @@ def test_train_then_score_then_bench_with_model(run, tmp_path):
     assert r.exit_code == 0 and "model: m.pt" in r.output, r.output
 
 
+@pytest.mark.slow
 def test_train_ddpm_and_score_it(run, tmp_path, monkeypatch):
     r = run("train", "--model", "ddpm", "--data", "digits-0to4", "--net", "tiny", "-T", "20", "--steps", "3",
             "--out", "d.pt", "--quiet")

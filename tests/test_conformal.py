@@ -141,7 +141,7 @@ class _Profiles:
         return self.z[:, t]
 
 
-@pytest.mark.parametrize("n", [500, 2000])
+@pytest.mark.parametrize("n", [500, pytest.param(2000, marks=pytest.mark.slow)])
 def test_profile_gmm_threshold_from_cross_fitted_scores_accepts_tpr_of_fresh_id(n):
     """A 10-component full-covariance mixture in 20 dimensions overfits its fitting set:
     a threshold on its in-sample densities accepted 0.50 of fresh ID images at n = 500 and

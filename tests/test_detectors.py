@@ -10,6 +10,8 @@ from oodkit.conformal import conformal_threshold
 from oodkit.metrics import auroc
 from oodkit.representation import clear_cache
 
+from .tiny import seeded
+
 CDM_DETECTORS = [n for n, (cls, _) in DETECTORS.items() if cls is CDMDetector]
 
 
@@ -17,15 +19,10 @@ def fixed_model(seed=0, T=50, rotations=0):
     """A fixed tiny CDM: seeded random weights with a non-zero head (no training, so
     the numbers below depend on nothing but the seed and the arithmetic); ``rotations=4``
     adds a rotation head, seeded after the net."""
-    g = torch.Generator().manual_seed(seed)
     s = NoiseSchedule.uniform(T)
     net = UNet(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0, in_channels=1,
                image_size=8, num_classes=s.num_classes)
-    model = CDM(net, s, rotations=rotations)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.2 if p.ndim > 1 else 0.05))
-    return model.eval()
+    return seeded(CDM(net, s, rotations=rotations), seed)
 
 
 @pytest.fixture(scope="module")

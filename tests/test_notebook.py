@@ -7,6 +7,7 @@ import pytest
 nbclient = pytest.importorskip("nbclient")
 
 
+@pytest.mark.slow
 def test_quickstart_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("OODKIT_CACHE", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")

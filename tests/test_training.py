@@ -15,6 +15,7 @@ from oodkit.training import TrainingDiverged
 FAST = dict(batch_size=32, warmup=5, save_every=0)
 
 
+@pytest.mark.slow
 def test_tiny_cdm_lowers_its_loss(tiny_digits):
     from oodkit import CDM, NoiseSchedule, unet_from_preset
 
@@ -90,7 +91,7 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
         time.sleep(0.2)  # the first periodic checkpoint: the training loop is running
     assert out.exists(), "training never started"
     proc.send_signal(signal.SIGTERM)
-    output = proc.communicate(timeout=120)[0]
+    output = proc.communicate(timeout=900)[0]
     assert proc.returncode != 0
     assert "interrupted at step" in output and "--resume" in output, output
     stopped_at = int(output.split("interrupted at step")[1].split(":")[0])

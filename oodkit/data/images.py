@@ -131,28 +131,41 @@ def as_images(X, name: str = "X", *, layout: str | None = None, value_range: tup
 
     Returns uint8 (N, C, H, W) or float32 (N, C, H, W) in [-1, 1], C in 1 or 3.
     """
-    if value_range is not None:
-        given = value_range
-        try:
-            ok = isinstance(given, (tuple, list)) and len(given) == 2
-            value_range = tuple(float(v) for v in given) if ok else None
-        except (TypeError, ValueError):
-            value_range = None
-        if value_range not in _VALUE_RANGES:
-            raise ImageInputError(
-                f"{name}: value_range must be None, (-1, 1), (0, 1) or (0, 255), got {given!r}"
-            )
-    is_tensor = False
-    if isinstance(X, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(X))
-    elif isinstance(X, torch.Tensor):
-        x, is_tensor = X.detach().cpu(), True
-    elif hasattr(X, "__iter__") or hasattr(X, "__getitem__"):
-        x, any_numpy = _from_iterable(X)
-        is_tensor = not any_numpy
-    else:
-        raise ImageInputError(f"{name}: expected an array, tensor, Dataset or DataLoader of images, got {type(X).__name__}")
+    value_range = _checked_range(value_range, name)
+    x, is_tensor = _tensor(X, name)
+    return _pixels(_nchw(x, layout, is_tensor, name), value_range, name)
 
+
+def _checked_range(value_range, name: str):
+    if value_range is None:
+        return None
+    given = value_range
+    try:
+        ok = isinstance(given, (tuple, list)) and len(given) == 2
+        value_range = tuple(float(v) for v in given) if ok else None
+    except (TypeError, ValueError):
+        value_range = None
+    if value_range not in _VALUE_RANGES:
+        raise ImageInputError(
+            f"{name}: value_range must be None, (-1, 1), (0, 1) or (0, 255), got {given!r}"
+        )
+    return value_range
+
+
+def _tensor(X, name: str):
+    """``X`` as a CPU tensor, and whether it came as torch (which decides ambiguous layouts)."""
+    if isinstance(X, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(X)), False
+    if isinstance(X, torch.Tensor):
+        return X.detach().cpu(), True
+    if hasattr(X, "__iter__") or hasattr(X, "__getitem__"):
+        x, any_numpy = _from_iterable(X)
+        return x, not any_numpy
+    raise ImageInputError(f"{name}: expected an array, tensor, Dataset or DataLoader of images, got {type(X).__name__}")
+
+
+def _nchw(x: torch.Tensor, layout, is_tensor: bool, name: str) -> torch.Tensor:
+    """(N, C, H, W) with C in 1 or 3, by the layout rules of :func:`as_images`."""
     if x.ndim == 2:
         raise ImageInputError(
             f"{name}: got shape {tuple(x.shape)}, one image without a batch axis; pass x[None] "
@@ -173,8 +186,11 @@ def as_images(X, name: str = "X", *, layout: str | None = None, value_range: tup
         x = x.permute(0, 3, 1, 2)
     if x.shape[1] not in (1, 3, 4):
         raise ImageInputError(f"{name}: images must have 1, 3 or 4 channels, got shape {tuple(x.shape)}")
-    if x.shape[1] == 4:  # drop alpha
-        x = x[:, :3]
+    return x[:, :3] if x.shape[1] == 4 else x  # alpha dropped
+
+
+def _pixels(x: torch.Tensor, value_range, name: str) -> torch.Tensor:
+    """uint8 pixels, or float32 in [-1, 1], by the value rules of :func:`as_images`."""
     if x.is_floating_point():
         # checked in the input's own precision: float64 beyond float32's range is not "inf"
         return _floats(x if x.dtype == torch.float64 else x.float(), value_range, name).float().contiguous()

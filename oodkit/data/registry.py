@@ -150,24 +150,31 @@ def load_dataset(
             raise ValueError(f"{spec}: {base} ({split}) has no class {missing[0]}")
         return ds.subset(np.flatnonzero(np.isin(ds.labels, classes)), name=spec)
     root = Path(root) if root is not None else default_root()
-
     folder = functools.partial(sources.read_folder, resize=resize, num_workers=num_workers)
     for prefix, reader in (("npz:", sources.read_npz), ("folder:", folder)):
         if spec.startswith(prefix):
-            raw = spec[len(prefix):]
-            if not raw:
-                raise ValueError(f"{prefix} needs a path, as in {prefix}PATH")
-            if "{split}" in raw:
-                return reader(raw.format(split=split), name=Path(raw).stem.replace("{split}", split))
-            ds = reader(raw)
-            return _holdout(ds, split) if holdout else ds
-
+            return _from_path(spec[len(prefix):], prefix, reader, split, holdout)
     if spec in sources_synthetic():
         size, channels = (like.size, like.channels) if like is not None else (32, 3)
         return sources.synthetic(spec, split, SYNTHETIC_N, size, channels)
     if spec in PACKAGED:
         return PACKAGED[spec](split)
+    return _from_root(spec, split, root, download)
 
+
+def _from_path(raw: str, prefix: str, reader, split: str, holdout: bool) -> ImageSet:
+    """``npz:PATH`` / ``folder:PATH``: ``{split}`` in the path names one file per split;
+    otherwise ``holdout`` splits the one set 80/20."""
+    if not raw:
+        raise ValueError(f"{prefix} needs a path, as in {prefix}PATH")
+    if "{split}" in raw:
+        return reader(raw.format(split=split), name=Path(raw).stem.replace("{split}", split))
+    ds = reader(raw)
+    return _holdout(ds, split) if holdout else ds
+
+
+def _from_root(spec: str, split: str, root: Path, download: bool) -> ImageSet:
+    """A named set under the data root: ``<name>_<split>.npz``, else torchvision's files."""
     npz = root / f"{spec}_{split}.npz"
     if npz.is_file():
         return sources.read_npz(npz, name=spec)

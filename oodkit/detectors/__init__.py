@@ -2,8 +2,9 @@
 from .base import BaseDetector
 from .cdm import CDMDetector
 from .diffusion import DiffusionDetector
-from .registry import (DETECTORS, TABLE, DetectorInfo, default_detectors, describe_detectors, detector_kinds,
-                       make_detector, model_default_detectors)
+from .registry import DETECTORS, detector_class, make_detector
+from .table import TABLE, DetectorInfo, default_detectors, describe_detectors, detector_kinds, model_default_detectors
 
 __all__ = ["BaseDetector", "CDMDetector", "DiffusionDetector", "DETECTORS", "TABLE", "DetectorInfo",
-           "make_detector", "detector_kinds", "default_detectors", "model_default_detectors", "describe_detectors"]
+           "make_detector", "detector_class", "detector_kinds", "default_detectors", "model_default_detectors",
+           "describe_detectors"]

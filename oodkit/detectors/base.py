@@ -10,7 +10,19 @@ from sklearn.utils.validation import check_is_fitted
 from ..conformal import bh_screen, conformal_threshold, min_calibration_size, pvalues
 from ..validation import check_params
 
-__all__ = ["BaseDetector"]
+__all__ = ["BaseDetector", "on_device"]
+
+
+def on_device(model, device):
+    """The user's model where it is, or a copy on ``device`` when one is asked for: a
+    detector never moves a model it was given."""
+    import copy
+
+    import torch
+
+    if device is None or next(model.parameters()).device == torch.device(device):
+        return model.eval()
+    return copy.deepcopy(model).to(device).eval()
 
 
 def check_contamination(c) -> float:
@@ -40,6 +52,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     # {parameter: constraint} (oodkit.validation), checked by _check_params at fit and load
     _constraints: dict = {}
+    # True: scores come from a shared representation (one CDM forward pass) through
+    # fit_representation / score_representation; False: the detector runs its own passes
+    reads_representation = False
 
     def _check_params(self) -> None:
         check_params(self, self._constraints)
@@ -83,9 +98,14 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         images cannot support (it needs ``ceil(1/(1-tpr)) - 1``: 19 for 0.95, 99 for 0.99).
         Their scores become ``calibration_scores_``, which :meth:`pvalues` reads."""
         check_is_fitted(self, "offset_")
-        s = self.score_samples(X_val)
+        return self.calibrate_scores(self.score_samples(X_val), tpr)
+
+    def calibrate_scores(self, scores, tpr: float = 0.95):
+        """:meth:`calibrate` on the scores of held-out ID images already computed
+        (float (n,), this detector's ``score_samples``)."""
+        s = np.asarray(scores, dtype=np.float64)
         self.offset_ = conformal_threshold(s, tpr)
-        self.calibration_scores_ = np.sort(np.asarray(s, dtype=np.float64))
+        self.calibration_scores_ = np.sort(s)
         self.threshold_source_ = f"calibrated: conformal, tpr {float(tpr):g}, {len(s)} held-out ID images"
         return self
 
@@ -96,13 +116,50 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self, "calibration_scores_")
         return pvalues(self.calibration_scores_, self.score_samples(X))
 
+    # -- what fit learned, as plain arrays (detector files) ------------------------------
+    def get_state(self) -> dict:
+        """What :meth:`fit` learned, for a detector file: ``offset`` (float),
+        ``threshold_source`` (str), ``calibration`` (float64 (n,), sorted), ``align_px``
+        (the pair alignment of the images it was fitted on, or None) and ``arrays``
+        (``{name: float64 array}``, the fitted ID statistics)."""
+        check_is_fitted(self, "offset_")
+        return {"offset": float(self.offset_), "threshold_source": getattr(self, "threshold_source_", ""),
+                "calibration": np.asarray(self.calibration_scores_, dtype=np.float64),
+                "align_px": getattr(self, "align_px_", None),
+                "arrays": {k: np.asarray(v, dtype=np.float64) for k, v in self._fitted_arrays().items()}}
+
+    def set_state(self, state: dict, model):
+        """Become the fitted detector that :meth:`get_state` described, on ``model`` (the
+        loaded model it was fitted with). A state that does not fit this detector or model
+        is a one-line ValueError."""
+        try:
+            self._check_params()
+        except ValueError as err:
+            raise ValueError(f": {err}") from None
+        self.model_ = model
+        self._restore(state.get("arrays", {}), model)
+        self.offset_ = float(state["offset"])
+        self.threshold_source_ = state.get("threshold_source", "")
+        self.calibration_scores_ = np.sort(np.asarray(state["calibration"], dtype=np.float64))
+        self.align_px_ = state.get("align_px")
+        return self
+
+    def _fitted_arrays(self) -> dict:
+        """The fitted ID statistics as ``{name: array}`` (none by default)."""
+        return {}
+
+    def _restore(self, arrays: dict, model) -> None:
+        """Rebuild the fitted statistics from :meth:`_fitted_arrays`' output."""
+
     def save(self, path, embed_model: bool = False):
         """Write this fitted detector to ``path`` (.npz, no pickle; see
-        :func:`oodkit.load_detector`). The model is referenced by path and SHA-256, or
-        embedded with ``embed_model`` (always when it was never saved to a file)."""
-        from .persist import save_detectors
+        :func:`oodkit.load_detector`) under its table name. The model is referenced by path
+        and SHA-256, or embedded with ``embed_model`` (always when it was never saved to a
+        file)."""
+        from .fileformat import save_detectors
+        from .table import table_name
 
-        return save_detectors(path, {getattr(self, "score", type(self).__name__): self}, embed_model)
+        return save_detectors(path, {table_name(self): self}, embed_model)
 
     def decision_function(self, X) -> np.ndarray:
         check_is_fitted(self, "offset_")

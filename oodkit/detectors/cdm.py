@@ -14,7 +14,7 @@ from ..models import has_class_head, has_rotation_head
 from ..representation import Representation, represent
 from ..training import TrainConfig, fit_model
 from ..validation import Any, Bool, Choice, Device, Int, Pair, Real
-from .base import BaseDetector
+from .base import BaseDetector, on_device
 from .scores import SCORERS, Complexity, FeatureGauss, FeatureKNN, Fused, Profile, Upright, profile_levels
 
 __all__ = ["CDMDetector", "trained_on"]
@@ -29,16 +29,6 @@ def trained_on(model, x) -> np.ndarray | None:
     if known is None:
         return None
     return np.isin(image_hashes(x), np.asarray(known))
-
-
-def _on_device(model, device):
-    """The user's model where it is, or a copy on ``device`` when one is asked for:
-    the detector never moves a model it was given."""
-    import copy
-
-    if device is None or next(model.parameters()).device == torch.device(device):
-        return model.eval()
-    return copy.deepcopy(model).to(device).eval()
 
 
 class CDMDetector(BaseDetector):
@@ -73,6 +63,7 @@ class CDMDetector(BaseDetector):
     complexity.
     """
 
+    reads_representation = True
     # every parameter's type and range, checked at fit and when a detector file is read
     _constraints = {
         "model": Any(), "score": Any(),  # score: checked against the scorers with its own message
@@ -133,7 +124,7 @@ class CDMDetector(BaseDetector):
         if isinstance(self.model, (str, Path)):
             return load_model(self.model, device=self.device)
         if isinstance(self.model, torch.nn.Module) and hasattr(self.model, "logits"):
-            return _on_device(self.model, self.device)
+            return on_device(self.model, self.device)
         raise TypeError(f"model must be a checkpoint path, a CDM or None, got {type(self.model).__name__}")
 
     def _make_scorer(self, model):
@@ -206,6 +197,42 @@ class CDMDetector(BaseDetector):
         self._fitted_for = self._score_params()
         train_scores = self.scorer_.train_score(rep) if hasattr(self.scorer_, "train_score") else self.scorer_.score(rep)
         self._set_offset_unseen(np.asarray(train_scores, dtype=np.float64), seen)
+        self.n_features_in_ = int(np.prod(self.model_.image_shape))
+        return self
+
+    def _fitted_arrays(self) -> dict:
+        scorer = self.scorer_
+        return scorer.get_state() if hasattr(scorer, "get_state") else {}
+
+    def _restore(self, arrays: dict, model) -> None:
+        from .table import TABLE, head_requirement
+
+        need = head_requirement(self.score) if self.score in TABLE else None
+        if need and not need[1](model):
+            raise ValueError(f"({self.score}) needs a model with that head, and the file's model has none "
+                             f"(a {need[0]} is needed)")
+        self.scorer_ = self._make_scorer(model)
+        if hasattr(self.scorer_, "set_state"):
+            try:
+                self.scorer_.set_state(arrays)
+            except ValueError as err:
+                raise ValueError(f"({self.score}) {err}") from None
+        dim = self.scorer_.feature_dim() if hasattr(self.scorer_, "feature_dim") else None
+        if dim is not None and dim != getattr(model.net, "feature_channels", dim):
+            raise ValueError(f"was fitted on {dim} features and its model gives {model.net.feature_channels}: "
+                             "refit it with `oodkit fit`")
+        self._fitted_for = self._score_params()
+        self.n_features_in_ = int(np.prod(model.image_shape))
+
+    def prepare(self):
+        """Load the model and make a score that fits no ID statistics ready to use without
+        :meth:`fit` (no threshold then: ``predict`` needs fit or a detector file)."""
+        self._check_params()
+        self.model_ = self._load_model(None)
+        scorer = self._make_scorer(self.model_)
+        if hasattr(scorer, "get_state"):
+            raise ValueError(f"the {self.score} score fits ID statistics: call fit with ID training images")
+        self.scorer_, self._fitted_for = scorer, self._score_params()
         self.n_features_in_ = int(np.prod(self.model_.image_shape))
         return self
 

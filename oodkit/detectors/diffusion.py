@@ -16,18 +16,11 @@ from ..data.images import ImageInputError, as_images, batches, conform, fingerpr
 from ..itd import discrete_denoiser, itd_nll
 from ..representation import full_fp32
 from ..validation import Any, Bool, Choice, Device, Int, Pair, Real
-from .base import BaseDetector
+from .base import BaseDetector, on_device
 from .scores import class_score
+from .table import family_kinds
 
 __all__ = ["DiffusionDetector"]
-
-def _score_kinds(score: str) -> tuple | None:
-    """Model kinds that can produce ``score``, from the detector table (None: unknown)."""
-    from .registry import TABLE
-
-    return next((tuple(k for k in d.kinds if d.cls_for(k) is DiffusionDetector) for d in TABLE.values()
-                 if DiffusionDetector in d.classes and d.params["score"] == score), None)
-
 
 class DiffusionDetector(BaseDetector):
     """OOD scores from a DDPM, a joint diffusion model or (``itd``) a CDM.
@@ -103,23 +96,26 @@ class DiffusionDetector(BaseDetector):
             raise ValueError(f"DiffusionDetector parameter recon_levels must be a non-empty list of levels >= 1, "
                              f"got {levels!r}")
 
-    def fit(self, X, y=None):
+    def prepare(self):
+        """Load and check the model, enough to score (no threshold: that is :meth:`fit`'s)."""
         self._check_params()
-        kinds = _score_kinds(self.score)
+        kinds = family_kinds("diffusion", self.score)
         if kinds is None:
             raise ValueError(f"unknown score {self.score!r}; choose one of elbo, itd, recon, msp, energy")
         if self.model is None:
             raise ValueError(f"the {self.score} detector needs a trained model: train one with "
                              "`oodkit train --model ddpm` (or joint) and pass its checkpoint")
-        from .cdm import _on_device
-
         m = load_model(self.model, device=self.device) if isinstance(self.model, (str, Path)) else \
-            _on_device(self.model, self.device)
+            on_device(self.model, self.device)
         if m.kind not in kinds:
             raise ValueError(f"the {self.score} score needs a {' or '.join(kinds)} model, "
                              f"got a {m.kind} model")
         self.model_ = m
         self._cache = {}
+        return self
+
+    def fit(self, X, y=None):
+        self.prepare()
         # the threshold from a bounded, seeded subsample: these scores cost up to T passes
         x = self._images(X)
         if x.shape[0] > self.n_offset:
@@ -127,6 +123,9 @@ class DiffusionDetector(BaseDetector):
             x = x[torch.from_numpy(keep)]
         self._set_offset(self.score_samples(x))
         return self
+
+    def _restore(self, arrays: dict, model) -> None:
+        self._cache = {}
 
     def score_samples(self, X) -> np.ndarray:
         check_is_fitted(self, "model_")

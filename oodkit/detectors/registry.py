@@ -1,120 +1,27 @@
-"""The detector table: one record per registered detector. The registry, the model kinds
-each detector runs on, the default detectors of ``oodkit bench`` / ``oodkit score`` and
-the CLI help are all read from :data:`TABLE`; nothing else lists detectors."""
+"""From the detector table to detectors: :func:`make_detector` builds one by name, for a
+model, from :data:`~oodkit.detectors.table.TABLE` and the two detector families."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
-from ..models import has_class_head, has_rotation_head
+from ..pretrained import load_model
 from .cdm import CDMDetector
 from .diffusion import DiffusionDetector
+from .table import TABLE, detector_kinds
 
-__all__ = ["DetectorInfo", "TABLE", "DETECTORS", "detector_kinds", "head_requirement", "make_detector",
-           "default_detectors",
-           "model_default_detectors", "describe_detectors"]
+__all__ = ["FAMILIES", "DETECTORS", "detector_class", "make_detector"]
 
-
-@dataclass(frozen=True)
-class DetectorInfo:
-    """``kinds``: model kinds it runs on, preferred first (with several models in a
-    benchmark it runs on the first given model of the first kind). ``cls``: the detector
-    class, or ``{kind: class}`` where kinds compute the score differently (a labelled
-    CDM's class head from its one pass, a joint model's from its encoder). ``fitted``:
-    whether it fits statistics on ID training images beyond the threshold.
-    ``default_for``: the model kinds whose default detector set includes it. ``units``
-    of ``score_samples``. ``labelled``: runs only on a model trained with labels (a class
-    head). ``rotation``: runs only on a CDM trained with a rotation head, and is in its
-    defaults."""
-
-    name: str
-    cls: type | dict
-    params: dict
-    kinds: tuple
-    fitted: bool
-    units: str
-    summary: str
-    default_for: tuple = field(default=())
-    labelled: bool = False
-    rotation: bool = False
-
-    def cls_for(self, kind: str | None = None) -> type:
-        """The class that runs this detector on a ``kind`` model (the preferred kind's
-        when None)."""
-        if not isinstance(self.cls, dict):
-            return self.cls
-        return self.cls[kind if kind in self.cls else self.kinds[0]]
-
-    @property
-    def classes(self) -> tuple:
-        return tuple(self.cls.values()) if isinstance(self.cls, dict) else (self.cls,)
+# family name (the table's ``family``) -> detector class
+FAMILIES = {"cdm": CDMDetector, "diffusion": DiffusionDetector}
 
 
-_C, _D = CDMDetector, DiffusionDetector
-TABLE: dict[str, DetectorInfo] = {d.name: d for d in [
-    # CDM detectors first: one forward pass serves them all
-    DetectorInfo("loglik", _C, {"score": "loglik"}, ("cdm",), False, "nats", "Eq. 10 log-likelihood", ("cdm",)),
-    DetectorInfo("posterior", _C, {"score": "posterior"}, ("cdm",), False, "nats", "log p(t=0 | x)", ("cdm",)),
-    DetectorInfo("expected-t", _C, {"score": "expected-t"}, ("cdm",), False, "levels", "minus E[t | x]", ("cdm",)),
-    DetectorInfo("typicality", _C, {"score": "typicality"}, ("cdm",), True, "nats",
-                 "minus |log p(x) - training mean|", ("cdm",)),
-    DetectorInfo("complexity", _C, {"score": "complexity"}, ("cdm",), False, "bits",
-                 "log2 p(x) + PNG bits (input complexity)", ("cdm",)),
-    DetectorInfo("profile", _C, {"score": "profile", "density": "knn"}, ("cdm",), True, "log-density",
-                 "kNN density of the multiscale likelihood profile", ("cdm",)),
-    DetectorInfo("profile-gmm", _C, {"score": "profile", "density": "gmm"}, ("cdm",), True, "log-density",
-                 "Gaussian-mixture density of the profile"),
-    DetectorInfo("features", _C, {"score": "features"}, ("cdm",), True, "minus distance",
-                 "deep kNN on the pooled decoder output the head reads (same pass)", ("cdm",)),
-    DetectorInfo("features-gauss", _C, {"score": "features-gauss"}, ("cdm",), True, "minus Mahalanobis",
-                 "Mahalanobis distance of the pooled decoder output"),
-    DetectorInfo("fused", _C, {"score": "fused"}, ("cdm",), True, "sum of log p-values",
-                 "profile + complexity + features-gauss, Fisher-combined ID p-values (with a class head kNN features; with a rotation head profile + kNN features + upright)", ("cdm",)),
-    DetectorInfo("elbo", _D, {"score": "elbo"}, ("ddpm", "joint"), False, "bits/dim", "minus the exact ELBO (T passes)"),
-    DetectorInfo("elbo-k", _D, {"score": "elbo", "n_terms": 50}, ("ddpm", "joint"), False, "bits/dim",
-                 "minus the 50-term stratified ELBO", ("ddpm", "joint")),
-    DetectorInfo("itd", _D, {"score": "itd"}, ("ddpm", "joint", "cdm"), False, "nats",
-                 "log P(x), discrete information-theoretic estimate (64 passes)", ("ddpm", "joint")),
-    DetectorInfo("recon", _D, {"score": "recon"}, ("ddpm", "joint"), False, "MSE",
-                 "minus one-step reconstruction error", ("ddpm", "joint")),
-    # class-head scores: a joint model's head, or a CDM trained with --class-head (same pass)
-    DetectorInfo("msp", {"joint": _D, "cdm": _C}, {"score": "msp"}, ("joint", "cdm"), False, "probability",
-                 "maximum softmax probability of the class head", ("joint",), labelled=True),
-    DetectorInfo("energy", {"joint": _D, "cdm": _C}, {"score": "energy"}, ("joint", "cdm"), False, "nats",
-                 "logsumexp of the class head's logits", ("joint",), labelled=True),
-    # label-free rotation head: a CDM trained with --rotation-head (same pass)
-    DetectorInfo("upright", _C, {"score": "upright"}, ("cdm",), False, "nats",
-                 "log p(upright | x) of the rotation head (--rotation-head)", rotation=True),
-]}
+def detector_class(name: str, kind: str | None = None) -> type:
+    """The class that runs detector ``name`` on a ``kind`` model."""
+    return FAMILIES[TABLE[name.partition("@")[0]].family_for(kind)]
+
 
 # name -> (class, fixed parameters), the shape older code and tests use
-DETECTORS = {name: (d.cls_for(), d.params) for name, d in TABLE.items()}
-
-
-def detector_kinds(name: str) -> tuple:
-    """Model kinds a registered detector can run on, preferred first. ``NAME@KIND``
-    (e.g. ``itd@cdm``) names a detector pinned to one kind of model."""
-    base, at, kind = name.partition("@")
-    if at and not kind:
-        raise ValueError(f"detector {name!r}: name a model kind after '@' (e.g. {base}@cdm) or drop the '@'")
-    if base not in TABLE:
-        raise ValueError(f"unknown detector {base!r}; choose from {', '.join(TABLE)}")
-    kinds = TABLE[base].kinds
-    if kind and kind not in kinds:
-        raise ValueError(f"detector {base} runs on a {' or '.join(kinds)} model, not {kind!r}")
-    return (kind,) if kind else kinds
-
-
-# what a detector that runs only on a model with a given head needs: (wording, test)
-HEADS = {"class": ("model with a class head (a joint model, or a CDM trained with --class-head)", has_class_head),
-         "rotation": ("CDM with a rotation head (trained with --rotation-head)", has_rotation_head)}
-
-
-def head_requirement(name: str):
-    """``(wording, has_it(model))`` for a detector that runs only on a model with a
-    class or rotation head; None for the others."""
-    info = TABLE[name.partition("@")[0]]
-    return HEADS["class"] if info.labelled else HEADS["rotation"] if info.rotation else None
+DETECTORS = {name: (detector_class(name), d.params) for name, d in TABLE.items()}
 
 
 def make_detector(name: str, **params):
@@ -124,36 +31,9 @@ def make_detector(name: str, **params):
     kinds = detector_kinds(name)  # unknown names and kinds fail here
     info = TABLE[name.partition("@")[0]]
     model = params.get("model")
-    if isinstance(info.cls, dict) and isinstance(model, (str, os.PathLike)):  # a path or name: its kind picks the class
-        from ..pretrained import load_model
-
+    if isinstance(info.family, dict) and isinstance(model, (str, os.PathLike)):  # a path or name: its kind picks the class
         params["model"] = model = load_model(model, device=params.get("device"))
     kind = getattr(model, "kind", None) or kinds[0]
-    cls = info.cls_for(kind)
+    cls = FAMILIES[info.family_for(kind)]
     accepted = cls().get_params()
     return cls(**{**{k: v for k, v in params.items() if k in accepted}, **info.params})
-
-
-def default_detectors(kinds, labelled=(), rotation=()) -> list[str]:
-    """The default detectors for models of these kinds, in table order. ``labelled``: the
-    kinds among them whose model has a class head, which adds the class-head scores that
-    run on those kinds (``msp`` and ``energy`` on a CDM trained with ``--class-head``);
-    ``rotation``: the kinds whose model has a rotation head (``upright``)."""
-    kinds, labelled, rotation = set(kinds), set(labelled), set(rotation)
-    return [name for name, d in TABLE.items() if kinds & set(d.default_for) or (d.labelled and labelled & set(d.kinds))
-            or (d.rotation and rotation & set(d.kinds))]
-
-
-def model_default_detectors(models) -> list[str]:
-    """:func:`default_detectors` for these loaded models."""
-    models = list(models)
-    return default_detectors((m.kind for m in models), (m.kind for m in models if has_class_head(m)),
-                             (m.kind for m in models if has_rotation_head(m)))
-
-
-def describe_detectors(width: int = 76) -> str:
-    """One entry per detector, wrapped to ``width`` columns, for the CLI help."""
-    import textwrap
-
-    return "\n".join(textwrap.fill(f"{n}: {d.summary} [{d.units}; {'/'.join(d.kinds)}]", width,
-                                   subsequent_indent="    ") for n, d in TABLE.items())

@@ -70,6 +70,19 @@ def unet_from_preset(preset: str, **overrides) -> "UNet":
     return UNet(UNetConfig(**{**PRESETS[preset], **overrides}))
 
 
+def _check_size(cfg) -> int:
+    """The number of resolution levels, after refusing an image size the net cannot take."""
+    levels = len(cfg.ch_mult)
+    if not 8 <= cfg.image_size <= 64:
+        raise ValueError(f"image_size must lie in 8..64, got {cfg.image_size}")
+    if cfg.image_size % 2 ** (levels - 1):
+        raise ValueError(
+            f"image_size {cfg.image_size} is not divisible by 2**{levels - 1} "
+            f"(ch_mult has {levels} levels); resize the data or use fewer levels"
+        )
+    return levels
+
+
 def _groups(c: int) -> int:
     g = min(32, max(1, c // 4))
     while c % g:
@@ -156,14 +169,7 @@ class UNet(nn.Module):
         cfg = config if config is not None else UNetConfig(**kwargs)
         if config is not None and kwargs:
             raise TypeError("pass either a UNetConfig or keyword arguments, not both")
-        levels = len(cfg.ch_mult)
-        if not 8 <= cfg.image_size <= 64:
-            raise ValueError(f"image_size must lie in 8..64, got {cfg.image_size}")
-        if cfg.image_size % 2 ** (levels - 1):
-            raise ValueError(
-                f"image_size {cfg.image_size} is not divisible by 2**{levels - 1} "
-                f"(ch_mult has {levels} levels); resize the data or use fewer levels"
-            )
+        levels = _check_size(cfg)
         self.config = cfg
         ch = cfg.ch
         emb_dim = 4 * ch if cfg.time_conditioning else None

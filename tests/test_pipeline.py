@@ -1,0 +1,87 @@
+"""One flow: ``oodkit bench``, ``oodkit fit`` + ``score --detector`` and the Python API
+score the same images identically, also for a pair of different image sizes."""
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from oodkit import CDM, NoiseSchedule, UNet
+from oodkit.checkpoint import save_checkpoint
+from oodkit.data import as_images, conform, load_dataset
+from oodkit.detectors import TABLE, make_detector
+from oodkit.pipeline import Flow, align
+
+from .test_detectors import fixed_model
+
+NAMES = ["loglik", "typicality", "profile", "fused"]
+
+
+@pytest.fixture(scope="module")
+def sizes(tmp_path_factory):
+    """ID images at 12x12 (digits brought up), an OOD set at 8x8 (letters), a 12x12 CDM."""
+    d = tmp_path_factory.mktemp("pairs")
+    up = conform(as_images(load_dataset("digits-0to4", "train").images), 12, 1).numpy().transpose(0, 2, 3, 1)
+    np.savez(d / "big_train.npz", images=up[:200])
+    np.savez(d / "big_test.npz", images=up[200:300])
+    np.savez(d / "small_test.npz", images=as_images(load_dataset("letters", "test").images).numpy()
+             .transpose(0, 2, 3, 1)[:80])
+    s = NoiseSchedule.uniform(50)
+    net = UNet(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0, in_channels=1,
+               image_size=12, num_classes=s.num_classes)
+    net.load_state_dict(fixed_model(seed=5).net.state_dict())
+    save_checkpoint(d / "m.pt", CDM(net, s))
+    return d
+
+
+def test_bench_fit_score_and_the_api_give_identical_scores_on_a_pair_of_sizes(sizes, tmp_path, monkeypatch):
+    from oodkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    run = lambda *a: CliRunner().invoke(main, [str(x) for x in a], catch_exceptions=False)
+    common = ("--data-root", sizes, "--quiet")
+    r = run("bench", "big-vs-small", "--model", sizes / "m.pt", "--detectors", ",".join(NAMES), "--bootstrap", "0",
+            "--output-dir", "b", *common)
+    assert r.exit_code == 0, r.output
+    bench = np.load(tmp_path / "b" / "scores.npz")
+    # the README's recipe: fit with the pair's alignment, which the file carries to score
+    r = run("fit", "--model", sizes / "m.pt", "--data", "big", "--detectors", ",".join(NAMES), "--align-px", "8",
+            "--out", "det.npz", *common)
+    assert r.exit_code == 0, r.output
+    for data, key in (("big", "big@8px"), ("small", "small")):
+        r = run("score", "--detector", "det.npz", "--data", data, "--out", f"{data}.csv", *common)
+        assert r.exit_code == 0, r.output
+        csv = pd.read_csv(tmp_path / f"{data}.csv")
+        for n in NAMES:
+            np.testing.assert_allclose(csv[n], bench[f"{n}/{key}"], rtol=1e-12, atol=0, err_msg=f"{n} {data}")
+    # the Python API: conform through the pair's smaller size, then fit and score
+    model = __import__("oodkit").load_model(sizes / "m.pt")
+    train = as_images(load_dataset("big", "train", sizes).images)
+    for n in NAMES:
+        det = make_detector(n, model=model).fit(conform(train, 12, 1, ref_size=8))
+        for data, key in (("big", "big@8px"), ("small", "small")):
+            x = conform(as_images(load_dataset(data, "test", sizes).images), 12, 1, ref_size=8)
+            np.testing.assert_array_equal(det.score_samples(x), bench[f"{n}/{key}"], err_msg=f"{n} {data}")
+
+
+def test_a_flow_runs_the_network_once_per_image_set_whatever_the_detectors():
+    model = fixed_model(seed=3)
+    calls = []
+    model.net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    train = as_images(load_dataset("digits-0to4", "train").images)[:120]
+    test = as_images(load_dataset("letters", "test").images)[:40]
+    flow = Flow(batch_size=1000)
+    names = [n for n, d in TABLE.items() if d.family == "cdm" and not d.labelled and not d.rotation]
+    dets = flow.fit({n: model for n in names}, align(train, model))
+    x = align(test, model)
+    flow.score(dets, x)
+    flow.score(dets, x)
+    assert sum(calls) == len(train) + len(test)
+
+
+def test_a_detector_without_id_statistics_scores_without_fit_and_one_that_has_them_refuses():
+    model = fixed_model(seed=3)
+    x = as_images(load_dataset("letters", "test").images)[:20]
+    det = make_detector("loglik", model=model).prepare()
+    np.testing.assert_allclose(det.score_samples(x), model.log_prob(x.float() * 2 / 255 - 1).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="fits ID statistics: call fit"):
+        make_detector("profile", model=model).prepare()
