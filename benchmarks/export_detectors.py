@@ -20,7 +20,8 @@ import time
 import numpy as np
 
 from oodkit.data import load_dataset
-from oodkit.detectors import model_default_detectors, save_detectors
+from oodkit import save_detectors
+from oodkit.detectors import model_default_detectors
 from oodkit.pipeline import Flow, align
 from oodkit.pretrained import PRETRAINED_DIR, load_model
 from oodkit.checkpoint import file_sha256
@@ -38,10 +39,13 @@ def main():
     for name in (args.names.split(",") if args.names else list(index)):
         rec, t0 = index[name], time.time()
         model = load_model(name)
+        model.reference = name  # the file names the model as a user would, not by this machine's path
         ds = load_dataset(rec["dataset"], "train", args.data_root)
         keep = np.sort(np.random.default_rng(args.seed).choice(len(ds), min(args.n_fit, len(ds)), replace=False))
-        x = align(ds.subset(keep).tensor(), model)
-        dets = Flow(batch_size=500, seed=args.seed, progress=True).fit(
+        # all of a small set as read, not a copy: a copy's memory layout can move the last float bits
+        x = align((ds if len(keep) == len(ds) else ds.subset(keep)).tensor(), model)
+        # the CLI's default batch: the shipped statistics are the floats `oodkit fit` would give
+        dets = Flow(batch_size=256, seed=args.seed, progress=True).fit(
             {n: model for n in model_default_detectors([model])}, x)
         out = PRETRAINED_DIR / (rec["file"].removesuffix(".pt") + ".detectors.npz")
         save_detectors(out, dets)

@@ -593,19 +593,33 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
     _writable_file(out, "--out")
     _not_an_input(out, "--out", ("--model checkpoint", model), ("--detector file", detector_file),
                   ("--data file", data_spec))
+    device, rank = _join_group(_device(device))
     if detector_file is not None:
-        df = score_with_detectors(detector_file, data_spec, split, data_root, download, _device(device), not quiet,
+        df = score_with_detectors(detector_file, data_spec, split, data_root, download, device, not quiet,
                                   resize=resize, num_workers=num_workers, fdr=fdr, batch_size=batch_size)
+        note = ""
+    else:
+        df, fitted_on = score_dataset(model, data_spec, split=split, fit_data=fit_data, data_root=data_root,
+                                      download=download, batch_size=batch_size, device=device,
+                                      progress=not quiet, resize=resize, num_workers=num_workers)
+        note = (f"; ID statistics fitted on {fitted_on}" if fitted_on
+                else "; no ID data: detectors that fit ID statistics left out")
+    if rank == 0:  # under torchrun every process scored its share of the batches; one writes
         atomic_write(out, df.to_csv(index=False).encode())
-        click.echo(f"wrote {out}: {len(df)} rows, columns {', '.join(df.columns)}")
-        return
-    df, fitted_on = score_dataset(model, data_spec, split=split, fit_data=fit_data, data_root=data_root,
-                                  download=download, batch_size=batch_size, device=_device(device),
-                                  progress=not quiet, resize=resize, num_workers=num_workers)
-    atomic_write(out, df.to_csv(index=False).encode())
-    note = (f"; ID statistics fitted on {fitted_on}" if fitted_on
-            else "; no ID data: detectors that fit ID statistics left out")
-    click.echo(f"wrote {out}: {len(df)} rows, columns {', '.join(df.columns)}{note}")
+        click.echo(f"wrote {out}: {len(df)} rows, columns {', '.join(df.columns)}{note}")
+
+
+def _join_group(device):
+    """Under ``torchrun``: this process's device (``cuda:LOCAL_RANK`` for CUDA) after
+    joining the process group, and its rank; otherwise ``(device, 0)``."""
+    import torch
+
+    from .distributed import maybe_init, rank_world
+
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    maybe_init(device)
+    return device, rank_world()[0]
 
 
 @main.command()

@@ -20,7 +20,8 @@ from .atomic import atomic_path
 from .checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from .checkpoint import load_model as _load_path
 
-__all__ = ["load_model", "resolve_model", "list_models", "export_model", "PRETRAINED_DIR", "download_verified"]
+__all__ = ["load_model", "resolve_model", "list_models", "export_model", "bundled_detectors", "PRETRAINED_DIR",
+           "download_verified"]
 
 PRETRAINED_DIR = Path(__file__).parent / "weights"
 
@@ -86,6 +87,23 @@ def resolve_model(ref, index_path=None) -> Path:
             return dest
         return download_verified(rec["url"], rec["sha256"], dest)
     raise CheckpointError(f"pretrained model {ref!r} is registered but neither bundled nor downloadable")
+
+
+def bundled_detectors(ref, index_path=None) -> Path | None:
+    """The detector file shipped with pretrained model ``ref``: its default detectors fitted
+    on a seeded subsample of its training images (``benchmarks/export_detectors.py``),
+    checked against its recorded SHA-256. None for a path, an unknown name or a model
+    shipped without one."""
+    rec = _index(index_path).get(str(ref))
+    if rec is None or Path(ref).is_file() or not rec.get("detectors"):
+        return None
+    path = PRETRAINED_DIR / rec["detectors"]["file"]
+    if not path.is_file():
+        return None
+    if file_sha256(path) != rec["detectors"]["sha256"]:
+        raise CheckpointError(f"the detectors bundled with {ref!r} ({path}) do not match their recorded SHA-256: "
+                              "the installation is damaged; reinstall oodkit")
+    return path
 
 
 def load_model(ref, ema: bool = True, device=None, index_path=None):

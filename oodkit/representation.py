@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.images import batches, fingerprint, png_bits, to_float
+from .distributed import gather_in_order, rank_world
 from .models import has_class_head, has_rotation_head
 from .models.cdm import bits_per_dim, eq10_levels, log_std_normal
 
@@ -161,45 +162,49 @@ def full_fp32():
     return tf32(False)
 
 
+def _passes(model, x: torch.Tensor, batch_size: int, progress: bool, desc: str) -> list:
+    """(logits, log N(x), features or None) per batch of ``x``, in order. Under
+    ``torchrun`` each process runs every world-th batch and the batches are gathered back:
+    each batch is the tensor one process would have run, so the numbers do not change."""
+    rank, world = rank_world()
+    device = next(model.parameters()).device  # the model's own: a user's model is never moved
+    with_features, mine = _gives_features(model), {}
+    todo = [(i, xb) for i, xb in enumerate(batches(x, batch_size)) if i % world == rank]
+    for i, xb in tqdm(todo, desc=desc, disable=not progress or rank != 0, leave=False):
+        xf = to_float(xb).to(device)
+        f, h = model.logits(xf, return_features=True) if with_features else (model.logits(xf), None)
+        mine[i] = (f.float().cpu(), log_std_normal(xf).cpu(), h.float().cpu() if h is not None else None)
+    return gather_in_order(mine)
+
+
 @torch.no_grad()
 def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progress: bool = False,
               desc: str = "forward", cache: FeatureCache | None = SHARED) -> Representation:
     """One forward pass of ``model`` over images ``x`` (N, C, H, W) at the model's size,
     uint8 or float in [-1, 1], on the model's own device (``device`` is accepted for
-    compatibility and ignored). Results are kept in ``cache`` (:class:`FeatureCache`; None:
-    not kept), so every detector sharing a model and a cache reuses them."""
+    compatibility and ignored); shared over the processes of a ``torchrun`` group. Results
+    are kept in ``cache`` (:class:`FeatureCache`; None: not kept), so every detector
+    sharing a model and a cache reuses them."""
     key = FeatureCache.key(model, x) if cache is not None else None
     if key is not None and cache.get(model, key) is not None:
         return cache.get(model, key)
-    # the model's own device: a user's model is never moved (detectors copy it when asked
-    # for another device)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    logits, log_gauss, feats = [], [], []
-    with_features = _gives_features(model)
     try:
         with full_fp32():
-            for xb in tqdm(list(batches(x, batch_size)), desc=desc, disable=not progress, leave=False):
-                xf = to_float(xb).to(device)
-                if with_features:
-                    f, h = model.logits(xf, return_features=True)
-                    feats.append(h.float().cpu())
-                else:
-                    f = model.logits(xf)
-                logits.append(f.float().cpu())
-                log_gauss.append(log_std_normal(xf).cpu())
-            features = torch.cat(feats) if feats else None
-            class_logits = None
+            out = _passes(model, x, batch_size, progress, desc)
+            features = torch.cat([h for _, _, h in out]) if out and out[0][2] is not None else None
+            class_logits = rotation_logits = None
             if features is not None and has_class_head(model):
                 class_logits = model.class_logits(features.to(device)).cpu()
-            rotation_logits = None
             if features is not None and has_rotation_head(model):
                 rotation_logits = model.rotation_logits(features.to(device)).cpu()
     finally:
         model.train(was_training)
-    rep = Representation(torch.cat(logits), torch.cat(log_gauss).numpy(), int(x[0].numel()), x,
-                         features=features, class_logits=class_logits, rotation_logits=rotation_logits)
+    rep = Representation(torch.cat([f for f, _, _ in out]), torch.cat([g for _, g, _ in out]).numpy(),
+                         int(x[0].numel()), x, features=features, class_logits=class_logits,
+                         rotation_logits=rotation_logits)
     if not torch.isfinite(rep.logits).all():
         raise FloatingPointError("the model produced NaN or inf logits; the checkpoint may be corrupt or diverged")
     if cache is not None:

@@ -10,7 +10,7 @@ from .data import DataNotFound, load_dataset
 from .detectors import TABLE, model_default_detectors
 from .detectors.persist import load_detectors
 from .pipeline import Flow, align
-from .pretrained import load_model
+from .pretrained import bundled_detectors, load_model
 
 __all__ = ["score_dataset", "score_with_detectors"]
 
@@ -86,20 +86,33 @@ def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=
     ds, cols = _load(data_spec, split, data_root, download, resize, num_workers)
     x = align(ds.tensor(), model)
     flow = Flow(batch_size, device, progress=progress)
+    dets, fitted_on = _detectors(flow, model, model_path, fit_data, data_root, download)
+    model = next((d.model_ for d in dets.values()), model)  # the detectors' own: one pass serves all
     if model.kind == "cdm":
         cols["bpd"] = flow.representation(model, x, ds.name).bpd
     frame = pd.DataFrame(cols)
+    for name, s in flow.score(dets, x, ds.name).items():
+        frame[name] = s
+        if fitted_on is not None:  # a threshold only where ID training images set it
+            _threshold_columns(frame, name, dets[name], s)
+    return frame, fitted_on
+
+
+def _detectors(flow: Flow, model, model_path, fit_data, data_root, download):
+    """The model's default detectors and what their ID statistics came from: the ones
+    shipped with a pretrained model (no pass over its training set), else fitted on
+    ``fit_data`` or the model's recorded training set; without any ID data, those that fit
+    no statistics (``fitted_on`` None)."""
     names = model_default_detectors([model])
+    bundled = bundled_detectors(model_path) if fit_data is None else None
+    if bundled is not None:
+        dets = load_detectors(bundled, device=flow.device, progress=flow.progress)
+        if list(dets) == names:  # shipped for this very model: its SHA-256 was checked on load
+            return dets, f"{model.data_info.get('dataset')} (statistics shipped with the model)"
     # ID training images only where a detector fits statistics on them (a DDPM's scores
     # fit none, and a threshold of theirs would cost hundreds of passes per image)
     x_fit, fitted_on = (_fitting_images(model, fit_data, data_root, download)
                         if any(TABLE[n].fitted for n in names) else (None, None))
     if x_fit is not None:
-        dets = flow.fit({n: model for n in names}, x_fit)
-    else:
-        dets = flow.prepare({n: model for n in names if not TABLE[n].fitted})
-    for name, s in flow.score(dets, x, ds.name).items():
-        frame[name] = s
-        if x_fit is not None:  # a threshold only where ID training images set it
-            _threshold_columns(frame, name, dets[name], s)
-    return frame, fitted_on
+        return flow.fit({n: model for n in names}, x_fit), fitted_on
+    return flow.prepare({n: model for n in names if not TABLE[n].fitted}), None

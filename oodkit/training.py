@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from .distributed import maybe_init, rank_world
 from .checkpoint import CheckpointError, build_model, check_same_model, load_checkpoint, save_checkpoint
 from .data.images import image_hashes, to_float
 from .schedules import NoiseSchedule
@@ -149,20 +149,6 @@ class _Stop:
         if self.prev is not None:
             signal.signal(signal.SIGTERM, self.prev)
         return False
-
-
-def _dist_info():
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def maybe_init_distributed(device: torch.device) -> bool:
-    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        return True
-    return False
 
 
 # settings a resumed run must share with the checkpoint's (steps and save_every may change)
@@ -338,8 +324,8 @@ def train(
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    maybe_init_distributed(device)
-    rank, world = _dist_info()
+    maybe_init(device)
+    rank, world = rank_world()
     labels = _checked_labels(model, images, labels, cfg, world)
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -28,6 +28,7 @@ class DetectorFileError(ValueError):
 
 def _model_entry(det, embed: bool, arrays: dict, key: str, base: Path) -> dict:
     from ..checkpoint import file_sha256, save_checkpoint
+    from ..pretrained import PRETRAINED_DIR
 
     model = det.model_
     path = getattr(model, "checkpoint_path", None)
@@ -36,8 +37,10 @@ def _model_entry(det, embed: bool, arrays: dict, key: str, base: Path) -> dict:
     if path and not embed and loaded_sha and Path(path).is_file() and file_sha256(path) == loaded_sha:
         ref = getattr(model, "reference", None) or (det.model if isinstance(det.model, (str, Path)) else path)
         path = Path(path).resolve()
-        return {"ref": str(ref), "path": str(path), "relpath": os.path.relpath(path, base.resolve()),
-                "sha256": loaded_sha}
+        rel = os.path.relpath(path, base.resolve())
+        # a file shipped beside its model names no folder of the machine that made it
+        where = rel if os.path.dirname(rel) == "" and PRETRAINED_DIR.resolve() == base.resolve() else str(path)
+        return {"ref": str(ref), "path": where, "relpath": rel, "sha256": loaded_sha}
     with tempfile.TemporaryDirectory() as tmp:  # embed the weights as checkpoint bytes
         save_checkpoint(Path(tmp) / "m.pt", model, data=getattr(model, "data_info", None))
         arrays[key] = np.frombuffer((Path(tmp) / "m.pt").read_bytes(), dtype=np.uint8)

@@ -15,7 +15,12 @@ CLASSES = {cls.__name__: cls for cls in FAMILIES.values()}
 
 
 def load_detectors(path, device=None, progress: bool = False) -> dict:
-    """``{name: fitted detector}`` from a detector file, ready to score."""
+    """``{name: fitted detector}`` from a detector file, ready to score; or, for the name
+    of a pretrained model shipped with them (``oodkit models``), its bundled detectors."""
+    from ..pretrained import bundled_detectors
+
+    if not Path(path).is_file():
+        path = bundled_detectors(path) or path
     try:
         return _load_detectors(path, device, progress)
     except (KeyError, TypeError, AttributeError, IndexError) as e:

@@ -1,0 +1,43 @@
+"""torch.distributed, as oodkit uses it: under ``torchrun`` every process joins one group
+(gloo on CPU, NCCL on CUDA); training wraps the model in DDP (:mod:`oodkit.training`),
+and scoring splits the batches of each forward pass over the processes and gathers them
+back in order (:func:`oodkit.representation.represent`), so that every process holds
+the whole representation and rank 0 writes the one output. Without ``torchrun`` every
+function here is the one-process case."""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["rank_world", "maybe_init", "gather_in_order"]
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def maybe_init(device: torch.device) -> bool:
+    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        return True
+    return False
+
+
+def gather_in_order(mine: dict) -> list:
+    """Every process's ``{batch index: value}`` merged, as the list of values in batch
+    order (the one-process case returns its own in order)."""
+    _, world = rank_world()
+    parts = [mine]
+    if world > 1:
+        parts = [None] * world
+        dist.all_gather_object(parts, mine)
+    merged = {k: v for part in parts for k, v in part.items()}
+    return [merged[k] for k in sorted(merged)]

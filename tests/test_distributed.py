@@ -1,0 +1,32 @@
+"""Scoring over torch.distributed: ``torchrun --nproc-per-node 2 -m oodkit score`` (gloo,
+CPU) writes one CSV equal, number for number, to the one-process run."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _env(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", OODKIT_CACHE=str(tmp_path / "cache"))
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def test_two_process_gloo_scoring_equals_one_process(tmp_path):
+    # batch 64 over 500 letters: 8 batches, 4 per process, the last one partial
+    args = ["score", "--model", "digits-0to4", "--data", "letters", "--batch-size", "64", "--device", "cpu",
+            "--quiet"]
+    one = subprocess.run([sys.executable, "-m", "oodkit", *args, "--out", "one.csv"], cwd=tmp_path,
+                         env=_env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", str(29600 + os.getpid() % 1000), "-m", "oodkit", *args, "--out", "two.csv"],
+                         cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("wrote two.csv") == 1  # rank 0 alone writes
+    a, b = pd.read_csv(tmp_path / "one.csv"), pd.read_csv(tmp_path / "two.csv")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
