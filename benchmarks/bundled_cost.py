@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from oodkit import load_dataset, load_model
 from oodkit.metrics import auroc
@@ -79,7 +80,7 @@ def main():
         "score_cli_s": round(t_ood, 2), "bare_forward_s": round(t_fwd, 2), "ratio": round(t_ood / t_fwd, 2),
         "score_cli_id_s": round(t_id, 2),
         "fit_on_all_training_images_s_estimate": round(t_fwd * n_train / len(x), 1), "n_train": n_train,
-        "cpu": os.popen("lscpu | grep 'Model name' | cut -d: -f2").read().strip(), "threads": os.cpu_count(),
+        "cpu": os.popen("lscpu | grep 'Model name' | cut -d: -f2").read().strip(), "threads": torch.get_num_threads(),
         "aurocs": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)

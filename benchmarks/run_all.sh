@@ -141,3 +141,8 @@ python benchmarks/train_step_cost.py --net compact --size 32 --batch 32 --repeat
 python benchmarks/scoring_cost.py --net compact --size 32 --batch 16 --T 1000 --k 20 --points 16 --repeats 3 \
   --exact-levels 50 > $R/scoring_cost.md
 python benchmarks/summary.py > $R/summary.md
+
+# the detectors shipped with each pretrained model, what they cost a new user, and how fitting grows
+python benchmarks/export_detectors.py --data-root "$DATA"
+python benchmarks/bundled_cost.py --data-root "$DATA" --model fashionmnist --ood mnist --out $R/bundled
+python benchmarks/fit_scaling.py --n 10000 50000 200000 --out $R/fit_scaling

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ._version import __version__
+from .train_config import TrainConfig
 
 
 class UserError(click.ClickException):
@@ -277,16 +278,16 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 @click.option("--schedule", type=click.Choice(["uniform", "linear", "cosine"]), default="uniform", show_default=True)
 @click.option("-T", "--T", "T", type=LEVELS, default=1000, show_default=True,
               help="Number of noise levels.")
-@click.option("--steps", type=POS, default=2000, show_default=True, help="Optimizer steps in all.")
-@click.option("--batch-size", type=BATCH, default=64, show_default=True)
-@click.option("--lr", type=Finite(0, 1, min_open=True), default=2e-4, show_default=True)
-@click.option("--warmup", type=NONNEG, default=100, show_default=True, help="Linear learning-rate warm-up steps.")
-@click.option("--ema-decay", type=Finite(0, 1, max_open=True), default=0.999, show_default=True)
-@click.option("--grad-clip", type=Finite(min=0), default=1.0, show_default=True,
+@click.option("--steps", type=POS, default=TrainConfig.steps, show_default=True, help="Optimizer steps in all.")
+@click.option("--batch-size", type=BATCH, default=TrainConfig.batch_size, show_default=True)
+@click.option("--lr", type=Finite(0, 1, min_open=True), default=TrainConfig.lr, show_default=True)
+@click.option("--warmup", type=NONNEG, default=TrainConfig.warmup, show_default=True, help="Linear learning-rate warm-up steps.")
+@click.option("--ema-decay", type=Finite(0, 1, max_open=True), default=TrainConfig.ema_decay, show_default=True)
+@click.option("--grad-clip", type=Finite(min=0), default=TrainConfig.grad_clip, show_default=True,
               help="Clip the gradient norm to this (0 = no clipping).")
 @click.option("--hflip", is_flag=True, help="Random horizontal flips.")
 @click.option("--no-amp", is_flag=True, help="Train in float32 (default: bf16 autocast where the CPU or GPU runs bf16 natively).")
-@click.option("--save-every", type=NONNEG, default=500, show_default=True, help="Checkpoint every N steps (0: at the end).")
+@click.option("--save-every", type=NONNEG, default=TrainConfig.save_every, show_default=True, help="Checkpoint every N steps (0: at the end).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--var-type", type=click.Choice(["beta", "posterior"]), default="beta", show_default=True,
               help="ddpm/joint: the reverse process's fixed variance (for the ELBO).")
