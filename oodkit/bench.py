@@ -27,7 +27,7 @@ from sklearn.base import clone
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .conformal import cross_calibrated_rates
-from .pretrained import list_models, load_model
+from .pretrained import cache_root, list_models, load_model
 from .data import DataNotFound, as_images, conform, load_dataset
 from .data.images import fingerprint, jpeg_roundtrip
 from .data.registry import ood_group, source_of
@@ -79,7 +79,7 @@ def parse_spec(spec: str) -> BenchSpec:
 
 
 def model_cache_dir() -> Path:
-    return Path(os.environ.get("OODKIT_CACHE", Path.home() / ".cache" / "oodkit")) / "models"
+    return cache_root() / "models"
 
 
 def _subsample(ds: ImageSet, n: int | None, seed: int) -> ImageSet:

@@ -44,8 +44,14 @@ def list_models(index_path=None) -> list[dict]:
     return out
 
 
+def cache_root() -> Path:
+    """Where oodkit caches downloads and models it trained: ``$OODKIT_CACHE``, else
+    ``~/.cache/oodkit``."""
+    return Path(os.environ.get("OODKIT_CACHE", Path.home() / ".cache" / "oodkit"))
+
+
 def _cache_dir() -> Path:
-    return Path(os.environ.get("OODKIT_CACHE", Path.home() / ".cache" / "oodkit")) / "pretrained"
+    return cache_root() / "pretrained"
 
 
 def download_verified(url: str, sha256: str, dest: Path, timeout: float = 60.0) -> Path:
