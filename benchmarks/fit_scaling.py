@@ -88,16 +88,17 @@ def main():
             rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
     cpu = os.popen("lscpu | grep 'Model name' | cut -d: -f2").read().strip()
+    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count()))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"cpu": cpu, "threads": os.cpu_count(), "rows": rows},
+    (args.out / "scaling.json").write_text(json.dumps({"cpu": cpu, "threads": threads, "rows": rows},
                                                       indent=1) + "\n")
-    lines = [f"Synthetic representations (20 levels, 32 features); {cpu}, {os.cpu_count()} threads, one process "
+    lines = [f"Synthetic representations (20 levels, 32 features); {cpu}, {threads} thread(s), one process "
              "per row; the memory the fit added is the rise of the peak resident set over the set before fitting.", "",
              f"| scorer | n | fit + out-of-sample training scores (s) | score {args.queries:,} (s) | memory the fit added (MB) | peak RSS (MB) |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['scorer']} | {r['n']:,} | {r['fit_and_loo_s']:.2f} | {r['score_s']:.2f} | {r['fit_peak_mb']:.0f} "
               f"| {r['peak_rss_mb']:.0f} |" for r in rows]
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    (args.out / "scaling.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -557,7 +557,7 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
 @main.command()
 @click.option("--model", default=None, help="Trained checkpoint, or a pretrained name (see `oodkit models`).")
 @click.option("--detector", "detector_file", type=click.Path(path_type=Path), default=None,
-              help="Detector file from `oodkit fit` (scores without touching the training set).")
+              help="Detector file from `oodkit fit`, or a pretrained name (its shipped detectors); no training set needed.")
 @click.option("--data", "data_spec", required=True, help="Data set name, npz:PATH or folder:PATH.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--resize", type=SIZE, default=None,
