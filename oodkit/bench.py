@@ -35,6 +35,7 @@ from .data.sources import ImageSet
 from .detectors import TABLE, detector_kinds, model_default_detectors
 from .detectors.table import head_requirement
 from .detectors.fileformat import VERSION as DETECTOR_FORMAT
+from .distributed import rank_world
 from .pipeline import Flow
 from .metrics import bootstrap_intervals, ood_metrics
 from .report import console_table, write_results
@@ -185,6 +186,9 @@ def resolve_models(model, sets: Sets, net=None, steps=None, T=None, image_size=N
         paths = [sets.spec.id]  # a pretrained model of the ID set: use it rather than train one
         echo(f"model: the pretrained {sets.spec.id!r} model (pass --model to use another, or --steps N to train one here)")
     if not paths:
+        if rank_world()[1] > 1:
+            raise ValueError("under torchrun, bench scores given or pretrained models: train one first "
+                             "(torchrun ... -m oodkit train) and pass it with --model")
         x = sets.id_train.tensor()
         x = conform(x, image_size or x.shape[-1], x.shape[1])
         training = dict(EMBEDDED_TRAINING)
@@ -407,18 +411,22 @@ def _provenance(plan: BenchPlan, sets: Sets, loaded: list, assignment: dict) -> 
     }
 
 
-def _every(seconds: float, out: Path, meta: dict):
+def _quiet(*args, **kwargs) -> None:
+    """What the processes other than rank 0 print and write under torchrun."""
+
+
+def _every(seconds: float, out: Path, meta: dict, write=None):
     """The partial results writer: a killed run keeps the pairs finished up to the last
     write, at most ``seconds`` of work ago (rewriting every file after every pair cost a
     third of a small run)."""
-    last = [time.monotonic()]
+    last, write = [time.monotonic()], write or write_results
 
-    def write(rows, scores):
+    def on_pair(rows, scores):
         if time.monotonic() - last[0] >= seconds:
-            write_results(out, rows, scores, {}, meta, plots=False)
+            write(out, rows, scores, {}, meta, plots=False)
             last[0] = time.monotonic()
 
-    return write
+    return on_pair
 
 
 def run_bench(spec: str, progress: bool = False, echo=print, **options) -> pd.DataFrame:
@@ -434,6 +442,10 @@ def run_bench(spec: str, progress: bool = False, echo=print, **options) -> pd.Da
 def run_plan(plan: BenchPlan, progress: bool = False, echo=print) -> pd.DataFrame:
     """:func:`run_bench` on a plan: data -> models -> flow (fit, score) -> metrics -> report."""
     t_start = time.time()
+    rank, world = rank_world()
+    if rank:  # under torchrun every process scores its share of the batches; rank 0 speaks and writes
+        echo = _quiet
+    write = write_results if rank == 0 else _quiet
     bs, out = plan.check(), Path(plan.output_dir)
     sets = load_sets(bs, plan.data_root, plan.download, plan.jpeg_ood, plan.max_train, plan.max_test, plan.seed, echo)
     loaded = resolve_models(plan.model, sets, plan.net, plan.steps, plan.T, plan.image_size, plan.seed, plan.device,
@@ -442,15 +454,15 @@ def run_plan(plan: BenchPlan, progress: bool = False, echo=print) -> pd.DataFram
     if len(loaded) > 1:
         for m, p in loaded:
             echo(f"  on {p}: {', '.join(d for d, (_, q) in assignment.items() if q == p) or '(none)'}")
-    meta = _provenance(plan, sets, loaded, assignment)
+    meta = {**_provenance(plan, sets, loaded, assignment), "processes": world}
     # a fresh run never mixes with an old one's files: mark it running, drop the old outputs
-    write_results(out, [], {}, {}, meta, plots=False, clean=True)
+    write(out, [], {}, {}, meta, plots=False, clean=True)
     rows, scores, pairs, fitted = score_pairs(sets, assignment, plan.batch_size, plan.device, plan.seed,
-                                              plan.bootstrap, progress, echo, on_pair=_every(2.0, out, meta))
+                                              plan.bootstrap, progress, echo, on_pair=_every(2.0, out, meta, write))
     meta.update(status="complete", seconds=round(time.time() - t_start, 1),
                 offsets={d: {str(k): v for k, v in per.items()} for d, per in fitted.items()})
     df = pd.DataFrame(rows)
-    write_results(out, rows, scores, pairs, meta, plots=True)
+    write(out, rows, scores, pairs, meta, plots=True)
     echo("")
     echo(console_table(df))
     echo("")

@@ -462,9 +462,10 @@ def bench(spec, model, data_root, download, detectors, output_dir, net, steps, T
     names = _split_list(detectors)
     if detectors is not None and not names:
         raise UserError(f"--detectors {detectors!r} names no detector")
+    device, _ = _join_group(_device(device))  # under torchrun: the batches of each pass shared out
     run_bench(spec, model=model, detectors=names, data_root=data_root, download=download,
               output_dir=output_dir, net=net, steps=steps, T=T, image_size=image_size, batch_size=batch_size,
-              device=_device(device), jpeg_ood=jpeg_ood, max_train=max_train, max_test=max_test, seed=seed,
+              device=device, jpeg_ood=jpeg_ood, max_train=max_train, max_test=max_test, seed=seed,
               bootstrap=bootstrap, progress=not quiet, echo=lambda m: click.echo(m), command=_command_line())
 
 

@@ -270,3 +270,17 @@ def test_provenance_marks_changed_code_dirty_but_not_rewritten_results(tmp_path)
     assert _git_commit(tmp_path) == head
     (tmp_path / "oodkit" / "m.py").write_text("x = 2\n")
     assert _git_commit(tmp_path) == head + "-dirty"
+
+
+def test_partial_results_are_written_while_a_bench_runs(tmp_path, monkeypatch):
+    """A killed run keeps the pairs finished up to the last partial write (here: after
+    every pair, as on a machine slow enough that each pair takes the whole interval)."""
+    import oodkit.bench as bench
+
+    seen = []
+    real = bench._every
+    monkeypatch.setattr(bench, "_every", lambda seconds, out, meta, write=None: real(
+        0.0, out, meta, lambda *a, **k: (seen.append(len(a[1])), bench.write_results(*a, **k))))
+    bench.run_bench("digits-0to4-vs-noise,constant", model="digits-0to4", detectors=["loglik"], bootstrap=0,
+                    output_dir=tmp_path / "r", progress=False, echo=lambda m: None)
+    assert seen[-2:] == [1, 2]  # the first pair written before the second was scored, then both
