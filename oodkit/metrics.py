@@ -109,10 +109,16 @@ def bootstrap_intervals(scores_id, scores_ood, n_boot: int = 1000, level: float 
     out = {}
     chunk = max(1, int(4e6 // (a.size + b.size)))  # bounded memory for large sets
     rows = {name: [] for name in (metrics or METRICS)}
+    both = {"aupr_in", "aupr_out"} <= set(rows)  # one sort serves the two
     for i in range(0, n_boot, chunk):
         ra, rb = a[ia[i:i + chunk]], b[ib[i:i + chunk]]
+        if both:
+            ap_in, ap_out = _ap_both_rows(ra, rb)
+            rows["aupr_in"].append(ap_in)
+            rows["aupr_out"].append(ap_out)
         for name in rows:
-            rows[name].append(_ROW_METRICS[name](ra, rb))
+            if not (both and name in ("aupr_in", "aupr_out")):
+                rows[name].append(_ROW_METRICS[name](ra, rb))
     return {name: tuple(float(v) for v in np.quantile(np.concatenate(vals), q)) for name, vals in rows.items()}
 
 
@@ -127,10 +133,28 @@ def _fpr95_rows(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> np.ndarray
 def _ap_rows(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """Average precision per row with ``pos`` the positive class's scores (higher =
     positive), ties grouped as scikit-learn groups them (one step per distinct score)."""
+    s, y = _sorted_rows(pos, neg)
+    return _ap_sorted(s, y, pos.shape[1])
+
+
+def _sorted_rows(pos: np.ndarray, neg: np.ndarray):
+    """Each row of ``[pos, neg]`` in descending order, and its labels (1 = from ``pos``)."""
     s = np.concatenate([pos, neg], axis=1)
     y = np.concatenate([np.ones_like(pos), np.zeros_like(neg)], axis=1)
     order = np.argsort(-s, axis=1, kind="mergesort")
-    s, y = np.take_along_axis(s, order, 1), np.take_along_axis(y, order, 1)
+    return np.take_along_axis(s, order, 1), np.take_along_axis(y, order, 1)
+
+
+def _ap_both_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUPR-IN and AUPR-OUT per row from one sort: read backwards, the descending order of
+    the scores is the descending order of minus the scores (OOD positive). Within a tie the
+    order differs, but average precision only reads the ends of tie groups, so both equal
+    :func:`_ap_rows` exactly."""
+    s, y = _sorted_rows(a, b)
+    return _ap_sorted(s, y, a.shape[1]), _ap_sorted(-s[:, ::-1], 1.0 - y[:, ::-1], b.shape[1])
+
+
+def _ap_sorted(s: np.ndarray, y: np.ndarray, n_pos: int) -> np.ndarray:
     tps = np.cumsum(y, axis=1)
     end = np.ones_like(s, dtype=bool)
     end[:, :-1] = s[:, :-1] != s[:, 1:]  # the last position of each tie group
@@ -139,7 +163,7 @@ def _ap_rows(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     prev[:, 1:] = np.maximum.accumulate(at_end, axis=1)[:, :-1]
     gain = np.where(end, tps - prev, 0.0)
     precision = tps / np.arange(1, s.shape[1] + 1)
-    return (gain * precision).sum(1) / pos.shape[1]
+    return (gain * precision).sum(1) / n_pos
 
 
 # row-wise versions of METRICS for the bootstrap (each checked against the scalar one in the tests)
