@@ -571,7 +571,12 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
                    "training set, when it can be found).")
 @data_root_option
 @download_option
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV file to write.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="CSV file to write (Parquet for a .parquet name; needs pyarrow).")
+@click.option("--chunk", type=POS, default=10000, show_default=True,
+              help="Read and score this many images at a time (rounded up to whole batches; npz and tar shards: at "
+                   "most a shard), writing each chunk's rows under OUT.parts/ as it is done; the same command after "
+                   "a kill resumes there.")
 @click.option("--fdr", type=Finite(0, 1, min_open=True, max_open=True), default=None,
               help="With --detector: screen the batch at this false discovery rate (Benjamini-Hochberg on the "
                    "conformal p-values); adds a DETECTOR_flagged column.")
@@ -581,11 +586,12 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
 @config_option
 @_friendly
 @_locks("out", "score file")
-def score(model, detector_file, data_spec, split, resize, num_workers, fit_data, data_root, download, out, fdr,
-          batch_size, device, quiet):
+def score(model, detector_file, data_spec, split, resize, num_workers, fit_data, data_root, download, out, chunk,
+          fdr, batch_size, device, quiet):
     """Per-sample scores of a data set (CSV, one column per score, higher = more ID)."""
-    from .atomic import atomic_write
-    from .scoring import score_dataset, score_with_detectors
+    from .data.shards import plan_chunks
+    from .scoring import detector_scorer, model_scorer
+    from .streaming import check_format, score_in_chunks
 
     if (model is None) == (detector_file is None):
         raise UserError("give exactly one of --model (fit here) and --detector (a file from `oodkit fit`)")
@@ -595,20 +601,22 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
     _writable_file(out, "--out")
     _not_an_input(out, "--out", ("--model checkpoint", model), ("--detector file", detector_file),
                   ("--data file", data_spec))
+    check_format(out)
     device, rank = _join_group(_device(device))
+    # whole batches per chunk: the network then sees the batches of a whole-set run, number for number
+    chunk = -(-chunk // batch_size) * batch_size
+    chunks = plan_chunks(data_spec, split, data_root, download, resize=resize, num_workers=num_workers, size=chunk)
     if detector_file is not None:
-        df = score_with_detectors(detector_file, data_spec, split, data_root, download, device, not quiet,
-                                  resize=resize, num_workers=num_workers, fdr=fdr, batch_size=batch_size)
-        note = ""
+        scorer, note = detector_scorer(detector_file, device, not quiet), ""
     else:
-        df, fitted_on = score_dataset(model, data_spec, split=split, fit_data=fit_data, data_root=data_root,
-                                      download=download, batch_size=batch_size, device=device,
-                                      progress=not quiet, resize=resize, num_workers=num_workers)
-        note = (f"; ID statistics fitted on {fitted_on}" if fitted_on
+        scorer = model_scorer(model, fit_data, data_root, download, batch_size, device, not quiet)
+        note = (f"; ID statistics fitted on {scorer.source}" if scorer.source
                 else "; no ID data: detectors that fit ID statistics left out")
+    scorer.identity.update(data=data_spec, split=split, resize=resize)
+    n, columns = score_in_chunks(scorer, chunks, out, batch_size, device, fdr=fdr, progress=not quiet,
+                                 echo=functools.partial(click.echo, err=True))
     if rank == 0:  # under torchrun every process scored its share of the batches; one writes
-        atomic_write(out, df.to_csv(index=False).encode())
-        click.echo(f"wrote {out}: {len(df)} rows, columns {', '.join(df.columns)}{note}")
+        click.echo(f"wrote {out}: {n} rows, columns {', '.join(columns)}{note}")
 
 
 def _join_group(device):

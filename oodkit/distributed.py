@@ -11,7 +11,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["rank_world", "maybe_init", "gather_in_order"]
+__all__ = ["rank_world", "maybe_init", "gather_in_order", "barrier"]
 
 
 def rank_world() -> tuple[int, int]:
@@ -41,3 +41,9 @@ def gather_in_order(mine: dict) -> list:
         dist.all_gather_object(parts, mine)
     merged = {k: v for part in parts for k, v in part.items()}
     return [merged[k] for k in sorted(merged)]
+
+
+def barrier() -> None:
+    """Wait for every process of the group (nothing outside one)."""
+    if rank_world()[1] > 1:
+        dist.barrier()

@@ -1,6 +1,15 @@
 """Per-sample scores of one data set under a trained model or a detector file (``oodkit
-score``), through the one flow of :mod:`oodkit.pipeline`."""
+score``), through the one flow of :mod:`oodkit.pipeline`.
+
+A :class:`Scorer` is the fitted half (detectors, the alignment they were fitted under,
+which columns they can give); :meth:`Scorer.frame` scores any piece of a data set, so a
+set scored whole and one scored chunk by chunk (:mod:`oodkit.streaming`) give the same
+rows."""
 from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,24 +21,103 @@ from .detectors.persist import load_detectors
 from .pipeline import Flow, align
 from .pretrained import bundled_detectors, load_model
 
-__all__ = ["score_dataset", "score_with_detectors"]
+__all__ = ["Scorer", "detector_scorer", "model_scorer", "screen", "score_dataset", "score_with_detectors"]
 
 
-def _load(data_spec, split, data_root, download, resize, num_workers=0):
-    """The set as stored (native size), and the CSV's leading columns: index, path
-    (files), label."""
-    ds = load_dataset(data_spec, split, data_root, download, resize=resize, num_workers=num_workers)
-    cols = {"index": range(len(ds))}
-    if getattr(ds, "paths", None) is not None:
-        cols["path"] = ds.paths
-    if ds.labels is not None:
-        cols["label"] = ds.labels
-    return ds, cols
+@dataclass
+class Scorer:
+    """Fitted detectors ready to score images.
+
+    Attributes:
+        detectors: ``{name: fitted detector}``, all on one model.
+        align_px: the size the fitting images were brought through (``align_px_``).
+        thresholds: add ``NAME_threshold`` and ``NAME_is_ood`` (score below it) columns.
+        with_pvalues: add ``NAME_pvalue`` (conformal, against the calibration scores).
+        bpd: add the model's bits/dim (a CDM scored from a checkpoint).
+        source: what the ID statistics came from (None: no ID data).
+        identity: what the scores depend on (files' SHA-256, names): a resumed run must
+            match it.
+    """
+
+    detectors: dict
+    align_px: int | None = None
+    thresholds: bool = True
+    with_pvalues: bool = False
+    bpd: bool = False
+    source: str | None = None
+    identity: dict = field(default_factory=dict)
+
+    @property
+    def model(self):
+        return next(iter(self.detectors.values())).model_
+
+    def frame(self, flow: Flow, ds, start: int = 0) -> pd.DataFrame:
+        """Rows for ImageSet ``ds``, the images ``start...`` of a set: index, path (files),
+        label (if any), bpd, then per detector its score (float64, higher = more ID) and
+        the columns the scorer gives."""
+        cols = {"index": np.arange(start, start + len(ds))}
+        if getattr(ds, "paths", None) is not None:
+            cols["path"] = ds.paths
+        if ds.labels is not None:
+            cols["label"] = ds.labels
+        x = align(ds.tensor(), self.model, self.align_px)
+        if self.bpd:
+            cols["bpd"] = flow.representation(self.model, x, ds.name).bpd
+        frame = pd.DataFrame(cols)
+        for name, s in flow.score(self.detectors, x, ds.name).items():
+            det = self.detectors[name]
+            frame[name] = s
+            if self.thresholds:
+                frame[f"{name}_threshold"] = det.offset_
+                frame[f"{name}_is_ood"] = s < det.offset_
+            if self.with_pvalues:
+                frame[f"{name}_pvalue"] = pvalues(det.calibration_scores_, s)
+        return frame
 
 
-def _threshold_columns(frame: pd.DataFrame, name: str, det, s: np.ndarray) -> None:
-    frame[f"{name}_threshold"] = det.offset_
-    frame[f"{name}_is_ood"] = s < det.offset_
+def screen(frame: pd.DataFrame, fdr: float) -> pd.DataFrame:
+    """Add ``NAME_flagged`` per ``NAME_pvalue`` column: the images Benjamini-Hochberg
+    calls out-of-distribution at false discovery rate ``fdr`` over the whole frame."""
+    for col in [c for c in frame.columns if c.endswith("_pvalue")]:
+        frame[col.removesuffix("_pvalue") + "_flagged"] = bh_screen(frame[col].to_numpy(), fdr)
+    return frame
+
+
+def _sha256(path) -> str | None:
+    p = Path(path)
+    if not p.is_file():
+        return None  # a pretrained name: checked against its own SHA-256 when loaded
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def detector_scorer(path, device=None, progress=False) -> Scorer:
+    """The fitted detectors of a file from ``oodkit fit`` (or a pretrained name's shipped
+    ones), with thresholds and p-values."""
+    dets = load_detectors(path, device=device, progress=progress)
+    aligns = {getattr(d, "align_px_", None) for d in dets.values()}
+    if len(aligns) > 1:
+        raise ValueError(f"{path} holds detectors fitted under different alignments {sorted(map(str, aligns))}: "
+                         "score them from separate files")
+    return Scorer(dets, aligns.pop(), thresholds=True, with_pvalues=True,
+                  identity={"detector": str(path), "sha256": _sha256(path)})
+
+
+def model_scorer(model_path, fit_data=None, data_root=None, download=False, batch_size=256, device=None,
+                 progress=False) -> Scorer:
+    """Every default detector of the model's kind (and of its heads), fitted on
+    ``fit_data`` or the model's recorded training set when it can be loaded (a pretrained
+    model's shipped statistics when neither is asked for); without ID data, the detectors
+    that fit no statistics, without thresholds."""
+    model = load_model(model_path, device=device)
+    dets, source = _detectors(Flow(batch_size, device, progress=progress), model, model_path, fit_data,
+                              data_root, download)
+    model = next((d.model_ for d in dets.values()), model)  # the detectors' own: one pass serves all
+    return Scorer(dets, None, thresholds=source is not None, bpd=model.kind == "cdm", source=source,
+                  identity={"model": str(model_path), "sha256": _sha256(model_path), "fit_data": fit_data})
 
 
 def score_with_detectors(path, data_spec, split="test", data_root=None, download=False, device=None,
@@ -37,26 +125,26 @@ def score_with_detectors(path, data_spec, split="test", data_root=None, download
     """Scores of ``data_spec`` under the fitted detectors in ``path`` (from ``oodkit
     fit``): index, path (folders), label, then per detector its score, threshold,
     ``is_ood`` (score below the threshold) and conformal ``pvalue`` against the file's
-    calibration scores; with ``fdr``, ``flagged`` instead of ``is_ood``: the images
-    Benjamini-Hochberg calls out-of-distribution at that false discovery rate. Images are
-    aligned as the detectors' fitting images were (``align_px_``, ``oodkit fit --align-px``)."""
-    dets = load_detectors(path, device=device, progress=progress)
-    aligns = {getattr(d, "align_px_", None) for d in dets.values()}
-    if len(aligns) > 1:
-        raise ValueError(f"{path} holds detectors fitted under different alignments {sorted(map(str, aligns))}: "
-                         "score them from separate files")
-    model = next(iter(dets.values())).model_
-    ds, cols = _load(data_spec, split, data_root, download, resize, num_workers)
-    flow = Flow(batch_size, device, progress=progress)
-    frame = pd.DataFrame(cols)
-    for name, s in flow.score(dets, align(ds.tensor(), model, aligns.pop()), ds.name).items():
-        det = dets[name]
-        frame[name] = s
-        _threshold_columns(frame, name, det, s)
-        frame[f"{name}_pvalue"] = p = pvalues(det.calibration_scores_, s)
-        if fdr is not None:
-            frame[f"{name}_flagged"] = bh_screen(p, fdr)
-    return frame
+    calibration scores; with ``fdr``, also ``flagged``: the images Benjamini-Hochberg
+    calls out-of-distribution at that false discovery rate. Images are aligned as the
+    detectors' fitting images were (``align_px_``, ``oodkit fit --align-px``)."""
+    scorer = detector_scorer(path, device, progress)
+    ds = load_dataset(data_spec, split, data_root, download, resize=resize, num_workers=num_workers)
+    frame = scorer.frame(Flow(batch_size, device, progress=progress), ds)
+    return screen(frame, fdr) if fdr is not None else frame
+
+
+def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=None, download=False,
+                  batch_size=256, device=None, progress=False, resize=None, num_workers=0):
+    """Every default score of the model's kind (and of its class head, if it has one) for
+    ``data_spec`` as a DataFrame (index, label, bpd for a CDM, then one column per
+    detector, higher = more in-distribution, with its threshold and ``is_ood``).
+    Detectors that fit ID statistics are added when ``fit_data`` (or the model's recorded
+    training set) can be loaded; without ID data the others are scored without a
+    threshold. Returns ``(frame, name of the fitting data or None)``."""
+    scorer = model_scorer(model_path, fit_data, data_root, download, batch_size, device, progress)
+    ds = load_dataset(data_spec, split, data_root, download, resize=resize, num_workers=num_workers)
+    return scorer.frame(Flow(batch_size, device, progress=progress), ds), scorer.source
 
 
 def _fitting_images(model, fit_data, data_root, download):
@@ -72,30 +160,6 @@ def _fitting_images(model, fit_data, data_root, download):
         if fit_data:
             raise
         return None, None
-
-
-def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=None, download=False,
-                  batch_size=256, device=None, progress=False, resize=None, num_workers=0):
-    """Every default score of the model's kind (and of its class head, if it has one) for
-    ``data_spec`` as a DataFrame (index, label, bpd for a CDM, then one column per
-    detector, higher = more in-distribution, with its threshold and ``is_ood``).
-    Detectors that fit ID statistics are added when ``fit_data`` (or the model's recorded
-    training set) can be loaded; without ID data the others are scored without a
-    threshold. Returns ``(frame, name of the fitting data or None)``."""
-    model = load_model(model_path, device=device)
-    ds, cols = _load(data_spec, split, data_root, download, resize, num_workers)
-    x = align(ds.tensor(), model)
-    flow = Flow(batch_size, device, progress=progress)
-    dets, fitted_on = _detectors(flow, model, model_path, fit_data, data_root, download)
-    model = next((d.model_ for d in dets.values()), model)  # the detectors' own: one pass serves all
-    if model.kind == "cdm":
-        cols["bpd"] = flow.representation(model, x, ds.name).bpd
-    frame = pd.DataFrame(cols)
-    for name, s in flow.score(dets, x, ds.name).items():
-        frame[name] = s
-        if fitted_on is not None:  # a threshold only where ID training images set it
-            _threshold_columns(frame, name, dets[name], s)
-    return frame, fitted_on
 
 
 def _detectors(flow: Flow, model, model_path, fit_data, data_root, download):

@@ -1,5 +1,5 @@
 """Scoring over torch.distributed: ``torchrun --nproc-per-node 2 -m oodkit score`` (gloo,
-CPU) writes one CSV equal, number for number, to the one-process run."""
+CPU) writes one CSV equal, number for number, to the one-process run, chunk by chunk."""
 import os
 import subprocess
 import sys
@@ -18,14 +18,16 @@ def _env(tmp_path):
 
 
 def test_two_process_gloo_scoring_equals_one_process(tmp_path):
-    # batch 64 over 500 letters: 8 batches, 4 per process, the last one partial
+    # batch 64 over 500 letters: 8 batches, 4 per process, the last one partial; the two processes
+    # also read and write in chunks of 2 batches (the streaming path, its barriers under gloo)
     args = ["score", "--model", "digits-0to4", "--data", "letters", "--batch-size", "64", "--device", "cpu",
             "--quiet"]
     one = subprocess.run([sys.executable, "-m", "oodkit", *args, "--out", "one.csv"], cwd=tmp_path,
                          env=_env(tmp_path), capture_output=True, text=True, timeout=900)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                          "--master-port", str(29600 + os.getpid() % 1000), "-m", "oodkit", *args, "--out", "two.csv"],
+                          "--master-port", str(29600 + os.getpid() % 1000), "-m", "oodkit", *args, "--chunk", "128",
+                          "--out", "two.csv"],
                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("wrote two.csv") == 1  # rank 0 alone writes

@@ -230,6 +230,7 @@ def test_a_full_disk_or_a_name_too_long_is_one_line_naming_the_path(run, tmp_pat
     import errno
 
     import oodkit.atomic
+    import oodkit.streaming
 
     save_checkpoint(tmp_path / "m.pt", fixed_model())
 
@@ -237,8 +238,9 @@ def test_a_full_disk_or_a_name_too_long_is_one_line_naming_the_path(run, tmp_pat
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(oodkit.atomic, "atomic_write", full)
+    monkeypatch.setattr(oodkit.streaming, "atomic_write", full)  # score writes each chunk's rows as it goes
     r = run("score", "--model", "m.pt", "--data", "digits-0to4", "--out", "s.csv", "--quiet")
-    _one_line_error(r, "s.csv: No space left on device (nothing was left half-written)")
+    _one_line_error(r, "s.csv.parts/manifest.json: No space left on device (nothing was left half-written)")
     monkeypatch.undo()
     r = run("score", "--model", "m.pt", "--data", "digits-0to4", "--out", "x" * 300 + ".csv", "--quiet")
     _one_line_error(r, "File name too long")

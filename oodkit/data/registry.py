@@ -7,9 +7,11 @@ A *spec* is one of:
   exists), data that ships with installed packages, and synthetic sets;
 * any name with ``ROOT/<name>_<split>.npz`` arrays (the layout of ``shared/data``),
   registered or not; these take precedence over torchvision's files;
-* ``npz:PATH`` or ``folder:PATH`` (``{split}`` in PATH is replaced by the split; without
-  it the one file or folder serves as the whole set, split 80/20 when a train/test split
-  is needed).
+* ``npz:PATH`` (a file, or a directory of ``.npz`` shards), ``folder:PATH`` or
+  ``tar:PATH`` (WebDataset-style tar shards, a file or a directory of them): ``{split}``
+  in PATH is replaced by the split; without it the one file or folder serves as the
+  whole set, split 80/20 when a train/test split is needed. :mod:`.shards` reads these
+  a piece at a time for sets larger than memory.
 """
 from __future__ import annotations
 
@@ -150,8 +152,11 @@ def load_dataset(
             raise ValueError(f"{spec}: {base} ({split}) has no class {missing[0]}")
         return ds.subset(np.flatnonzero(np.isin(ds.labels, classes)), name=spec)
     root = Path(root) if root is not None else default_root()
+    from . import shards
+
     folder = functools.partial(sources.read_folder, resize=resize, num_workers=num_workers)
-    for prefix, reader in (("npz:", sources.read_npz), ("folder:", folder)):
+    tar = functools.partial(shards.read_tar, resize=resize)
+    for prefix, reader in (("npz:", shards.read_npz_any), ("folder:", folder), ("tar:", tar)):
         if spec.startswith(prefix):
             return _from_path(spec[len(prefix):], prefix, reader, split, holdout)
     if spec in sources_synthetic():

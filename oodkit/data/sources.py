@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ImageSet", "DataNotFound", "read_npz", "read_folder", "torchvision_set", "digits", "sample_patches", "letters", "synthetic"]
+__all__ = ["ImageSet", "DataNotFound", "read_npz", "read_folder", "FolderListing", "decode_image", "torchvision_set", "digits", "sample_patches", "letters", "synthetic"]
 
 
 class DataNotFound(FileNotFoundError):
@@ -115,9 +115,64 @@ def _pixels(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+def decode_image(src, label: str, side: int, first=None) -> np.ndarray:
+    """One image file (a path or a binary file object; ``label`` names it in errors)
+    decoded to uint8 (H, W[, C]), centre-cropped square and brought to ``side``.
+    ``first``: ``(name, (w, h))`` of the image whose size every one must have (None:
+    any size is resized)."""
+    from PIL import Image
+
+    from .images import ImageInputError
+
+    try:
+        with Image.open(src) as im:
+            if first is not None and im.size != first[1]:  # refuse before decoding
+                (w0, h0), (w, h) = first[1], im.size
+                raise ImageInputError(
+                    f"images differ in size: {first[0]} is {w0}x{h0}, {label} is {w}x{h}; make all images one "
+                    "size or pass resize=N (--resize N)"
+                )
+            im.load()
+            a = _pixels(im)
+    except ImageInputError:
+        raise
+    except Exception as e:  # PIL raises OSError, SyntaxError, struct.error, ... for bad files
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ImageInputError(f"cannot read image {label}: {msg}") from e
+    h, w = a.shape[:2]
+    s = min(h, w)
+    a = a[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+    if s != side:
+        a = np.asarray(Image.fromarray(a).resize((side, side), Image.BILINEAR))
+    return a
+
+
+def first_size(src, label: str, max_size: int):
+    """``((label, (w, h)), side)`` of the image every other must match when no resize is
+    given: its size from the header, its square side capped at ``max_size``."""
+    from PIL import Image
+
+    from .images import ImageInputError
+
+    try:
+        with Image.open(src) as im:
+            return (label, im.size), min(max_size, *im.size)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ImageInputError(f"cannot read image {label}: {msg}") from e
+
+
+def stack_pixels(arrays: list) -> np.ndarray:
+    """Decoded images as one uint8 (N, H, W, C) array; grey ones repeated to RGB when any
+    image is in colour (grey stays one channel only if every image is grey)."""
+    if any(a.ndim == 3 for a in arrays):
+        arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=-1) for a in arrays]
+    return np.stack(arrays)
+
+
 class _FolderImages:
-    """Map-style dataset over image files: item i is file i decoded to uint8 (H, W[, C]),
-    centre-cropped square at ``side``; one file open at a time."""
+    """Map-style dataset over image files: item i is file i decoded (:func:`decode_image`);
+    one file open at a time."""
 
     def __init__(self, files, root, first, side):
         self.files, self.root, self.first, self.side = files, root, first, side
@@ -126,33 +181,63 @@ class _FolderImages:
         return len(self.files)
 
     def __getitem__(self, i):
-        from PIL import Image
-
-        from .images import ImageInputError
-
         p = self.files[i]
-        try:
-            with Image.open(p) as im:
-                if self.first is not None and im.size != self.first[1]:  # refuse before decoding
-                    (w0, h0), (w, h) = self.first[1], im.size
-                    raise ImageInputError(
-                        f"images in {self.root} differ in size: {self.first[0].relative_to(self.root)} is "
-                        f"{w0}x{h0}, {p.relative_to(self.root)} is {w}x{h}; make all images one size or pass "
-                        "resize=N"
-                    )
-                im.load()
-                a = _pixels(im)
-        except ImageInputError:
-            raise
-        except Exception as e:  # PIL raises OSError, SyntaxError, struct.error, ... for bad files
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ImageInputError(f"cannot read image {p}: {msg}") from e
-        h, w = a.shape[:2]
-        s = min(h, w)
-        a = a[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-        if s != self.side:
-            a = np.asarray(Image.fromarray(a).resize((self.side, self.side), Image.BILINEAR))
-        return a
+        return decode_image(p, str(p), self.side, self.first)
+
+
+class FolderListing:
+    """An ImageFolder (``class/xxx.png``) or a flat folder of images, listed once in
+    sorted path order (hidden files and other extensions skipped) and read in any range
+    of that order: how ``folder:`` sets are read whole and in chunks alike. Labels come
+    from class folders (none for a flat folder); every image must have the first one's
+    size unless ``resize`` is given."""
+
+    def __init__(self, path, name=None, max_size: int = 64, resize: int | None = None):
+        path = Path(path)
+        if not path.is_dir():
+            raise DataNotFound(f"no such folder: {path}")
+        visible = [p for p in path.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+        self.files = sorted(p for p in visible if p.suffix.lower() in IMAGE_EXTS)
+        skipped = sorted(p for p in visible if p.suffix.lower() not in IMAGE_EXTS)
+        if skipped:
+            import warnings
+
+            warnings.warn(f"{path}: skipped {len(skipped)} file(s) that are not images by their extension "
+                          f"({', '.join(sorted(IMAGE_EXTS))}), e.g. {skipped[0].relative_to(path)}", stacklevel=3)
+        if not self.files:
+            raise DataNotFound(f"no images ({', '.join(sorted(IMAGE_EXTS))}) under {path}")
+        first, side = (None, resize) if resize else first_size(self.files[0], str(self.files[0]), max_size)
+        self.root, self.name = path, name or path.name
+        self.reader = _FolderImages(self.files, path, first, side)
+        rel = [p.parent.relative_to(path).as_posix() for p in self.files]
+        classes = {c: i for i, c in enumerate(sorted(set(rel)))}
+        # class folders give labels; a flat folder has none (not a column of zeros)
+        self.labels = None if set(rel) == {"."} else np.array([classes[c] for c in rel])
+
+    def __len__(self):
+        return len(self.files)
+
+    def read(self, start: int = 0, stop: int | None = None, num_workers: int = 0) -> ImageSet:
+        """Images ``start:stop`` of the listing (``num_workers`` > 0: decoded in that
+        many DataLoader worker processes, in order)."""
+        idx = range(len(self.files))[start:stop]
+        if num_workers:
+            import torch.utils.data as tud
+
+            from .images import ImageInputError
+
+            loader = tud.DataLoader(tud.Subset(self.reader, list(idx)), batch_size=None, shuffle=False,
+                                    num_workers=num_workers, collate_fn=lambda a: a)
+            try:
+                arrays = list(loader)
+            except ImageInputError as e:  # a worker's error arrives wrapped in its traceback: keep the message
+                last = [line for line in str(e).splitlines() if line.strip()][-1]
+                raise ImageInputError(last.split("ImageInputError: ", 1)[-1]) from None
+        else:
+            arrays = [self.reader[i] for i in idx]
+        labels = None if self.labels is None else self.labels[idx.start:idx.stop]
+        return ImageSet(stack_pixels(arrays), labels, self.name, paths=[str(self.files[i]) for i in idx])
 
 
 def read_folder(path, name=None, max_size: int = 64, resize: int | None = None, num_workers: int = 0) -> ImageSet:
@@ -163,52 +248,7 @@ def read_folder(path, name=None, max_size: int = 64, resize: int | None = None, 
     centre-cropped square and resized to N x N. Grayscale stays one channel only if every
     image is grayscale. ``num_workers`` > 0 decodes the files in that many DataLoader
     worker processes."""
-    from PIL import Image
-
-    from .images import ImageInputError
-
-    path = Path(path)
-    if not path.is_dir():
-        raise DataNotFound(f"no such folder: {path}")
-    visible = [p for p in path.rglob("*") if p.is_file()
-               and not any(part.startswith(".") for part in p.relative_to(path).parts)]
-    files = sorted(p for p in visible if p.suffix.lower() in IMAGE_EXTS)
-    skipped = sorted(p for p in visible if p.suffix.lower() not in IMAGE_EXTS)
-    if skipped:
-        import warnings
-
-        warnings.warn(f"{path}: skipped {len(skipped)} file(s) that are not images by their extension "
-                      f"({', '.join(sorted(IMAGE_EXTS))}), e.g. {skipped[0].relative_to(path)}", stacklevel=2)
-    if not files:
-        raise DataNotFound(f"no images ({', '.join(sorted(IMAGE_EXTS))}) under {path}")
-    side, first = None, None
-    if resize is None:  # every image must have the first one's size; read it from the header
-        try:
-            with Image.open(files[0]) as im:
-                first, side = (files[0], im.size), min(max_size, *im.size)
-        except Exception as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ImageInputError(f"cannot read image {files[0]}: {msg}") from e
-    reader = _FolderImages(files, path, first, resize or side)
-    if num_workers:  # decoded in parallel, in order, by a DataLoader
-        import torch.utils.data as tud
-
-        loader = tud.DataLoader(reader, batch_size=None, shuffle=False, num_workers=num_workers,
-                                collate_fn=lambda a: a)
-        try:
-            arrays = list(loader)
-        except ImageInputError as e:  # a worker's error arrives wrapped in its traceback: keep the message
-            last = [line for line in str(e).splitlines() if line.strip()][-1]
-            raise ImageInputError(last.split("ImageInputError: ", 1)[-1]) from None
-    else:
-        arrays = [reader[i] for i in range(len(reader))]
-    if any(a.ndim == 3 for a in arrays):
-        arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=-1) for a in arrays]
-    rel = [p.parent.relative_to(path).as_posix() for p in files]
-    classes = {c: i for i, c in enumerate(sorted(set(rel)))}
-    # class folders give labels; a flat folder has none (not a column of zeros)
-    labels = None if set(rel) == {"."} else np.array([classes[c] for c in rel])
-    return ImageSet(np.stack(arrays), labels, name or path.name, paths=[str(p) for p in files])
+    return FolderListing(path, name, max_size, resize).read(num_workers=num_workers)
 
 
 # -- torchvision -----------------------------------------------------------------------

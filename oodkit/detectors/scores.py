@@ -209,8 +209,7 @@ class Profile:
         z = self.scaler_.transform(self.features(rep))
         if self.density == "gmm":
             return self.gmm_.score_samples(z).astype(np.float64)
-        dist, _ = self.nn_.kneighbors(z, n_neighbors=self.n_neighbors + (1 if _is_train else 0))
-        r = np.maximum(dist[:, -1], 1e-12)
+        r = np.maximum(kth_distance(self.nn_, self._train_z, z, self.n_neighbors + (1 if _is_train else 0)), 1e-12)
         return -z.shape[1] * np.log(r)
 
     def train_score(self, rep):
@@ -284,11 +283,25 @@ class FeatureKNN:
         return self._train_z.shape[1]
 
     def score(self, rep, _is_train=False):
-        dist, _ = self.nn_.kneighbors(_l2(_need_features(rep)), n_neighbors=self.n_neighbors + (1 if _is_train else 0))
-        return -dist[:, -1]
+        z = _l2(_need_features(rep))
+        return -kth_distance(self.nn_, self._train_z, z, self.n_neighbors + (1 if _is_train else 0))
 
     def train_score(self, rep):
         return self.score(rep, _is_train=True)
+
+
+def kth_distance(nn, bank: np.ndarray, z: np.ndarray, k: int, block: int = 4096) -> np.ndarray:
+    """Euclidean distance (N,) from each row of ``z`` to its ``k``-th nearest row of
+    ``bank`` (fitted in ``nn``). The search finds the neighbours; their distances are then
+    computed row by row, so that a row's score does not depend on which other rows were
+    searched with it (the search's matrix products round by block size)."""
+    out = np.empty(len(z))
+    for a in range(0, len(z), block):
+        q = z[a : a + block]
+        _, idx = nn.kneighbors(q, n_neighbors=k)
+        d = np.sqrt(np.square(q[:, None, :] - bank[idx]).sum(-1))
+        out[a : a + block] = np.sort(d, axis=1)[:, k - 1]
+    return out
 
 
 class FeatureGauss:

@@ -120,6 +120,17 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+def _standard_strides(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with row-major strides. Convolution kernels pick their algorithm by stride
+    (a channels-last tensor, or a size-1 channel with any stride, counts as contiguous to
+    torch), so the same pixels in another layout would give numbers 1e-6 apart."""
+    want, acc = [], 1
+    for n in reversed(x.shape):
+        want.append(acc)
+        acc *= n
+    return x if tuple(reversed(want)) == x.stride() else x.clone(memory_format=torch.contiguous_format)
+
+
 class Attention(nn.Module):
     """Spatial self-attention written with plain matmuls and softmax: fused attention
     kernels do not all support the double backward the CDM loss needs."""
@@ -245,7 +256,7 @@ class UNet(nn.Module):
                 raise ValueError("this UNet is time-conditioned: call it as net(x, t)")
             t = torch.as_tensor(t, device=x.device).expand(x.shape[0])
             emb = self.time_embed(timestep_embedding(t, cfg.ch))
-        h = self.conv_in(x)
+        h = self.conv_in(_standard_strides(x))
         hs = [h]
         for blocks in self.down:
             for m in blocks:

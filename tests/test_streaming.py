@@ -1,0 +1,263 @@
+"""Sets read a piece at a time (folders, npz shards, tar shards) and scored chunk by
+chunk: the same rows as a set read whole, and a killed run resumes to the same file."""
+import io
+import json
+import sys
+import tarfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from oodkit.cli import main
+from oodkit.data import DataNotFound, ImageInputError, load_dataset
+from oodkit.data.shards import concat, plan_chunks, read_npz_any, read_tar
+from oodkit.data.sources import read_folder
+from oodkit.pipeline import Flow
+from oodkit.scoring import detector_scorer, screen, score_with_detectors
+from oodkit.streaming import parts_dir, score_in_chunks
+
+from .test_kill import Proc, _env
+
+RNG = np.random.default_rng(0)
+
+
+def _png_bytes(a) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _mixed_folder(root, n=23):
+    """A class folder of 8x8 images, grey and colour mixed: pixels, labels and order to
+    compare against."""
+    for i in range(n):
+        a = RNG.integers(0, 256, (8, 8, 3) if i % 5 == 0 else (8, 8), dtype=np.uint8)
+        (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(root / f"c{i % 2}" / f"{i:03d}.png")
+    return root
+
+
+def _tar(path, arrays, labels=None, extra=()):
+    with tarfile.open(path, "w") as t:
+        def add(name, data):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+        for i, a in enumerate(arrays):
+            add(f"s/{i:04d}.png", _png_bytes(a))
+            if labels is not None:
+                add(f"s/{i:04d}.cls", str(int(labels[i])).encode())
+        for name, data in extra:
+            add(name, data)
+    return path
+
+
+def _joined(chunks):
+    sets = [c.read() for c in chunks]
+    return sets, concat(sets, "joined").images
+
+
+@pytest.mark.parametrize("size", [1, 4, 23, None])
+def test_a_folder_read_in_chunks_equals_it_read_whole(tmp_path, size):
+    root = _mixed_folder(tmp_path / "f")
+    whole = read_folder(root)
+    chunks = plan_chunks(f"folder:{root}", size=size)
+    sets, images = _joined(chunks)
+    assert [c.start for c in chunks] == list(np.cumsum([0] + [c.count for c in chunks])[:-1])
+    # a chunk of grey images alone stays grey (brought to the model's channels, it is the same image)
+    np.testing.assert_array_equal(images, whole.images)
+    np.testing.assert_array_equal(np.concatenate([s.labels for s in sets]), whole.labels)
+    assert sum((s.paths for s in sets), []) == whole.paths
+
+
+def test_npz_shards_are_counted_from_their_headers_and_read_in_order(tmp_path, monkeypatch):
+    (tmp_path / "d").mkdir()
+    arrays = [RNG.integers(0, 256, (n, 6, 6, 3), dtype=np.uint8) for n in (5, 1, 7)]
+    for i, a in enumerate(arrays):
+        np.savez(tmp_path / "d" / f"part{i}.npz", images=a, labels=np.arange(len(a)) + 10 * i)
+    (tmp_path / "d" / "notes.txt").write_text("not a shard")
+    reads = []
+    import oodkit.data.shards as shards
+
+    real = shards.read_npz
+    monkeypatch.setattr(shards, "read_npz", lambda p, name=None: reads.append(p.name) or real(p, name))
+    chunks = plan_chunks(f"npz:{tmp_path / 'd'}", size=3)
+    assert reads == []  # planning reads headers only
+    assert [c.count for c in chunks] == [3, 2, 1, 3, 3, 1]
+    sets, images = _joined(chunks)
+    assert reads == ["part0.npz", "part1.npz", "part2.npz"]  # a shard cut in pieces is read once
+    np.testing.assert_array_equal(images, np.concatenate(arrays))
+    np.testing.assert_array_equal(read_npz_any(tmp_path / "d").images, np.concatenate(arrays))
+    np.testing.assert_array_equal(load_dataset(f"npz:{tmp_path / 'd'}").labels,
+                                  np.concatenate([np.arange(n) + 10 * i for i, n in enumerate((5, 1, 7))]))
+
+
+def test_webdataset_tar_shards_give_images_labels_and_keys(tmp_path):
+    a = RNG.integers(0, 256, (9, 8, 8), dtype=np.uint8)
+    (tmp_path / "t").mkdir()
+    _tar(tmp_path / "t" / "000.tar", a[:4], labels=np.arange(4), extra=[("s/0001.json", b"{}")])
+    _tar(tmp_path / "t" / "001.tar", a[4:], labels=np.arange(4, 9))
+    ds = read_tar(tmp_path / "t")
+    np.testing.assert_array_equal(ds.images[..., 0], a)
+    np.testing.assert_array_equal(ds.labels, np.arange(9))
+    assert ds.paths[0].endswith("000.tar/s/0000") and ds.paths[-1].endswith("001.tar/s/0004")
+    sets, images = _joined(plan_chunks(f"tar:{tmp_path / 't'}", size=3))
+    np.testing.assert_array_equal(images[..., 0], a)
+    assert load_dataset(f"tar:{tmp_path / 't' / '001.tar'}").images.shape == (5, 8, 8, 1)
+
+
+def test_bad_shards_are_refused_in_one_line(tmp_path):
+    a = RNG.integers(0, 256, (2, 8, 8), dtype=np.uint8)
+    two = _tar(tmp_path / "two.tar", a[:1], extra=[("s/0000.jpg", _png_bytes(a[1]))])
+    cls = _tar(tmp_path / "cls.tar", a[:1], extra=[("s/0000.cls", b"cat")])
+    (tmp_path / "junk.tar").write_bytes(b"\x00" * 10 + b"not a tar")
+    (tmp_path / "empty").mkdir()
+    np.savez(tmp_path / "noimg.npz", x=a)
+    (tmp_path / "noimgdir").mkdir()
+    np.savez(tmp_path / "noimgdir" / "a.npz", x=a)
+    cases = [
+        (f"tar:{two}", ValueError, "one per key"),
+        (f"tar:{cls}", ValueError, "one integer"),
+        (f"tar:{tmp_path / 'junk.tar'}", ValueError, "not a tar archive"),
+        (f"tar:{tmp_path / 'empty'}", DataNotFound, "no .tar shards"),
+        (f"npz:{tmp_path / 'empty'}", DataNotFound, "no .npz shards"),
+        (f"npz:{tmp_path / 'noimgdir'}", ValueError, "no 'images' array"),
+    ]
+    for spec, err, words in cases:
+        with pytest.raises(err) as e:
+            plan_chunks(spec)[0].read()
+        assert words in str(e.value) and "\n" not in str(e.value), (spec, str(e.value))
+    bad = tmp_path / "bad.tar"
+    _tar(bad, [a[0], RNG.integers(0, 256, (9, 9), dtype=np.uint8)])
+    with pytest.raises(ImageInputError, match="differ in size"):
+        read_tar(bad)
+
+
+@pytest.fixture
+def detector_file(tmp_path_factory, tiny_models):
+    """A fitted fused + loglik detector file on the tiny CDM (digits 0-4)."""
+    from oodkit.checkpoint import save_checkpoint
+
+    d = tmp_path_factory.mktemp("det")
+    save_checkpoint(d / "m.pt", tiny_models["cdm"])
+    r = CliRunner().invoke(main, ["fit", "--model", str(d / "m.pt"), "--data", "digits-0to4", "--detectors",
+                                  "loglik,fused", "--out", str(d / "det.npz"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    return d / "det.npz"
+
+
+def _score(args, cwd):
+    r = CliRunner().invoke(main, ["score", *args, "--quiet"], catch_exceptions=False)
+    return r
+
+
+def test_chunk_size_and_fdr_do_not_change_a_row(tmp_path, detector_file):
+    base = ["--detector", str(detector_file), "--data", "digits-5to9", "--fdr", "0.2", "--batch-size", "5"]
+    for size in ("7", "10000"):  # 7 is rounded up to 10, two batches
+        r = _score([*base, "--chunk", size, "--out", str(tmp_path / f"{size}.csv")], tmp_path)
+        assert r.exit_code == 0, r.output
+    assert (tmp_path / "7.csv").read_bytes() == (tmp_path / "10000.csv").read_bytes()
+    assert not parts_dir(tmp_path / "7.csv").exists()
+    api = score_with_detectors(detector_file, "digits-5to9", fdr=0.2, batch_size=5)
+    got = pd.read_csv(tmp_path / "7.csv")
+    assert list(got.columns) == list(api.columns)
+    pd.testing.assert_frame_equal(got, api, check_exact=True, check_dtype=False)
+    assert got["fused_flagged"].any() and not got["fused_flagged"].all()
+
+
+def test_a_run_that_stopped_resumes_where_it_stopped(tmp_path, detector_file, monkeypatch):
+    scorer = detector_scorer(detector_file)
+    out, full = tmp_path / "s.csv", tmp_path / "full.csv"
+    score_in_chunks(scorer, plan_chunks("digits-5to9", size=50), full)
+    chunks = plan_chunks("digits-5to9", size=50)
+    read = [0]
+
+    def dies_at_the_fourth(chunk):
+        def f():
+            read[0] += 1
+            if read[0] == 4:
+                raise KeyboardInterrupt
+            return chunk.read()
+        return f
+
+    crashing = [type(c)(c.key, c.start, c.count, dies_at_the_fourth(c)) for c in chunks]
+    with pytest.raises(KeyboardInterrupt):
+        score_in_chunks(scorer, crashing, out)
+    assert sorted(p.name for p in parts_dir(out).iterdir()) == ["000000.csv", "000001.csv", "000002.csv",
+                                                                "manifest.json"]
+    read[0] = -100  # counts the reads of the resumed run
+    n, _ = score_in_chunks(scorer, crashing, out)
+    assert read[0] == -100 + len(chunks) - 3 and n == 299
+    assert out.read_bytes() == full.read_bytes() and not parts_dir(out).exists()
+
+
+def test_parts_of_another_command_are_refused_not_mixed_in(tmp_path, detector_file):
+    out = tmp_path / "s.csv"
+    args = ["score", "--detector", str(detector_file), "--data", "digits-5to9", "--out", str(out), "--quiet"]
+    parts_dir(out).mkdir()
+    (parts_dir(out) / "manifest.json").write_text(json.dumps({"format": 1, "identity": {}, "chunks": []}))
+    (parts_dir(out) / "000000.csv").write_text("index\n0\n")
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and "unfinished scores of another command" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    # a folder with no scores in it binds nothing: the next command starts over
+    (parts_dir(out) / "000000.csv").unlink()
+    assert CliRunner().invoke(main, args).exit_code == 0 and out.is_file() and not parts_dir(out).exists()
+
+
+def test_a_run_that_fails_before_its_first_chunk_leaves_nothing_behind(tmp_path, detector_file, monkeypatch):
+    chunks = plan_chunks("digits-5to9", size=100)
+    broken = [type(c)(c.key, c.start, c.count, lambda: (_ for _ in ()).throw(ValueError("bad image"))) for c in chunks]
+    with pytest.raises(ValueError, match="bad image"):
+        score_in_chunks(detector_scorer(detector_file), broken, tmp_path / "s.csv")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parquet_output_holds_the_csv_rows(tmp_path, detector_file):
+    pytest.importorskip("pyarrow")
+    for name in ("s.csv", "s.parquet"):
+        r = _score(["--detector", str(detector_file), "--data", "digits-5to9", "--chunk", "40", "--out",
+                    str(tmp_path / name)], tmp_path)
+        assert r.exit_code == 0, r.output
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "s.parquet"), pd.read_csv(tmp_path / "s.csv"),
+                                  check_exact=True)
+
+
+def test_parquet_without_pyarrow_is_refused_before_any_work(tmp_path, detector_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    r = CliRunner().invoke(main, ["score", "--detector", str(detector_file), "--data", "digits-5to9", "--out",
+                                  str(tmp_path / "s.parquet"), "--quiet"])
+    assert r.exit_code == 2 and "pip install pyarrow" in r.output and not parts_dir(tmp_path / "s.parquet").exists()
+
+
+def test_a_killed_score_resumes_to_the_file_of_an_uninterrupted_run(tmp_path, detector_file):
+    """SIGKILL once some chunks are written; the same command then skips them and writes
+    the file an uninterrupted run writes, byte for byte."""
+    env = _env(tmp_path)
+    args = ["score", "--detector", str(detector_file), "--data", "digits-5to9", "--chunk", "5", "--batch-size",
+            "5", "--quiet"]
+    # the uninterrupted run in this process (the subprocesses get its thread count: the same floats)
+    r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "full.csv")])
+    assert r.exit_code == 0, r.output
+    first = Proc([*args, "--out", "s.csv"], tmp_path, env, "first")
+    parts = parts_dir(tmp_path / "s.csv")
+    assert first.wait_for(lambda: (parts / "000003.csv").exists()), first.text()
+    first.kill()
+    assert first.killed and not (tmp_path / "s.csv").exists()
+    written = len(list(parts.glob("*.csv")))
+    second = Proc([*args, "--out", "s.csv"], tmp_path, env, "second")
+    assert second.finish() == 0, second.text()
+    assert "resuming" in second.stderr() and 4 <= written < 60
+    assert (tmp_path / "s.csv").read_bytes() == (tmp_path / "full.csv").read_bytes()
+    assert not parts.exists()
+
+
+def test_screening_chunk_by_chunk_equals_screening_the_whole_frame(detector_file, tmp_path):
+    scorer = detector_scorer(detector_file)
+    whole = screen(scorer.frame(Flow(), load_dataset("digits-5to9")), 0.3)
+    score_in_chunks(scorer, plan_chunks("digits-5to9", size=13), tmp_path / "s.csv", fdr=0.3)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s.csv"), whole, check_exact=True, check_dtype=False)
