@@ -42,8 +42,7 @@ def main():
         model.reference = name  # the file names the model as a user would, not by this machine's path
         ds = load_dataset(rec["dataset"], "train", args.data_root)
         keep = np.sort(np.random.default_rng(args.seed).choice(len(ds), min(args.n_fit, len(ds)), replace=False))
-        # all of a small set as read, not a copy: a copy's memory layout can move the last float bits
-        x = align((ds if len(keep) == len(ds) else ds.subset(keep)).tensor(), model)
+        x = align(ds.subset(keep).tensor(), model)
         # the CLI's default batch: the shipped statistics are the floats `oodkit fit` would give
         dets = Flow(batch_size=256, seed=args.seed, progress=True).fit(
             {n: model for n in model_default_detectors([model])}, x)
