@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 __all__ = ["auroc", "aupr_in", "aupr_out", "fpr95_ood_accepted", "fpr95_id_rejected", "ood_metrics", "METRICS",
-           "bootstrap_intervals"]
+           "bootstrap_intervals", "resampled_metrics"]
 
 
 def _check(scores_id, scores_ood):
@@ -86,91 +86,81 @@ def ood_metrics(scores_id, scores_ood) -> dict[str, float]:
     return {name: fn(scores_id, scores_ood) for name, fn in METRICS.items()}
 
 
-def _auroc_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """AUROC of each row pair of (R, n) ID and (R, m) OOD scores, by ranks (ties count
-    half, as in roc_auc_score)."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(-np.concatenate([a, b], axis=1), axis=1)  # OOD positive: rank by -score
-    m, n = b.shape[1], a.shape[1]
-    return (ranks[:, n:].sum(1) - m * (m + 1) / 2) / (n * m)
-
-
 def bootstrap_intervals(scores_id, scores_ood, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
                         metrics=None) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals ``{metric: (low, high)}`` at ``level``, resampling
     the ID and the OOD scores separately (each side keeps its size). Seeded, so a
-    report is reproducible. Every metric is computed row-wise over the resamples."""
+    report is reproducible. Every metric is computed from how many times each distinct
+    score is drawn (:func:`resampled_metrics`): no resample is sorted."""
     a, b = _check(scores_id, scores_ood)
     rng = np.random.default_rng(seed)
     ia = rng.integers(0, a.size, (n_boot, a.size), dtype=np.int32)
     ib = rng.integers(0, b.size, (n_boot, b.size), dtype=np.int32)
     q = [(1 - level) / 2, (1 + level) / 2]
+    names = list(metrics or METRICS)
+    rows = resampled_metrics(a, b, ia, ib, names)
+    return {name: tuple(float(v) for v in np.quantile(rows[name], q)) for name in names}
+
+
+def resampled_metrics(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray, names=None,
+                      level: float = 0.95, block: int | None = None) -> dict[str, np.ndarray]:
+    """``{metric: (R,) values}`` on R resamples: row r scores ID ``a[ia[r]]`` against OOD
+    ``b[ib[r]]``, each metric equal to its scalar definition in :data:`METRICS` on that
+    row (ties as scikit-learn counts them).
+
+    The distinct scores are sorted once (descending); a resample is then two count
+    vectors over them, ID ``P`` and OOD ``N``, and every metric a function of their
+    running sums: AUROC = sum_g N_g (TP_g - P_g / 2) / (n m) with TP the ID drawn at or
+    above each score; average precision sums P_g TP_g / (TP_g + FP_g) over the steps;
+    the FPR95 thresholds are the first score where a running sum reaches 95 %. Counts
+    are integers in float64, so the sums are exact; memory is bounded by working in
+    ``block`` resamples at a time (default: 4 million counts)."""
+    names = list(names or METRICS)
+    u, inv = np.unique(-np.concatenate([a, b]), return_inverse=True)  # distinct scores, descending
+    ga, gb, G = inv[: a.size], inv[a.size :], u.size
+    out = {name: [] for name in names}
+    block = block or max(1, int(4e6 // G))
+    for i in range(0, len(ia), block):
+        P, N = _counts(ga[ia[i : i + block]], G), _counts(gb[ib[i : i + block]], G)
+        for name, v in _count_metrics(P, N, a.size, b.size, names, level).items():
+            out[name].append(v)
+    return {name: np.concatenate(v) for name, v in out.items()}
+
+
+def _counts(groups: np.ndarray, G: int) -> np.ndarray:
+    """(R, G) float64: how often each distinct score appears in each row of ``groups``."""
+    R = groups.shape[0]
+    flat = (np.arange(R, dtype=np.int64)[:, None] * G + groups).ravel()
+    return np.bincount(flat, minlength=R * G).reshape(R, G).astype(np.float64)
+
+
+def _precision_sum(pos: np.ndarray, neg: np.ndarray, n_pos: int) -> np.ndarray:
+    """Average precision per row, ``pos`` / ``neg`` the counts in descending score order."""
+    tp, fp = np.cumsum(pos, 1), np.cumsum(neg, 1)
+    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=pos > 0)
+    return (pos * precision).sum(1) / n_pos
+
+
+def _first_reaching(running: np.ndarray, k: int) -> np.ndarray:
+    """Index, per row, of the first column where ``running`` reaches ``k``."""
+    return np.argmax(running >= k, axis=1)
+
+
+def _count_metrics(P, N, n, m, names, level) -> dict:
+    rows = np.arange(P.shape[0])
+    TP, FP = np.cumsum(P, 1), np.cumsum(N, 1)  # ID / OOD drawn at or above each score
     out = {}
-    chunk = max(1, int(4e6 // (a.size + b.size)))  # bounded memory for large sets
-    rows = {name: [] for name in (metrics or METRICS)}
-    both = {"aupr_in", "aupr_out"} <= set(rows)  # one sort serves the two
-    for i in range(0, n_boot, chunk):
-        ra, rb = a[ia[i:i + chunk]], b[ib[i:i + chunk]]
-        if both:
-            ap_in, ap_out = _ap_both_rows(ra, rb)
-            rows["aupr_in"].append(ap_in)
-            rows["aupr_out"].append(ap_out)
-        for name in rows:
-            if not (both and name in ("aupr_in", "aupr_out")):
-                rows[name].append(_ROW_METRICS[name](ra, rb))
-    return {name: tuple(float(v) for v in np.quantile(np.concatenate(vals), q)) for name, vals in rows.items()}
-
-
-def _fpr95_rows(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> np.ndarray:
-    """``fpr95_ood_accepted`` per row: the threshold is the k-th largest ID score,
-    k = ceil(level * n), and the value the share of OOD scores at or above it."""
-    k = int(np.ceil(level * a.shape[1] - 1e-9))
-    thr = -np.partition(-a, k - 1, axis=1)[:, k - 1]
-    return (b >= thr[:, None]).mean(1)
-
-
-def _ap_rows(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """Average precision per row with ``pos`` the positive class's scores (higher =
-    positive), ties grouped as scikit-learn groups them (one step per distinct score)."""
-    s, y = _sorted_rows(pos, neg)
-    return _ap_sorted(s, y, pos.shape[1])
-
-
-def _sorted_rows(pos: np.ndarray, neg: np.ndarray):
-    """Each row of ``[pos, neg]`` in descending order, and its labels (1 = from ``pos``)."""
-    s = np.concatenate([pos, neg], axis=1)
-    y = np.concatenate([np.ones_like(pos), np.zeros_like(neg)], axis=1)
-    order = np.argsort(-s, axis=1, kind="mergesort")
-    return np.take_along_axis(s, order, 1), np.take_along_axis(y, order, 1)
-
-
-def _ap_both_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """AUPR-IN and AUPR-OUT per row from one sort: read backwards, the descending order of
-    the scores is the descending order of minus the scores (OOD positive). Within a tie the
-    order differs, but average precision only reads the ends of tie groups, so both equal
-    :func:`_ap_rows` exactly."""
-    s, y = _sorted_rows(a, b)
-    return _ap_sorted(s, y, a.shape[1]), _ap_sorted(-s[:, ::-1], 1.0 - y[:, ::-1], b.shape[1])
-
-
-def _ap_sorted(s: np.ndarray, y: np.ndarray, n_pos: int) -> np.ndarray:
-    tps = np.cumsum(y, axis=1)
-    end = np.ones_like(s, dtype=bool)
-    end[:, :-1] = s[:, :-1] != s[:, 1:]  # the last position of each tie group
-    at_end = np.where(end, tps, 0.0)
-    prev = np.zeros_like(at_end)
-    prev[:, 1:] = np.maximum.accumulate(at_end, axis=1)[:, :-1]
-    gain = np.where(end, tps - prev, 0.0)
-    precision = tps / np.arange(1, s.shape[1] + 1)
-    return (gain * precision).sum(1) / n_pos
-
-
-# row-wise versions of METRICS for the bootstrap (each checked against the scalar one in the tests)
-_ROW_METRICS = {
-    "auroc": _auroc_rows,
-    "aupr_in": lambda a, b: _ap_rows(a, b),
-    "aupr_out": lambda a, b: _ap_rows(-b, -a),
-    "fpr95_ood_accepted": _fpr95_rows,
-    "fpr95_id_rejected": lambda a, b: _fpr95_rows(-b, -a),
-}
+    if "auroc" in names:
+        out["auroc"] = (N * (TP - 0.5 * P)).sum(1) / (n * m)
+    if "aupr_in" in names:
+        out["aupr_in"] = _precision_sum(P, N, n)
+    if "aupr_out" in names:  # OOD positive, lower score first
+        out["aupr_out"] = _precision_sum(N[:, ::-1], P[:, ::-1], m)
+    if "fpr95_ood_accepted" in names:  # threshold at the k-th highest ID score; OOD at or above it
+        k = int(np.ceil(level * n - 1e-9))
+        out["fpr95_ood_accepted"] = FP[rows, _first_reaching(TP, k)] / m
+    if "fpr95_id_rejected" in names:  # threshold at the k-th lowest OOD score; ID at or below it
+        k = int(np.ceil(level * m - 1e-9))
+        low_ood, low_id = np.cumsum(N[:, ::-1], 1), np.cumsum(P[:, ::-1], 1)
+        out["fpr95_id_rejected"] = low_id[rows, _first_reaching(low_ood, k)] / n
+    return out

@@ -151,22 +151,28 @@ def _model_of(meta, det) -> str:
     return f" on {Path(p).name}" if p else ""
 
 
-def _savefig(plt, fig, path: Path, bottom: float = 0.0) -> Path:
+def _savefig(plt, fig, path: Path, legend_rows: int = 0) -> Path:
+    """The grid laid out by fixed margins in inches (room for the title, the axis labels
+    and ``legend_rows`` rows of a figure legend below): the same look as tight_layout
+    without its extra drawing passes, a third of the plotting time."""
+    w, h = fig.get_size_inches()
+    bottom = 0.55 + 0.2 * legend_rows
+    fig.subplots_adjust(left=0.75 / w, right=1 - 0.2 / w, top=1 - 0.75 / h, bottom=bottom / h, wspace=0.3, hspace=0.45)
     buf = io.BytesIO()
-    fig.tight_layout(rect=(0, bottom, 1, 0.97))  # room for the overall title (and a legend below)
     fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
     return atomic_write(path, buf.getvalue())
 
 
-def _grid(plt, n: int, title: str, panel=(4.6, 3.6)):
+def _grid(plt, n: int, title: str, panel=(4.6, 3.6), extra_rows: int = 0):
     """A figure of ``n`` panels, at most three a row, with an overall title."""
     cols = min(3, n)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows + 0.6 + 0.2 * extra_rows),
+                             squeeze=False)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(title, fontsize=11, y=1 - 0.12 / fig.get_size_inches()[1], va="top")
     return fig, list(axes.flat)[:n]
 
 
@@ -218,7 +224,10 @@ def plot_histograms(pairs: dict, path: Path, title: str = "", meta: dict | None 
 
     plt = _plt()
     colours, dets = _colours(pairs), list(pairs)
-    fig, axes = _grid(plt, len(dets), f"Scores (higher = more in-distribution): {title}")
+    n_ids = len({key[0] if key else "ID" for det in dets for _, _, _, *key in pairs[det]})
+    n_sets = n_ids + len(colours) + 1  # the legend below: ID sets, OOD sets, the threshold
+    legend_rows = int(np.ceil(n_sets / 4))
+    fig, axes = _grid(plt, len(dets), f"Scores (higher = more in-distribution): {title}", extra_rows=legend_rows)
     units = (meta or {}).get("units", {})
     for ax, det in zip(axes, dets):
         ids = {}
@@ -245,6 +254,5 @@ def plot_histograms(pairs: dict, path: Path, title: str = "", meta: dict | None 
         ax.set(xlabel="asinh((score - ID median) / ID IQR)", ylabel="images per bin (symlog)")
     # one legend for the grid (the sets and colours are the same in every panel)
     handles, labels = max((ax.get_legend_handles_labels() for ax in axes), key=lambda hl: len(hl[1]))
-    rows = int(np.ceil(len(dets) / 3))
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
-    return _savefig(plt, fig, path, bottom=min(0.3, 0.05 * int(np.ceil(len(labels) / 4)) / max(1, rows) * 2.2))
+    return _savefig(plt, fig, path, legend_rows=int(np.ceil(len(labels) / 4)))

@@ -72,30 +72,34 @@ def test_bootstrap_intervals_are_seeded_and_cover_every_metric():
         assert lo <= hi and 0 <= lo and hi <= 1, name
 
 
-def test_row_wise_bootstrap_metrics_equal_the_scalar_definitions():
-    """The bootstrap computes every metric row-wise; with ties (scores rounded) each row
-    must equal the scalar metric on that row."""
-    from oodkit.metrics import _ROW_METRICS, METRICS
+@pytest.mark.parametrize("decimals", [0, 1, 2, 12])
+def test_every_resampled_metric_equals_its_scalar_definition_with_ties(decimals):
+    """The bootstrap reads each resample as counts over the distinct scores; every row
+    must equal the scalar metric (scikit-learn's tie rules) on that resample's scores, the
+    FPR95s exactly (scikit-learn integrates AUROC by trapezoids: 1 ulp from the exact
+    fraction computed here)."""
+    from oodkit.metrics import METRICS, resampled_metrics
 
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        n, m = rng.integers(5, 60, 2)
-        a, b = np.round(rng.normal(0, 1, (3, n)), 1), np.round(rng.normal(-0.7, 1, (3, m)), 1)
+    rng = np.random.default_rng(decimals)
+    for _ in range(10):
+        n, m = rng.integers(2, 70, 2)
+        a, b = np.round(rng.normal(0, 1, n), decimals), np.round(rng.normal(-0.7, 1, m), decimals)
+        ia, ib = rng.integers(0, n, (7, n)), rng.integers(0, m, (7, m))
+        rows = resampled_metrics(a, b, ia, ib)
         for name, fn in METRICS.items():
-            np.testing.assert_allclose(_ROW_METRICS[name](a, b), [fn(a[i], b[i]) for i in range(3)], err_msg=name)
+            want = [fn(a[ia[r]], b[ib[r]]) for r in range(7)]
+            if not name.startswith("fpr"):
+                np.testing.assert_allclose(rows[name], want, rtol=1e-13, err_msg=name)
+            else:
+                np.testing.assert_array_equal(rows[name], want, err_msg=name)
 
 
-def test_both_average_precisions_from_one_sort_equal_the_separate_ones_bit_for_bit():
-    """The bootstrap reads AUPR-OUT from the AUPR-IN sort, backwards: with ties (rounded
-    scores) the order within a tie differs, and the values must not."""
-    import numpy as np
-
+def test_resampled_metrics_do_not_depend_on_the_block_size():
     from oodkit import metrics as M
 
-    g = np.random.default_rng(0)
-    for decimals in (0, 1, 2, 6):
-        a = np.round(g.normal(size=(40, 30)), decimals)
-        b = np.round(g.normal(0.5, size=(40, 25)), decimals)
-        ap_in, ap_out = M._ap_both_rows(a, b)
-        np.testing.assert_array_equal(ap_in, M._ap_rows(a, b))
-        np.testing.assert_array_equal(ap_out, M._ap_rows(-b, -a))
+    rng = np.random.default_rng(5)
+    a, b = np.round(rng.normal(size=300), 1), np.round(rng.normal(0.3, size=200), 1)
+    ia, ib = rng.integers(0, 300, (50, 300)), rng.integers(0, 200, (50, 200))
+    whole = M.resampled_metrics(a, b, ia, ib)
+    for name, v in M.resampled_metrics(a, b, ia, ib, block=7).items():
+        np.testing.assert_array_equal(v, whole[name])
