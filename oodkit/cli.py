@@ -581,13 +581,16 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
               help="With --detector: screen the batch at this false discovery rate (Benjamini-Hochberg on the "
                    "conformal p-values); adds a DETECTOR_flagged column.")
 @click.option("--batch-size", type=BATCH, default=256, show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32", show_default=True,
+              help="The network's arithmetic: fp32 (what reported bits/dim use), tf32 or bf16 (faster on GPUs; "
+                   "logits and Eq. 10 stay fp32; drift per model in benchmarks/results/precision/).")
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @config_option
 @_friendly
 @_locks("out", "score file")
 def score(model, detector_file, data_spec, split, resize, num_workers, fit_data, data_root, download, out, chunk,
-          fdr, batch_size, device, quiet):
+          fdr, batch_size, precision, device, quiet):
     """Per-sample scores of a data set (CSV, one column per score, higher = more ID)."""
     from .data.shards import plan_chunks
     from .scoring import detector_scorer, model_scorer
@@ -609,12 +612,12 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
     if detector_file is not None:
         scorer, note = detector_scorer(detector_file, device, not quiet), ""
     else:
-        scorer = model_scorer(model, fit_data, data_root, download, batch_size, device, not quiet)
+        scorer = model_scorer(model, fit_data, data_root, download, batch_size, device, not quiet, precision)
         note = (f"; ID statistics fitted on {scorer.source}" if scorer.source
                 else "; no ID data: detectors that fit ID statistics left out")
     scorer.identity.update(data=data_spec, split=split, resize=resize)
     n, columns = score_in_chunks(scorer, chunks, out, batch_size, device, fdr=fdr, progress=not quiet,
-                                 echo=functools.partial(click.echo, err=True))
+                                 echo=functools.partial(click.echo, err=True), precision=precision)
     if rank == 0:  # under torchrun every process scored its share of the batches; one writes
         click.echo(f"wrote {out}: {n} rows, columns {', '.join(columns)}{note}")
 

@@ -38,7 +38,8 @@ def align(x: torch.Tensor, model, align_px: int | None = None) -> torch.Tensor:
 @dataclass
 class Flow:
     """One run's forward passes and detectors. ``batch_size``, ``device``, ``seed`` and
-    ``progress`` are handed to every detector it makes. Representations are kept per
+    ``progress`` are handed to every detector it makes; ``precision`` is the arithmetic
+    of its passes. Representations are kept per
     (model, image tensor) for the life of the flow: each set goes through the network once,
     whatever the number of detectors reading it."""
 
@@ -46,6 +47,7 @@ class Flow:
     device: object = None
     seed: int = 0
     progress: bool = False
+    precision: str = "fp32"  # the network's arithmetic (representation.PRECISIONS)
     _reps: dict = field(default_factory=dict, repr=False)
     _seen: dict = field(default_factory=dict, repr=False)
 
@@ -53,7 +55,8 @@ class Flow:
         """The one forward pass of ``model`` over ``x`` (aligned images), computed once."""
         key = (id(model), id(x))
         if key not in self._reps:  # model and x are kept with the entry: their ids stay theirs
-            rep = represent(model, x, self.batch_size, progress=self.progress, desc=f"forward {desc}", cache=None)
+            rep = represent(model, x, self.batch_size, progress=self.progress, desc=f"forward {desc}", cache=None,
+                            precision=self.precision)
             self._reps[key] = (model, x, rep)
         return self._reps[key][2]
 

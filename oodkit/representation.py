@@ -20,7 +20,7 @@ from .distributed import gather_in_order, rank_world
 from .models import has_class_head, has_rotation_head
 from .models.cdm import bits_per_dim, eq10_levels, log_std_normal
 
-__all__ = ["Representation", "FeatureCache", "SHARED", "represent", "clear_cache"]
+__all__ = ["Representation", "FeatureCache", "SHARED", "PRECISIONS", "represent", "clear_cache"]
 
 
 @dataclass
@@ -162,6 +162,31 @@ def full_fp32():
     return tf32(False)
 
 
+@contextmanager
+def _bf16(device_type: str):
+    with tf32(True), torch.autocast(device_type, dtype=torch.bfloat16):
+        yield
+
+
+# How the network's arithmetic may run in a forward pass, fastest last. The logits leave
+# the network's last layer in float32 in every mode (the UNet runs it outside autocast)
+# and Eq. 10 is taken from them in float64, so only the network body is rounded. fp32 is
+# the default and what every reported bits/dim uses; the others are measured against it
+# per shipped model in benchmarks/precision_check.py.
+PRECISIONS = {
+    "fp32": lambda device_type: full_fp32(),
+    "tf32": lambda device_type: tf32(True),  # CUDA matmuls and convolutions in TF32; CPU unchanged
+    "bf16": _bf16,  # bf16 autocast (native on GPUs and CPUs with AVX-512 BF16 / AMX; emulated, slower, elsewhere)
+}
+
+
+def precision_context(precision: str, device_type: str):
+    """The arithmetic of :data:`PRECISIONS` ``[precision]`` for a pass on ``device_type``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision](device_type)
+
+
 def _passes(model, x: torch.Tensor, batch_size: int, progress: bool, desc: str) -> list:
     """(logits, log N(x), features or None) per batch of ``x``, in order. Under
     ``torchrun`` each process runs every world-th batch and the batches are gathered back:
@@ -179,20 +204,21 @@ def _passes(model, x: torch.Tensor, batch_size: int, progress: bool, desc: str) 
 
 @torch.no_grad()
 def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progress: bool = False,
-              desc: str = "forward", cache: FeatureCache | None = SHARED) -> Representation:
+              desc: str = "forward", cache: FeatureCache | None = SHARED, precision: str = "fp32") -> Representation:
     """One forward pass of ``model`` over images ``x`` (N, C, H, W) at the model's size,
     uint8 or float in [-1, 1], on the model's own device (``device`` is accepted for
     compatibility and ignored); shared over the processes of a ``torchrun`` group. Results
     are kept in ``cache`` (:class:`FeatureCache`; None: not kept), so every detector
-    sharing a model and a cache reuses them."""
-    key = FeatureCache.key(model, x) if cache is not None else None
+    sharing a model and a cache reuses them. ``precision``: the network's arithmetic
+    (:data:`PRECISIONS`; default full fp32)."""
+    key = FeatureCache.key(model, x) + (precision,) if cache is not None else None
     if key is not None and cache.get(model, key) is not None:
         return cache.get(model, key)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        with full_fp32():
+        with precision_context(precision, device.type):
             out = _passes(model, x, batch_size, progress, desc)
             features = torch.cat([h for _, _, h in out]) if out and out[0][2] is not None else None
             class_logits = rotation_logits = None

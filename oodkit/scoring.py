@@ -107,21 +107,24 @@ def detector_scorer(path, device=None, progress=False) -> Scorer:
 
 
 def model_scorer(model_path, fit_data=None, data_root=None, download=False, batch_size=256, device=None,
-                 progress=False) -> Scorer:
+                 progress=False, precision="fp32") -> Scorer:
     """Every default detector of the model's kind (and of its heads), fitted on
     ``fit_data`` or the model's recorded training set when it can be loaded (a pretrained
     model's shipped statistics when neither is asked for); without ID data, the detectors
-    that fit no statistics, without thresholds."""
+    that fit no statistics, without thresholds. Statistics fitted here are fitted in
+    ``precision`` (shipped ones were fitted in fp32)."""
     model = load_model(model_path, device=device)
-    dets, source = _detectors(Flow(batch_size, device, progress=progress), model, model_path, fit_data,
-                              data_root, download)
+    dets, source = _detectors(Flow(batch_size, device, progress=progress, precision=precision), model, model_path,
+                              fit_data, data_root, download)
     model = next((d.model_ for d in dets.values()), model)  # the detectors' own: one pass serves all
     return Scorer(dets, None, thresholds=source is not None, bpd=model.kind == "cdm", source=source,
-                  identity={"model": str(model_path), "sha256": _sha256(model_path), "fit_data": fit_data})
+                  identity={"model": str(model_path), "sha256": _sha256(model_path), "fit_data": fit_data,
+                            "fit_precision": precision if source and "shipped" not in source else "fp32"})
 
 
 def score_with_detectors(path, data_spec, split="test", data_root=None, download=False, device=None,
-                         progress=False, resize=None, num_workers=0, fdr=None, batch_size=256) -> pd.DataFrame:
+                         progress=False, resize=None, num_workers=0, fdr=None, batch_size=256,
+                         precision="fp32") -> pd.DataFrame:
     """Scores of ``data_spec`` under the fitted detectors in ``path`` (from ``oodkit
     fit``): index, path (folders), label, then per detector its score, threshold,
     ``is_ood`` (score below the threshold) and conformal ``pvalue`` against the file's
@@ -130,21 +133,22 @@ def score_with_detectors(path, data_spec, split="test", data_root=None, download
     detectors' fitting images were (``align_px_``, ``oodkit fit --align-px``)."""
     scorer = detector_scorer(path, device, progress)
     ds = load_dataset(data_spec, split, data_root, download, resize=resize, num_workers=num_workers)
-    frame = scorer.frame(Flow(batch_size, device, progress=progress), ds)
+    frame = scorer.frame(Flow(batch_size, device, progress=progress, precision=precision), ds)
     return screen(frame, fdr) if fdr is not None else frame
 
 
 def score_dataset(model_path, data_spec, split="test", fit_data=None, data_root=None, download=False,
-                  batch_size=256, device=None, progress=False, resize=None, num_workers=0):
+                  batch_size=256, device=None, progress=False, resize=None, num_workers=0, precision="fp32"):
     """Every default score of the model's kind (and of its class head, if it has one) for
     ``data_spec`` as a DataFrame (index, label, bpd for a CDM, then one column per
     detector, higher = more in-distribution, with its threshold and ``is_ood``).
     Detectors that fit ID statistics are added when ``fit_data`` (or the model's recorded
     training set) can be loaded; without ID data the others are scored without a
-    threshold. Returns ``(frame, name of the fitting data or None)``."""
-    scorer = model_scorer(model_path, fit_data, data_root, download, batch_size, device, progress)
+    threshold. ``precision``: the network's arithmetic (``representation.PRECISIONS``).
+    Returns ``(frame, name of the fitting data or None)``."""
+    scorer = model_scorer(model_path, fit_data, data_root, download, batch_size, device, progress, precision)
     ds = load_dataset(data_spec, split, data_root, download, resize=resize, num_workers=num_workers)
-    return scorer.frame(Flow(batch_size, device, progress=progress), ds), scorer.source
+    return scorer.frame(Flow(batch_size, device, progress=progress, precision=precision), ds), scorer.source
 
 
 def _fitting_images(model, fit_data, data_root, download):

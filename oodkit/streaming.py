@@ -95,19 +95,19 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def score_in_chunks(scorer, chunks: list, out, batch_size: int = 256, device=None, fdr: float | None = None,
-                    progress: bool = False, echo=None):
+                    progress: bool = False, echo=None, precision: str = "fp32"):
     """Score ``chunks`` (:func:`~oodkit.data.shards.plan_chunks`) with ``scorer``
     (:class:`~oodkit.scoring.Scorer`) into ``out``, resuming a killed run of the same
     command (module docstring). Returns the number of rows and the columns written
     (rank 0; other processes get no columns). ``echo``: called with a line when a run
-    resumes."""
+    resumes. ``precision``: the arithmetic of the forward passes (``Flow.precision``)."""
     out = Path(out)
     check_format(out)
     total = sum(c.count for c in chunks)
     if not total:
         raise ValueError("no images to score")
     parts = parts_dir(out)
-    manifest = _manifest({**scorer.identity, "fdr": fdr}, chunks)
+    manifest = _manifest({**scorer.identity, "fdr": fdr, "precision": precision}, chunks)
     done = _done(parts, manifest)
     rank, _ = rank_world()
     if done and echo is not None and rank == 0:
@@ -117,7 +117,8 @@ def score_in_chunks(scorer, chunks: list, out, batch_size: int = 256, device=Non
         parts.mkdir(exist_ok=True)
         atomic_write(parts / "manifest.json", json.dumps(manifest, indent=1).encode())
     try:
-        _score_missing(scorer, chunks, done, parts, batch_size, device, progress and rank == 0, rank)
+        _score_missing(scorer, chunks, done, parts, Flow(batch_size, device, precision=precision),
+                       progress and rank == 0, rank)
     except BaseException:
         if rank == 0:
             _drop_if_empty(parts)
@@ -130,7 +131,7 @@ def score_in_chunks(scorer, chunks: list, out, batch_size: int = 256, device=Non
     return total, columns
 
 
-def _score_missing(scorer, chunks, done, parts, batch_size, device, progress, rank) -> None:
+def _score_missing(scorer, chunks, done, parts, flow: Flow, progress, rank) -> None:
     with tqdm(total=sum(c.count for c in chunks), initial=sum(chunks[i].count for i in done), unit="img",
               desc="score", disable=not progress, dynamic_ncols=True) as bar:
         for i, chunk in enumerate(chunks):
@@ -140,7 +141,8 @@ def _score_missing(scorer, chunks, done, parts, batch_size, device, progress, ra
             if len(ds) != chunk.count:
                 raise ValueError(f"{chunk.key}: {len(ds)} images where {chunk.count} were counted: the data "
                                  "changed while it was being scored")
-            frame = scorer.frame(Flow(batch_size, device), ds, chunk.start)
+            # a fresh flow per chunk: its forward pass is let go with the chunk
+            frame = scorer.frame(Flow(flow.batch_size, flow.device, precision=flow.precision), ds, chunk.start)
             if rank == 0:
                 atomic_write(parts / f"{i:06d}.csv", frame.to_csv(index=False).encode())
             bar.update(chunk.count)

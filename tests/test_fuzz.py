@@ -90,7 +90,7 @@ TRAIN_OPTS = [
 ]
 
 
-@FUZZ
+@settings(FUZZ, max_examples=15)  # each example trains: the bad values are in every strategy
 @given(opts=st.tuples(*TRAIN_OPTS))
 def test_fuzz_train_arguments(workdir, opts):
     opts = dict(p for p in opts if p is not None)

@@ -107,3 +107,25 @@ def test_the_memory_layout_of_the_images_does_not_change_a_score(channels):
     assert odd.stride() != x.stride() and torch.equal(odd, x)
     a, b = (represent(model, v, batch_size=16, cache=None) for v in (x, odd))
     assert torch.equal(a.logits, b.logits) and torch.equal(a.features, b.features)
+
+
+def test_bf16_passes_round_the_network_body_only_and_are_kept_apart(tiny_models, tiny_digits):
+    """``precision="bf16"`` changes the numbers (it is not silently ignored) by little: the
+    logits leave the network in float32 and Eq. 10 is taken in float64, so the ranking of
+    images barely moves; a cached fp32 pass is never handed out for a bf16 one."""
+    from scipy.stats import spearmanr
+
+    from oodkit.representation import FeatureCache, represent
+
+    model, x = tiny_models["cdm"], tiny_digits[:120]
+    cache = FeatureCache()
+    full = represent(model, x, 32, cache=cache)
+    assert represent(model, x, 32, cache=cache) is full
+    half = represent(model, x, 32, cache=cache, precision="bf16")
+    assert half is not full and half.logits.dtype == torch.float32
+    assert not torch.equal(half.logits, full.logits)
+    assert np.abs(half.bpd - full.bpd).max() < 0.05
+    assert spearmanr(half.loglik, full.loglik)[0] > 0.99
+    assert torch.equal(Flow(32).representation(model, x).logits, full.logits)  # the default is full fp32
+    with pytest.raises(ValueError, match="precision must be one of fp32, tf32, bf16, got 'fp16'"):
+        represent(model, x, 32, cache=None, precision="fp16")
