@@ -146,3 +146,4 @@ python benchmarks/summary.py > $R/summary.md
 python benchmarks/export_detectors.py --data-root "$DATA"
 python benchmarks/bundled_cost.py --data-root "$DATA" --model fashionmnist --ood mnist --out $R/bundled
 python benchmarks/fit_scaling.py --n 10000 50000 200000 --out $R/fit_scaling
+python benchmarks/precision_check.py --data-root "$DATA" --n 1000 --out $R/precision
