@@ -1,4 +1,5 @@
 """The ``folder:PATH`` source: open-file use, pixel modes, mixed sizes, bad files, paths."""
+import multiprocessing
 import resource
 import subprocess
 import sys
@@ -246,3 +247,6 @@ def test_folder_decoded_by_dataloader_workers_equals_the_serial_read(tmp_path):
     with pytest.raises(ImageInputError, match=r"^cannot read image .*05\.png") as err:
         read_folder(tmp_path / "w", num_workers=2)
     assert "\n" not in str(err.value)
+    # the workers are gone with the error: left to the garbage collector they kept decoding (and made
+    # the next test's training 5x slower)
+    assert not [p for p in multiprocessing.active_children() if p.is_alive()]

@@ -229,11 +229,19 @@ class FolderListing:
 
             loader = tud.DataLoader(tud.Subset(self.reader, list(idx)), batch_size=None, shuffle=False,
                                     num_workers=num_workers, collate_fn=lambda a: a)
+            it, error = iter(loader), None
             try:
-                arrays = list(loader)
+                arrays = list(it)
             except ImageInputError as e:  # a worker's error arrives wrapped in its traceback: keep the message
                 last = [line for line in str(e).splitlines() if line.strip()][-1]
-                raise ImageInputError(last.split("ImageInputError: ", 1)[-1]) from None
+                error = last.split("ImageInputError: ", 1)[-1]
+            finally:
+                # the workers stop now: an iterator left to the garbage collector (tracebacks hold it in a
+                # cycle) keeps them decoding the rest of the files. DataLoader has no public close.
+                getattr(it, "_shutdown_workers", lambda: None)()
+                del it
+            if error is not None:
+                raise ImageInputError(error) from None
         else:
             arrays = [self.reader[i] for i in idx]
         labels = None if self.labels is None else self.labels[idx.start:idx.stop]
