@@ -43,6 +43,9 @@ def _manifest(identity: dict, chunks: list) -> dict:
 
 def _done(parts: Path, manifest: dict) -> set:
     """Indices of the chunks a killed run of the same command already wrote."""
+    if parts.exists() and not parts.is_dir():
+        raise ValueError(f"{parts} is in the way: scores are kept in a folder of that name while they are written; "
+                         "move that file or write to another --out")
     found = parts / "manifest.json"
     if not found.is_file():
         return set()

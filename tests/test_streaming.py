@@ -208,6 +208,14 @@ def test_parts_of_another_command_are_refused_not_mixed_in(tmp_path, detector_fi
     assert CliRunner().invoke(main, args).exit_code == 0 and out.is_file() and not parts_dir(out).exists()
 
 
+def test_a_file_where_the_parts_folder_goes_is_refused_in_one_line(tmp_path, detector_file):
+    (tmp_path / "s.csv.parts").write_text("mine")
+    r = CliRunner().invoke(main, ["score", "--detector", str(detector_file), "--data", "digits-5to9", "--out",
+                                  str(tmp_path / "s.csv"), "--quiet"])
+    assert r.exit_code == 2 and "s.csv.parts is in the way" in r.output and len(r.output.strip().splitlines()) == 1
+    assert (tmp_path / "s.csv.parts").read_text() == "mine"
+
+
 def test_a_run_that_fails_before_its_first_chunk_leaves_nothing_behind(tmp_path, detector_file, monkeypatch):
     chunks = plan_chunks("digits-5to9", size=100)
     broken = [type(c)(c.key, c.start, c.count, lambda: (_ for _ in ()).throw(ValueError("bad image"))) for c in chunks]
