@@ -11,7 +11,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["rank_world", "maybe_init", "gather_in_order", "barrier"]
+__all__ = ["rank_world", "maybe_init", "gather_in_order", "gather_to_root", "barrier"]
 
 
 def rank_world() -> tuple[int, int]:
@@ -47,3 +47,13 @@ def barrier() -> None:
     """Wait for every process of the group (nothing outside one)."""
     if rank_world()[1] > 1:
         dist.barrier()
+
+
+def gather_to_root(obj) -> list:
+    """Every process's ``obj``, in rank order, on rank 0 (other ranks get an empty list)."""
+    rank, world = rank_world()
+    if world == 1:
+        return [obj]
+    out = [None] * world if rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out or []

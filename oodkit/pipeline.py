@@ -48,6 +48,7 @@ class Flow:
     seed: int = 0
     progress: bool = False
     precision: str = "fp32"  # the network's arithmetic (representation.PRECISIONS)
+    shard: bool = True  # under torchrun, share each pass's batches out (False: each process its own images)
     _reps: dict = field(default_factory=dict, repr=False)
     _seen: dict = field(default_factory=dict, repr=False)
 
@@ -56,7 +57,7 @@ class Flow:
         key = (id(model), id(x))
         if key not in self._reps:  # model and x are kept with the entry: their ids stay theirs
             rep = represent(model, x, self.batch_size, progress=self.progress, desc=f"forward {desc}", cache=None,
-                            precision=self.precision)
+                            precision=self.precision, shard=self.shard)
             self._reps[key] = (model, x, rep)
         return self._reps[key][2]
 

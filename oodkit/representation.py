@@ -187,11 +187,11 @@ def precision_context(precision: str, device_type: str):
     return PRECISIONS[precision](device_type)
 
 
-def _passes(model, x: torch.Tensor, batch_size: int, progress: bool, desc: str) -> list:
+def _passes(model, x: torch.Tensor, batch_size: int, progress: bool, desc: str, shard: bool = True) -> list:
     """(logits, log N(x), features or None) per batch of ``x``, in order. Under
     ``torchrun`` each process runs every world-th batch and the batches are gathered back:
     each batch is the tensor one process would have run, so the numbers do not change."""
-    rank, world = rank_world()
+    rank, world = rank_world() if shard else (0, 1)
     device = next(model.parameters()).device  # the model's own: a user's model is never moved
     with_features, mine = _gives_features(model), {}
     todo = [(i, xb) for i, xb in enumerate(batches(x, batch_size)) if i % world == rank]
@@ -199,18 +199,20 @@ def _passes(model, x: torch.Tensor, batch_size: int, progress: bool, desc: str) 
         xf = to_float(xb).to(device)
         f, h = model.logits(xf, return_features=True) if with_features else (model.logits(xf), None)
         mine[i] = (f.float().cpu(), log_std_normal(xf).cpu(), h.float().cpu() if h is not None else None)
-    return gather_in_order(mine)
+    return gather_in_order(mine) if shard else [mine[i] for i in sorted(mine)]
 
 
 @torch.no_grad()
 def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progress: bool = False,
-              desc: str = "forward", cache: FeatureCache | None = SHARED, precision: str = "fp32") -> Representation:
+              desc: str = "forward", cache: FeatureCache | None = SHARED, precision: str = "fp32",
+              shard: bool = True) -> Representation:
     """One forward pass of ``model`` over images ``x`` (N, C, H, W) at the model's size,
     uint8 or float in [-1, 1], on the model's own device (``device`` is accepted for
     compatibility and ignored); shared over the processes of a ``torchrun`` group. Results
     are kept in ``cache`` (:class:`FeatureCache`; None: not kept), so every detector
     sharing a model and a cache reuses them. ``precision``: the network's arithmetic
-    (:data:`PRECISIONS`; default full fp32)."""
+    (:data:`PRECISIONS`; default full fp32). ``shard=False``: this process runs every
+    batch itself, also under torchrun (when the processes score different images)."""
     key = FeatureCache.key(model, x) + (precision,) if cache is not None else None
     if key is not None and cache.get(model, key) is not None:
         return cache.get(model, key)
@@ -219,7 +221,7 @@ def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progre
     model.eval()
     try:
         with precision_context(precision, device.type):
-            out = _passes(model, x, batch_size, progress, desc)
+            out = _passes(model, x, batch_size, progress, desc, shard)
             features = torch.cat([h for _, _, h in out]) if out and out[0][2] is not None else None
             class_logits = rotation_logits = None
             if features is not None and has_class_head(model):

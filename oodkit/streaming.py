@@ -11,8 +11,8 @@ When every chunk is done the parts are joined in order into ``OUT`` (CSV, or Par
 a ``.parquet`` name, one row group per chunk) and the folder is removed. A
 Benjamini-Hochberg screen (``fdr``) needs every p-value, so it is applied while joining.
 
-Under ``torchrun`` every process reads each chunk and scores its share of the batches
-(:func:`oodkit.representation.represent`); rank 0 writes.
+Under ``torchrun`` the processes score different chunks, one each per round (reading and
+decoding included), and send their rows to rank 0, which writes them.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path, atomic_write
-from .distributed import barrier, rank_world
+from .distributed import barrier, gather_to_root, rank_world
 from .pipeline import Flow
 
 __all__ = ["score_in_chunks", "write_table", "check_format", "parts_dir"]
@@ -135,20 +135,31 @@ def score_in_chunks(scorer, chunks: list, out, batch_size: int = 256, device=Non
 
 
 def _score_missing(scorer, chunks, done, parts, flow: Flow, progress, rank) -> None:
+    """Score the chunks not in ``done``. Under torchrun the processes take one chunk each
+    per round (reading, decoding and scoring it alone: a chunk is whole batches, so its
+    numbers are those of a one-process run) and rank 0 writes every process's rows."""
+    _, world = rank_world()
+    todo = [i for i in range(len(chunks)) if i not in done]
     with tqdm(total=sum(c.count for c in chunks), initial=sum(chunks[i].count for i in done), unit="img",
               desc="score", disable=not progress, dynamic_ncols=True) as bar:
-        for i, chunk in enumerate(chunks):
-            if i in done:
-                continue
-            ds = chunk.read()
-            if len(ds) != chunk.count:
-                raise ValueError(f"{chunk.key}: {len(ds)} images where {chunk.count} were counted: the data "
-                                 "changed while it was being scored")
-            # a fresh flow per chunk: its forward pass is let go with the chunk
-            frame = scorer.frame(Flow(flow.batch_size, flow.device, precision=flow.precision), ds, chunk.start)
-            if rank == 0:
-                atomic_write(parts / f"{i:06d}.csv", frame.to_csv(index=False).encode())
-            bar.update(chunk.count)
+        for first in range(0, len(todo), world):
+            mine = todo[first + rank] if first + rank < len(todo) else None
+            rows = None if mine is None else _score_chunk(scorer, chunks[mine], flow)
+            for i, text in gather_to_root((mine, rows)):
+                if i is not None:
+                    atomic_write(parts / f"{i:06d}.csv", text.encode())
+                    bar.update(chunks[i].count)
+
+
+def _score_chunk(scorer, chunk, flow: Flow) -> str:
+    """One chunk's rows as CSV text, through a fresh flow (its forward pass is let go with
+    the chunk) that runs every batch in this process."""
+    ds = chunk.read()
+    if len(ds) != chunk.count:
+        raise ValueError(f"{chunk.key}: {len(ds)} images where {chunk.count} were counted: the data changed while "
+                         "it was being scored")
+    own = Flow(flow.batch_size, flow.device, precision=flow.precision, shard=False)
+    return scorer.frame(own, ds, chunk.start).to_csv(index=False)
 
 
 def _join(parts: Path, n: int, out: Path, fdr: float | None) -> list:
