@@ -592,7 +592,7 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
 def score(model, detector_file, data_spec, split, resize, num_workers, fit_data, data_root, download, out, chunk,
           fdr, batch_size, precision, device, quiet):
     """Per-sample scores of a data set (CSV, one column per score, higher = more ID)."""
-    from .data.shards import plan_chunks
+    from .data.chunks import plan_chunks
     from .scoring import detector_scorer, model_scorer
     from .streaming import check_format, score_in_chunks
 

@@ -99,7 +99,7 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 def score_in_chunks(scorer, chunks: list, out, batch_size: int = 256, device=None, fdr: float | None = None,
                     progress: bool = False, echo=None, precision: str = "fp32"):
-    """Score ``chunks`` (:func:`~oodkit.data.shards.plan_chunks`) with ``scorer``
+    """Score ``chunks`` (:func:`~oodkit.data.chunks.plan_chunks`) with ``scorer``
     (:class:`~oodkit.scoring.Scorer`) into ``out``, resuming a killed run of the same
     command (module docstring). Returns the number of rows and the columns written
     (rank 0; other processes get no columns). ``echo``: called with a line when a run

@@ -13,7 +13,8 @@ from PIL import Image
 
 from oodkit.cli import main
 from oodkit.data import DataNotFound, ImageInputError, load_dataset
-from oodkit.data.shards import concat, plan_chunks, read_npz_any, read_tar
+from oodkit.data.chunks import plan_chunks
+from oodkit.data.shards import concat, read_npz_any, read_tar
 from oodkit.data.sources import read_folder
 from oodkit.pipeline import Flow
 from oodkit.scoring import detector_scorer, screen, score_with_detectors
@@ -80,10 +81,10 @@ def test_npz_shards_are_counted_from_their_headers_and_read_in_order(tmp_path, m
         np.savez(tmp_path / "d" / f"part{i}.npz", images=a, labels=np.arange(len(a)) + 10 * i)
     (tmp_path / "d" / "notes.txt").write_text("not a shard")
     reads = []
-    import oodkit.data.shards as shards
+    import oodkit.data.chunks as chunks_module
 
-    real = shards.read_npz
-    monkeypatch.setattr(shards, "read_npz", lambda p, name=None: reads.append(p.name) or real(p, name))
+    real = chunks_module.read_npz
+    monkeypatch.setattr(chunks_module, "read_npz", lambda p, name=None: reads.append(p.name) or real(p, name))
     chunks = plan_chunks(f"npz:{tmp_path / 'd'}", size=3)
     assert reads == []  # planning reads headers only
     assert [c.count for c in chunks] == [3, 2, 1, 3, 3, 1]

@@ -1,47 +1,27 @@
-"""Data sets read a piece at a time: how a set larger than memory is scored.
+"""Sharded sources: sets stored as many files, each readable on its own.
 
-A set is planned as a list of :class:`Chunk` s, each a stable key, its place in the
-set's order and a function that reads just its images. The sources that can be read in
-pieces are
-
-* ``folder:DIR``: the sorted file listing, ``size`` files at a time;
 * ``npz:DIR``: a directory of ``.npz`` shards (``images`` uint8 (N, H, W[, C]), optional
-  ``labels``), one chunk per shard (split further by ``size``); the counts come from the
-  arrays' headers, nothing is loaded to plan;
+  ``labels``); a shard's size comes from its array header, nothing loaded;
 * ``tar:PATH``: a WebDataset-style ``.tar`` shard, or a directory of them: members that
   share a key (the name up to the first dot of its base name) form one sample, of one
   image file and optionally a ``.cls`` file holding its integer label. Members are read
   from the archive in memory, never extracted to disk.
 
-Any other spec is loaded whole by :func:`~oodkit.data.registry.load_dataset` and cut into
-ranges, so that its scoring still resumes after a kill.
+Read whole here (:func:`read_npz_any`, :func:`read_tar`) or a piece at a time through
+:mod:`oodkit.data.chunks`.
 """
 from __future__ import annotations
 
-import functools
 import io
 import tarfile
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .sources import IMAGE_EXTS, DataNotFound, ImageSet, decode_image, first_size, read_npz, stack_pixels
 
-__all__ = ["Chunk", "plan_chunks", "read_npz_any", "read_tar", "concat"]
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """``count`` images of a set, from its ``start``-th on; ``key`` names it in a resume
-    manifest (a shard's file name and range); ``read()`` loads just these images."""
-
-    key: str
-    start: int
-    count: int
-    read: Callable[[], ImageSet] = field(compare=False, repr=False)
+__all__ = ["read_npz_any", "read_tar", "concat", "npz_files", "npz_count", "TarShards"]
 
 
 def concat(sets: list, name: str) -> ImageSet:
@@ -60,14 +40,14 @@ def concat(sets: list, name: str) -> ImageSet:
 
 
 # -- npz shards ------------------------------------------------------------------------
-def _npz_files(path: Path) -> list:
+def npz_files(path: Path) -> list:
     files = sorted(p for p in path.iterdir() if p.suffix == ".npz" and not p.name.startswith("."))
     if not files:
         raise DataNotFound(f"no .npz shards in {path}")
     return files
 
 
-def _npz_count(path: Path) -> int:
+def npz_count(path: Path) -> int:
     """Images in an ``.npz`` shard, from the ``images`` array's header (nothing loaded)."""
     try:
         with zipfile.ZipFile(path) as z, z.open("images.npy") as f:
@@ -87,7 +67,7 @@ def read_npz_any(path, name=None) -> ImageSet:
     """``npz:PATH``: one ``.npz`` file, or a directory of shards read whole and joined."""
     path = Path(path)
     if path.is_dir():
-        return concat([read_npz(p) for p in _npz_files(path)], name or path.name)
+        return concat([read_npz(p) for p in npz_files(path)], name or path.name)
     return read_npz(path, name)
 
 
@@ -155,7 +135,7 @@ def _read_tar_range(path: Path, samples: list, side: int, first, name: str) -> I
                     paths=[f"{path}/{key}" for key, _, _ in samples])
 
 
-class _TarPlan:
+class TarShards:
     """Every shard's sample list, and the image size all must share (from the first
     image, unless ``resize``)."""
 
@@ -177,56 +157,5 @@ class _TarPlan:
 
 def read_tar(path, name=None, resize: int | None = None) -> ImageSet:
     """``tar:PATH``: a WebDataset-style tar shard, or a directory of them, read whole."""
-    plan = _TarPlan(path, resize)
+    plan = TarShards(path, resize)
     return concat([plan.read(i) for i in range(len(plan.shards))], name or plan.name)
-
-
-# -- plans -----------------------------------------------------------------------------
-def _ranges(key: str, start: int, n: int, size: int | None, read_range) -> list:
-    """A piece of ``n`` images cut into chunks of at most ``size`` (None: one chunk)."""
-    size = size or max(n, 1)
-    return [Chunk(f"{key}[{a}:{min(a + size, n)}]", start + a, min(size, n - a),
-                  functools.partial(read_range, a, min(a + size, n)))
-            for a in range(0, n, size)]
-
-
-def _shards(keys_counts: list, size: int | None, read_shard) -> list:
-    """Chunks of shards ``[(key, count)]`` in order; ``read_shard(i)`` loads shard i whole
-    and is cached for one shard, so a shard cut in several chunks is read once."""
-    cached = functools.lru_cache(maxsize=1)(read_shard)
-    chunks, start = [], 0
-    for i, (key, n) in enumerate(keys_counts):
-        chunks += _ranges(key, start, n, size, lambda a, b, i=i: cached(i).subset(np.arange(a, b)))
-        start += n
-    return chunks
-
-
-def plan_chunks(spec: str, split: str = "test", root=None, download: bool = False, resize: int | None = None,
-                num_workers: int = 0, size: int | None = None) -> list:
-    """The chunks of data set ``spec`` (``split``), in the set's order: see the module
-    docstring for what is read in pieces. ``size``: at most this many images per chunk
-    (None: a shard or a folder per chunk, and a set loaded whole in one chunk)."""
-    from .registry import load_dataset
-
-    if size is not None and size < 1:
-        raise ValueError(f"chunk size must be a positive number of images, got {size}")
-    kind, _, raw = spec.partition(":")
-    path = Path(raw.format(split=split)) if raw and "{split}" in raw else Path(raw)
-    if kind == "folder" and raw and path.is_dir():
-        listing = _folder_listing(path, resize)
-        return _ranges(path.name, 0, len(listing), size,
-                       lambda a, b: listing.read(a, b, num_workers=num_workers))
-    if kind == "npz" and raw and path.is_dir():
-        files = _npz_files(path)
-        return _shards([(p.name, _npz_count(p)) for p in files], size, lambda i: read_npz(files[i], path.name))
-    if kind == "tar" and raw:
-        plan = _TarPlan(path, resize)
-        return _shards([(p.name, len(s)) for p, s in plan.shards], size, plan.read)
-    ds = load_dataset(spec, split, root, download, resize=resize, num_workers=num_workers)
-    return _ranges(ds.name, 0, len(ds), size, lambda a, b: ds.subset(np.arange(a, b)))
-
-
-def _folder_listing(path: Path, resize):
-    from .sources import FolderListing
-
-    return FolderListing(path, resize=resize)
