@@ -270,3 +270,21 @@ def test_screening_chunk_by_chunk_equals_screening_the_whole_frame(detector_file
     whole = screen(scorer.frame(Flow(), load_dataset("digits-5to9")), 0.3)
     score_in_chunks(scorer, plan_chunks("digits-5to9", size=13), tmp_path / "s.csv", fdr=0.3)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s.csv"), whole, check_exact=True, check_dtype=False)
+
+
+def test_a_pipe_given_as_a_shard_is_refused_not_read(tmp_path):
+    """Opening a FIFO would wait for a writer forever: a pipe named as a shard, or lying
+    among the shards of a folder, is one line saying what it is."""
+    import os
+
+    os.mkfifo(tmp_path / "p.tar")
+    with pytest.raises(ValueError, match=r"p\.tar is a pipe, not a regular file"):
+        plan_chunks(f"tar:{tmp_path / 'p.tar'}")
+    (tmp_path / "d").mkdir()
+    os.mkfifo(tmp_path / "d" / "a.npz")
+    with pytest.raises(ValueError, match=r"a\.npz is a pipe, not a regular file"):
+        plan_chunks(f"npz:{tmp_path / 'd'}")
+    (tmp_path / "t").mkdir()
+    os.mkfifo(tmp_path / "t" / "a.tar")
+    with pytest.raises(ValueError, match=r"a\.tar is a pipe, not a regular file"):
+        plan_chunks(f"tar:{tmp_path / 't'}")

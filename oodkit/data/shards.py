@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..validation import regular_file
 from .sources import IMAGE_EXTS, DataNotFound, ImageSet, decode_image, first_size, read_npz, stack_pixels
 
 __all__ = ["read_npz_any", "read_tar", "concat", "npz_files", "npz_count", "TarShards"]
@@ -41,7 +42,8 @@ def concat(sets: list, name: str) -> ImageSet:
 
 # -- npz shards ------------------------------------------------------------------------
 def npz_files(path: Path) -> list:
-    files = sorted(p for p in path.iterdir() if p.suffix == ".npz" and not p.name.startswith("."))
+    files = sorted(regular_file(p, "npz shard") for p in path.iterdir()
+                   if p.suffix == ".npz" and not p.name.startswith("."))
     if not files:
         raise DataNotFound(f"no .npz shards in {path}")
     return files
@@ -73,12 +75,12 @@ def read_npz_any(path, name=None) -> ImageSet:
 
 # -- tar shards ------------------------------------------------------------------------
 def _tar_files(path: Path) -> list:
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
+    if not path.exists():
         raise DataNotFound(f"no such file or folder: {path}")
-    files = sorted(p for p in path.iterdir() if p.name.endswith((".tar", ".tar.gz", ".tgz"))
-                   and not p.name.startswith("."))
+    if not path.is_dir():
+        return [regular_file(path, "tar shard")]  # a pipe would be waited on forever
+    files = sorted(regular_file(p, "tar shard") for p in path.iterdir()
+                   if p.name.endswith((".tar", ".tar.gz", ".tgz")) and not p.name.startswith("."))
     if not files:
         raise DataNotFound(f"no .tar shards in {path}")
     return files
