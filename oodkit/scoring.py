@@ -7,13 +7,13 @@ set scored whole and one scored chunk by chunk (:mod:`oodkit.streaming`) give th
 rows."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .checkpoint import file_sha256
 from .conformal import bh_screen, pvalues
 from .data import DataNotFound, load_dataset
 from .detectors import TABLE, model_default_detectors
@@ -84,14 +84,8 @@ def screen(frame: pd.DataFrame, fdr: float) -> pd.DataFrame:
 
 
 def _sha256(path) -> str | None:
-    p = Path(path)
-    if not p.is_file():
-        return None  # a pretrained name: checked against its own SHA-256 when loaded
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The file's SHA-256; None for a pretrained name (checked against its own when loaded)."""
+    return file_sha256(path) if Path(path).is_file() else None
 
 
 def detector_scorer(path, device=None, progress=False) -> Scorer:

@@ -16,6 +16,7 @@ decoding included), and send their rows to rank 0, which writes them.
 """
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -120,8 +121,10 @@ def score_in_chunks(scorer, chunks: list, out, batch_size: int = 256, device=Non
         parts.mkdir(exist_ok=True)
         atomic_write(parts / "manifest.json", json.dumps(manifest, indent=1).encode())
     try:
-        _score_missing(scorer, chunks, done, parts, Flow(batch_size, device, precision=precision),
-                       progress and rank == 0, rank)
+        # a fresh flow per chunk (its forward pass is let go with the chunk), running every batch of the
+        # chunk in this process: under torchrun the processes score different chunks
+        new_flow = functools.partial(Flow, batch_size, device, precision=precision, shard=False)
+        _score_missing(scorer, chunks, done, parts, new_flow, progress and rank == 0, rank)
     except BaseException:
         if rank == 0:
             _drop_if_empty(parts)
@@ -134,7 +137,7 @@ def score_in_chunks(scorer, chunks: list, out, batch_size: int = 256, device=Non
     return total, columns
 
 
-def _score_missing(scorer, chunks, done, parts, flow: Flow, progress, rank) -> None:
+def _score_missing(scorer, chunks, done, parts, new_flow, progress, rank) -> None:
     """Score the chunks not in ``done``. Under torchrun the processes take one chunk each
     per round (reading, decoding and scoring it alone: a chunk is whole batches, so its
     numbers are those of a one-process run) and rank 0 writes every process's rows."""
@@ -144,7 +147,7 @@ def _score_missing(scorer, chunks, done, parts, flow: Flow, progress, rank) -> N
               desc="score", disable=not progress, dynamic_ncols=True) as bar:
         for first in range(0, len(todo), world):
             mine = todo[first + rank] if first + rank < len(todo) else None
-            rows = None if mine is None else _score_chunk(scorer, chunks[mine], flow)
+            rows = None if mine is None else _score_chunk(scorer, chunks[mine], new_flow())
             for i, text in gather_to_root((mine, rows)):
                 if i is not None:
                     atomic_write(parts / f"{i:06d}.csv", text.encode())
@@ -152,14 +155,12 @@ def _score_missing(scorer, chunks, done, parts, flow: Flow, progress, rank) -> N
 
 
 def _score_chunk(scorer, chunk, flow: Flow) -> str:
-    """One chunk's rows as CSV text, through a fresh flow (its forward pass is let go with
-    the chunk) that runs every batch in this process."""
+    """One chunk's rows as CSV text."""
     ds = chunk.read()
     if len(ds) != chunk.count:
         raise ValueError(f"{chunk.key}: {len(ds)} images where {chunk.count} were counted: the data changed while "
                          "it was being scored")
-    own = Flow(flow.batch_size, flow.device, precision=flow.precision, shard=False)
-    return scorer.frame(own, ds, chunk.start).to_csv(index=False)
+    return scorer.frame(flow, ds, chunk.start).to_csv(index=False)
 
 
 def _join(parts: Path, n: int, out: Path, fdr: float | None) -> list:

@@ -115,6 +115,12 @@ def _pixels(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+def _first_line(e: Exception) -> str:
+    """An exception's message cut to its first line (PIL's can run to several)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def decode_image(src, label: str, side: int, first=None) -> np.ndarray:
     """One image file (a path or a binary file object; ``label`` names it in errors)
     decoded to uint8 (H, W[, C]), centre-cropped square and brought to ``side``.
@@ -137,8 +143,7 @@ def decode_image(src, label: str, side: int, first=None) -> np.ndarray:
     except ImageInputError:
         raise
     except Exception as e:  # PIL raises OSError, SyntaxError, struct.error, ... for bad files
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ImageInputError(f"cannot read image {label}: {msg}") from e
+        raise ImageInputError(f"cannot read image {label}: {_first_line(e)}") from e
     h, w = a.shape[:2]
     s = min(h, w)
     a = a[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
@@ -158,8 +163,7 @@ def first_size(src, label: str, max_size: int):
         with Image.open(src) as im:
             return (label, im.size), min(max_size, *im.size)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ImageInputError(f"cannot read image {label}: {msg}") from e
+        raise ImageInputError(f"cannot read image {label}: {_first_line(e)}") from e
 
 
 def stack_pixels(arrays: list) -> np.ndarray:
