@@ -501,6 +501,9 @@ def _calibration_set(full, keep, data_spec, spec, split, limit, data_root, downl
 @click.option("--max-calibrate", type=POS, default=None, help="Calibrate on at most this many images (seeded).")
 @click.option("--tpr", type=Finite(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
 @click.option("--max-train", type=POS, default=None, help="Fit on at most this many images (seeded subsample).")
+@click.option("--max-bank", type=NONNEG, default=None,
+              help="kNN scores search at most this many training images (seeded subsample; default 100,000; 0: "
+                   "all). Fitting costs images x bank; every image still sets the threshold.")
 @click.option("--align-px", type=SIZE, default=None,
               help="Bring images through this size first (the smaller side of an OOD pair, as `oodkit bench` "
                    "does); recorded in the file and applied by `score --detector`.")
@@ -515,8 +518,8 @@ def _calibration_set(full, keep, data_spec, spec, split, limit, data_root, downl
 @config_option
 @_friendly
 @_locks("out", "detector file")
-def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrate, tpr, max_train, align_px, out,
-        embed_model, data_root, download, batch_size, seed, device, quiet):
+def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrate, tpr, max_train, max_bank, align_px,
+        out, embed_model, data_root, download, batch_size, seed, device, quiet):
     """Fit detectors once and save them, to score later with `oodkit score --detector`."""
     import numpy as np
 
@@ -541,6 +544,11 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
         keep = np.sort(np.random.default_rng(seed).choice(len(full), max_train, replace=False))
         ds = full.subset(keep)
     flow = Flow(batch_size, device, seed, progress=not quiet)
+    if max_bank is not None:
+        from .detectors import CDMDetector
+
+        CDMDetector(max_bank=max_bank or None)._check_params()  # before any forward pass
+        flow.max_bank = max_bank or None
     dets = flow.fit({n: m for n in names}, align(ds.tensor(), m, align_px), align_px=align_px)
     x_val = None
     if calibrate_on:

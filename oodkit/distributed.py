@@ -11,7 +11,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["rank_world", "maybe_init", "gather_in_order", "gather_to_root", "barrier"]
+__all__ = ["rank_world", "maybe_init", "gather_in_order", "gather_to_root", "barrier", "shared_batches"]
 
 
 def rank_world() -> tuple[int, int]:
@@ -41,6 +41,20 @@ def gather_in_order(mine: dict) -> list:
         dist.all_gather_object(parts, mine)
     merged = {k: v for part in parts for k, v in part.items()}
     return [merged[k] for k in sorted(merged)]
+
+
+def shared_batches(run, batches, shard: bool = True, progress: bool = False, desc: str = "") -> list:
+    """``run(batch)`` for every batch of ``batches``, in order. Under ``torchrun`` (with
+    ``shard``) each process runs every world-th batch and every process gets all the
+    results back: a batch is the tensor one process would have run, so the numbers do
+    not depend on the number of processes. ``shard=False``: this process runs them all
+    and no collective is entered (a process scoring images of its own)."""
+    from tqdm.auto import tqdm
+
+    rank, world = rank_world() if shard else (0, 1)
+    todo = [(i, b) for i, b in enumerate(batches) if i % world == rank]
+    mine = {i: run(b) for i, b in tqdm(todo, desc=desc, disable=not progress or rank != 0, leave=False)}
+    return gather_in_order(mine) if shard else [mine[i] for i in sorted(mine)]
 
 
 def barrier() -> None:

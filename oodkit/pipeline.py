@@ -22,6 +22,7 @@ import torch
 from .data.images import conform
 from .detectors import make_detector
 from .detectors.cdm import trained_on
+from .detectors.scores import MAX_BANK
 from .representation import Representation, represent
 
 __all__ = ["align", "Flow"]
@@ -37,9 +38,9 @@ def align(x: torch.Tensor, model, align_px: int | None = None) -> torch.Tensor:
 
 @dataclass
 class Flow:
-    """One run's forward passes and detectors. ``batch_size``, ``device``, ``seed`` and
-    ``progress`` are handed to every detector it makes; ``precision`` is the arithmetic
-    of its passes. Representations are kept per
+    """One run's forward passes and detectors. ``batch_size``, ``device``, ``seed``,
+    ``progress`` and ``max_bank`` (the kNN bank size) are handed to every detector it
+    makes; ``precision`` is the arithmetic of its passes. Representations are kept per
     (model, image tensor) for the life of the flow: each set goes through the network once,
     whatever the number of detectors reading it."""
 
@@ -49,6 +50,7 @@ class Flow:
     progress: bool = False
     precision: str = "fp32"  # the network's arithmetic (representation.PRECISIONS)
     shard: bool = True  # under torchrun, share each pass's batches out (False: each process its own images)
+    max_bank: int | None = MAX_BANK  # kNN bank size of the detectors it makes (scores.KNNBank)
     _reps: dict = field(default_factory=dict, repr=False)
     _seen: dict = field(default_factory=dict, repr=False)
 
@@ -69,7 +71,7 @@ class Flow:
 
     def make(self, name: str, model):
         return make_detector(name, model=model, batch_size=self.batch_size, device=self.device, seed=self.seed,
-                             progress=self.progress)
+                             progress=self.progress, max_bank=self.max_bank)
 
     def fit(self, assignment: dict, x_train: torch.Tensor, align_px: int | None = None, desc: str = "train",
             leave_out_seen: bool = True) -> dict:
@@ -102,7 +104,7 @@ class Flow:
             if det.reads_representation:
                 out[name] = det.score_representation(self.representation(det.model_, x, desc))
             else:
-                out[name] = np.asarray(det.score_samples(x), dtype=np.float64)
+                out[name] = np.asarray(det.score_samples(x, shard=self.shard), dtype=np.float64)
         return out
 
     def calibrate(self, detectors: dict, x_val: torch.Tensor, tpr: float) -> None:

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .data.images import batches, fingerprint, png_bits, to_float
-from .distributed import gather_in_order, rank_world
+from .distributed import shared_batches
 from .models import has_class_head, has_rotation_head
 from .models.cdm import bits_per_dim, eq10_levels, log_std_normal
 
@@ -191,15 +190,15 @@ def _passes(model, x: torch.Tensor, batch_size: int, progress: bool, desc: str, 
     """(logits, log N(x), features or None) per batch of ``x``, in order. Under
     ``torchrun`` each process runs every world-th batch and the batches are gathered back:
     each batch is the tensor one process would have run, so the numbers do not change."""
-    rank, world = rank_world() if shard else (0, 1)
     device = next(model.parameters()).device  # the model's own: a user's model is never moved
-    with_features, mine = _gives_features(model), {}
-    todo = [(i, xb) for i, xb in enumerate(batches(x, batch_size)) if i % world == rank]
-    for i, xb in tqdm(todo, desc=desc, disable=not progress or rank != 0, leave=False):
+    with_features = _gives_features(model)
+
+    def run(xb):
         xf = to_float(xb).to(device)
         f, h = model.logits(xf, return_features=True) if with_features else (model.logits(xf), None)
-        mine[i] = (f.float().cpu(), log_std_normal(xf).cpu(), h.float().cpu() if h is not None else None)
-    return gather_in_order(mine) if shard else [mine[i] for i in sorted(mine)]
+        return f.float().cpu(), log_std_normal(xf).cpu(), h.float().cpu() if h is not None else None
+
+    return shared_batches(run, list(batches(x, batch_size)), shard, progress, desc)
 
 
 @torch.no_grad()

@@ -65,3 +65,55 @@ def test_two_process_gloo_bench_equals_one_process(tmp_path):
     for k in a.files:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert json.loads((tmp_path / "two" / "results.json").read_text())["meta"]["processes"] == 2
+
+
+def test_a_multi_pass_detector_runs_only_its_share_of_the_batches_in_each_process(tiny_models, monkeypatch):
+    """Under torchrun a DDPM detector's passes are shared out like the CDM pass: rank r of
+    2 runs batches r, r + 2, ... and the gathered scores are the one-process scores."""
+    import numpy as np
+
+    from oodkit import distributed
+    from oodkit.data import as_images, load_dataset
+    from oodkit.detectors import make_detector
+
+    x = as_images(load_dataset("letters", "test").images)[:150]  # 5 batches of 32
+    det = make_detector("recon", model=tiny_models["ddpm"], batch_size=32).prepare()
+    whole = det.score_samples(x)
+    calls, gathered = [], {}
+    run = det._score_batch
+    monkeypatch.setattr(det, "_score_batch", lambda m, xb: calls.append(len(xb)) or run(m, xb))
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "rank_world", lambda rank=rank: (rank, 2))
+        monkeypatch.setattr(distributed, "gather_in_order", lambda mine: gathered.update(mine) or list(mine.values()))
+        det._cache = {}
+        det.score_samples(x)
+    assert calls == [32, 32, 22, 32, 32]  # rank 0: batches 0, 2, 4; rank 1: batches 1, 3
+    np.testing.assert_array_equal(torch.cat([gathered[i] for i in sorted(gathered)]).numpy(), whole)
+    calls.clear()
+    det._cache = {}
+    det.score_samples(x, shard=False)  # a process scoring images of its own runs them all, no collective
+    assert len(calls) == 5
+
+
+@pytest.mark.slow
+def test_two_process_gloo_bench_of_ddpm_detectors_equals_one_process(tmp_path):
+    import numpy as np
+
+    from oodkit.data import as_images, load_dataset
+    from oodkit.train_config import TrainConfig
+    from oodkit.training import fit_model
+
+    fit_model(as_images(load_dataset("digits-0to4", "train").images), kind="ddpm", net="tiny", T=20,
+              config=TrainConfig(steps=2, save_every=0), out=tmp_path / "ddpm.pt", device="cpu")
+    args = ["bench", "digits-0to4-vs-letters", "--model", "ddpm.pt", "--detectors", "recon,elbo-k", "--max-test",
+            "150", "--batch-size", "32", "--bootstrap", "0", "--device", "cpu", "--quiet"]
+    runs = {}
+    for name, launcher in [("one", []), ("two", ["-m", "torch.distributed.run", "--nproc-per-node", "2",
+                                                 "--master-port", str(29800 + os.getpid() % 100)])]:
+        r = subprocess.run([sys.executable, *launcher, "-m", "oodkit", *args, "--output-dir", name], cwd=tmp_path,
+                           env=_env(tmp_path), capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[name] = np.load(tmp_path / name / "scores.npz")
+    assert sorted(runs["one"].files) == sorted(runs["two"].files) and len(runs["one"].files) >= 4
+    for k in runs["one"].files:
+        np.testing.assert_array_equal(runs["one"][k], runs["two"][k], err_msg=k)

@@ -15,7 +15,7 @@ from ..representation import Representation, represent
 from ..training import TrainConfig, fit_model
 from ..validation import Any, Bool, Choice, Device, Int, Pair, Real
 from .base import BaseDetector, on_device
-from .scores import SCORERS, Complexity, FeatureGauss, FeatureKNN, Fused, Profile, Upright, profile_levels
+from .scores import MAX_BANK, SCORERS, Complexity, FeatureGauss, FeatureKNN, Fused, Profile, Upright, profile_levels
 
 __all__ = ["CDMDetector", "trained_on"]
 
@@ -50,6 +50,10 @@ class CDMDetector(BaseDetector):
             (logsumexp of its class logits), from the same pass.
         n_levels, density, n_neighbors, n_components: the profile's levels and density
             model (``"knn"`` or ``"gmm"``).
+        max_bank: the most ID training rows a kNN score searches (``profile``, ``features``
+            and their parts in ``fused``; default 100,000, None: all). Fitting costs
+            (training images) x (bank rows), so above it the cost grows linearly; every
+            training image still counts towards the threshold and the Gaussian statistics.
         resize: bring images of another size or channel count to the model's (see
             :func:`oodkit.data.conform`); otherwise such input is refused.
         layout, value_range: passed to :func:`oodkit.data.as_images` for arrays whose
@@ -70,14 +74,15 @@ class CDMDetector(BaseDetector):
         "net": Choice(("tiny", "compact", "small", "paper")), "steps": Int(1), "T": Int(1, 100_000),
         "schedule": Choice(("uniform", "linear", "cosine")), "image_size": Int(1, 4096, none=True),
         "batch_size": Int(1, 1_000_000), "n_levels": Int(1, 100_000), "density": Choice(("knn", "gmm")),
-        "n_neighbors": Int(1, 100_000), "n_components": Int(1, 100_000), "resize": Bool(),
+        "n_neighbors": Int(1, 100_000), "n_components": Int(1, 100_000),
+        "max_bank": Int(2, none=True), "resize": Bool(),
         "layout": Choice(("nhwc", "nchw"), none=True), "value_range": Pair(), "contamination": Real(0, 0.5, True),
         "device": Device(), "seed": Int(0, 2**63 - 1), "progress": Bool(), "model_out": Any(),
     }
 
     def __init__(self, model=None, score="fused", *, net="small", steps=2000, T=1000, schedule="uniform",
                  image_size=None, batch_size=128, n_levels=20, density="knn", n_neighbors=5, n_components=10,
-                 resize=False, layout=None, value_range=None, contamination=0.05, device=None, seed=0, progress=False,
+                 max_bank=MAX_BANK, resize=False, layout=None, value_range=None, contamination=0.05, device=None, seed=0, progress=False,
                  model_out=None):
         self.model = model
         self.score = score
@@ -91,6 +96,7 @@ class CDMDetector(BaseDetector):
         self.density = density
         self.n_neighbors = n_neighbors
         self.n_components = n_components
+        self.max_bank = max_bank
         self.resize = resize
         self.layout = layout
         self.value_range = value_range
@@ -132,9 +138,9 @@ class CDMDetector(BaseDetector):
             raise ValueError(f"unknown score {self.score!r}; choose one of {sorted(SCORERS)}")
         levels = profile_levels(model.T, model.schedule.alpha_bar.numpy(), self.n_levels)
         if self.score == "profile":
-            return Profile(levels, self.density, self.n_neighbors, self.n_components, self.seed)
+            return Profile(levels, self.density, self.n_neighbors, self.n_components, self.seed, self.max_bank)
         if self.score == "features":
-            return FeatureKNN(self.n_neighbors)
+            return FeatureKNN(self.n_neighbors, self.max_bank, self.seed)
         if self.score == "fused":
             return Fused(self._fused_components(model, levels))
         return SCORERS[self.score]()
@@ -151,11 +157,12 @@ class CDMDetector(BaseDetector):
           upright score, chosen on held-out Fashion-MNIST classes (0.9246 against 0.9077 for
           the class-head rule, every far and synthetic set >= 0.999) and checked on CIFAR-10's.
         """
-        profile = Profile(levels, "knn", self.n_neighbors, seed=self.seed)
+        profile = Profile(levels, "knn", self.n_neighbors, seed=self.seed, max_bank=self.max_bank)
+        knn = FeatureKNN(self.n_neighbors, self.max_bank, self.seed)
         if has_rotation_head(model):
-            return {"profile": profile, "features-knn": FeatureKNN(self.n_neighbors), "upright": Upright()}
+            return {"profile": profile, "features-knn": knn, "upright": Upright()}
         if has_class_head(model):
-            return {"profile": profile, "complexity": Complexity(), "features-knn": FeatureKNN(self.n_neighbors)}
+            return {"profile": profile, "complexity": Complexity(), "features-knn": knn}
         return {"profile": profile, "complexity": Complexity(), "features": FeatureGauss()}
 
     def representation(self, X) -> Representation:
@@ -169,6 +176,8 @@ class CDMDetector(BaseDetector):
         super()._check_params()
         if self.score not in SCORERS:
             raise ValueError(f"unknown score {self.score!r}; choose one of {sorted(SCORERS)}")
+        if self.max_bank is not None and self.max_bank <= self.n_neighbors:
+            raise ValueError(f"max_bank={self.max_bank} must exceed n_neighbors={self.n_neighbors}")
 
     def fit(self, X, y=None):
         """Load or train the CDM, then fit the score's statistics on ID images ``X``.
@@ -240,7 +249,7 @@ class CDMDetector(BaseDetector):
         """float64 (N,), higher = more in-distribution."""
         return self.score_representation(self.representation(X))
 
-    _SCORE_PARAMS = ("score", "n_levels", "density", "n_neighbors", "n_components", "seed")
+    _SCORE_PARAMS = ("score", "n_levels", "density", "n_neighbors", "n_components", "seed", "max_bank")
 
     def _score_params(self) -> tuple:
         return tuple(getattr(self, k) for k in self._SCORE_PARAMS)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
 from ..pretrained import load_model
 from ..data.images import ImageInputError, as_images, batches, conform, fingerprint, to_float
+from ..distributed import shared_batches
 from ..itd import discrete_denoiser, itd_nll
 from ..representation import full_fp32
 from ..validation import Any, Bool, Choice, Device, Int, Pair, Real
@@ -127,24 +127,25 @@ class DiffusionDetector(BaseDetector):
     def _restore(self, arrays: dict, model) -> None:
         self._cache = {}
 
-    def score_samples(self, X) -> np.ndarray:
+    def score_samples(self, X, shard: bool = True) -> np.ndarray:
+        """float64 (N,), higher = more in-distribution. Under ``torchrun`` the batches are
+        shared out over the processes and gathered back (the same numbers as one process);
+        ``shard=False``: this process scores all of ``X`` (images of its own)."""
         check_is_fitted(self, "model_")
         x = self._images(X)
         # the parameters are part of the key: set_params after fit must not return stale scores
         key = (fingerprint(x), repr(sorted((k, v) for k, v in self.get_params().items() if k != "model")))
         if key not in self._cache:
-            self._cache = {key: self._compute(x)}  # keep the latest set only
+            self._cache = {key: self._compute(x, shard)}  # keep the latest set only
         return self._cache[key]
 
     @torch.no_grad()
-    def _compute(self, x: torch.Tensor) -> np.ndarray:
+    def _compute(self, x: torch.Tensor, shard: bool = True) -> np.ndarray:
         m = self.model_
         device = next(m.parameters()).device
-        out = []
         with full_fp32():
-            for xb in tqdm(list(batches(x, self.batch_size)), desc=self.score, disable=not self.progress,
-                           leave=False):
-                out.append(self._score_batch(m, to_float(xb).to(device)))
+            out = shared_batches(lambda xb: self._score_batch(m, to_float(xb).to(device)),
+                                 list(batches(x, self.batch_size)), shard, self.progress, self.score)
         return torch.cat(out).numpy()
 
     def _score_batch(self, m, xb: torch.Tensor) -> torch.Tensor:

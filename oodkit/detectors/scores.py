@@ -132,20 +132,72 @@ def profile_levels(schedule_T: int, alpha_bar: np.ndarray, n_levels: int) -> np.
     return idx
 
 
+# The largest kNN bank kept by default: fitting costs (training images) x (bank rows)
+# distance computations, so above it the cost grows linearly in n instead of as n^2.
+# benchmarks/results/knn_bank/ measures what a smaller bank changes.
+MAX_BANK = 100_000
+
+
+class KNNBank:
+    """The distance from a row to its ``k``-th nearest ID training row, over a bank of at
+    most ``max_bank`` training rows (None: all). A larger training set is subsampled for
+    the bank, seeded and in canonical row order, so the same set gives the same bank in
+    any order; every training row still gets an out-of-sample distance (the bank's own
+    rows leave themselves out, the others are fresh to it)."""
+
+    def __init__(self, k: int, max_bank: int | None = MAX_BANK, seed: int = 0):
+        if max_bank is not None and max_bank <= k:
+            raise ValueError(f"max_bank={max_bank} must exceed n_neighbors={k}")
+        self.k, self.max_bank, self.seed = k, max_bank, seed
+
+    def fit(self, z: np.ndarray, what: str):
+        if len(z) <= self.k:
+            raise ValueError(f"{what} needs more than {self.k} training images, got {len(z)}")
+        self.n_fit_ = len(z)
+        self.in_bank_ = np.ones(len(z), dtype=bool)
+        if self.max_bank is not None and len(z) > self.max_bank:
+            chosen = _canonical(z)[np.random.default_rng(self.seed).permutation(len(z))[: self.max_bank]]
+            self.in_bank_ = np.zeros(len(z), dtype=bool)
+            self.in_bank_[chosen] = True
+        return self.set_bank(z[self.in_bank_])
+
+    def set_bank(self, bank: np.ndarray):
+        self.bank_ = bank
+        self.nn_ = NearestNeighbors(n_neighbors=self.k + 1).fit(bank)
+        return self
+
+    def distance(self, z: np.ndarray) -> np.ndarray:
+        """(N,) distance of each row of ``z`` to its k-th nearest bank row."""
+        return kth_distance(self.nn_, self.bank_, z, self.k)
+
+    def train_distance(self, z: np.ndarray) -> np.ndarray:
+        """Out-of-sample distances of the rows ``fit`` saw, in their order."""
+        if getattr(self, "n_fit_", None) != len(z):
+            raise ValueError("out-of-sample training scores need the images the kNN bank was fitted on")
+        out = np.empty(len(z))
+        out[self.in_bank_] = kth_distance(self.nn_, self.bank_, z[self.in_bank_], self.k + 1)
+        if not self.in_bank_.all():
+            out[~self.in_bank_] = self.distance(z[~self.in_bank_])
+        return out
+
+
 class Profile:
     """The multiscale likelihood profile ``log p_t(x) / d`` over a subsample of levels,
     standardised, under a density model fitted on ID training profiles:
 
     * ``density="knn"``: kNN log-density up to a constant, ``-D log r_k`` (r_k the
-      distance to the k-th nearest training profile, D the number of levels);
+      distance to the k-th nearest training profile, D the number of levels; a bank of
+      at most ``max_bank`` training profiles, see :class:`KNNBank`);
     * ``density="gmm"``: a full-covariance Gaussian mixture's log-density.
     """
 
-    def __init__(self, levels: np.ndarray, density="knn", n_neighbors=5, n_components=10, seed=0):
+    def __init__(self, levels: np.ndarray, density="knn", n_neighbors=5, n_components=10, seed=0,
+                 max_bank=MAX_BANK):
         if density not in ("knn", "gmm"):
             raise ValueError(f"density must be 'knn' or 'gmm', got {density!r}")
         self.levels, self.density = np.asarray(levels), density
         self.n_neighbors, self.n_components, self.seed = n_neighbors, n_components, seed
+        self.bank = KNNBank(n_neighbors, max_bank, seed)
 
     def features(self, rep):
         return rep.levels(self.levels) / rep.dim
@@ -155,10 +207,7 @@ class Profile:
         self.scaler_ = StandardScaler().fit(z)
         z = self.scaler_.transform(z)
         if self.density == "knn":
-            if len(z) <= self.n_neighbors:
-                raise ValueError(f"profile/knn needs more than {self.n_neighbors} training images, got {len(z)}")
-            self.nn_ = NearestNeighbors(n_neighbors=self.n_neighbors + 1).fit(z)
-            self._train_z = z
+            self.bank.fit(z, "profile/knn")
         else:
             k = min(self.n_components, len(z))
             # in a canonical row order: k-means starts the mixture from the data, not from their order
@@ -169,7 +218,7 @@ class Profile:
     def get_state(self):
         st = {"scaler_mean": self.scaler_.mean_, "scaler_scale": self.scaler_.scale_}
         if self.density == "knn":
-            st["train_z"] = self._train_z
+            st["train_z"] = self.bank.bank_
         else:
             st.update(weights=self.gmm_.weights_, means=self.gmm_.means_, covariances=self.gmm_.covariances_)
         return st
@@ -194,8 +243,7 @@ class Profile:
         self.scaler_.var_ = self.scaler_.scale_ ** 2
         self.scaler_.n_features_in_ = len(self.scaler_.mean_)
         if self.density == "knn":
-            self._train_z = np.asarray(st["train_z"])
-            self.nn_ = NearestNeighbors(n_neighbors=self.n_neighbors + 1).fit(self._train_z)
+            self.bank.set_bank(z)
         else:
             from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
 
@@ -209,12 +257,13 @@ class Profile:
         z = self.scaler_.transform(self.features(rep))
         if self.density == "gmm":
             return self.gmm_.score_samples(z).astype(np.float64)
-        r = np.maximum(kth_distance(self.nn_, self._train_z, z, self.n_neighbors + (1 if _is_train else 0)), 1e-12)
+        r = np.maximum(self.bank.train_distance(z) if _is_train else self.bank.distance(z), 1e-12)
         return -z.shape[1] * np.log(r)
 
     def train_score(self, rep):
-        """Out-of-sample scores of the training profiles: leave-one-out for kNN (a point
-        is not its own neighbour); for the mixture, 10-fold cross-fitting (scaler and
+        """Out-of-sample scores of the training profiles: for kNN, leave-one-out for the
+        bank's rows (a point is not its own neighbour) and the plain score for the rest;
+        for the mixture, 10-fold cross-fitting (scaler and
         mixture refitted without each fold, then scored on it), since in-sample mixture
         densities are optimistic (at n = 500 in 20 dimensions a threshold set on them
         accepted half of fresh ID images). Mixtures fitted on 90 % of the images are a
@@ -255,39 +304,36 @@ def _l2(z):
 class FeatureKNN:
     """Deep nearest neighbours (Sun et al., 2022) on the pooled decoder output the noise
     classifier's head reads, from the same forward pass: minus the distance of the
-    L2-normalised feature to its k-th nearest ID training feature."""
+    L2-normalised feature to its k-th nearest ID training feature (over a bank of at
+    most ``max_bank`` of them, see :class:`KNNBank`)."""
 
-    def __init__(self, n_neighbors=5):
+    def __init__(self, n_neighbors=5, max_bank=MAX_BANK, seed=0):
         self.n_neighbors = n_neighbors
+        self.bank = KNNBank(n_neighbors, max_bank, seed)
 
     def fit(self, rep):
-        z = _l2(_need_features(rep))
-        if len(z) <= self.n_neighbors:
-            raise ValueError(f"features/knn needs more than {self.n_neighbors} training images, got {len(z)}")
-        self.nn_ = NearestNeighbors(n_neighbors=self.n_neighbors + 1).fit(z)
-        self._train_z = z
+        self.bank.fit(_l2(_need_features(rep)), "features/knn")
         return self
 
     def get_state(self):
-        return {"train_z": self._train_z}
+        return {"train_z": self.bank.bank_}
 
     def set_state(self, st):
-        self._train_z = state_array(st, "train_z", (None, None))
-        if len(self._train_z) <= self.n_neighbors:
-            raise ValueError(f"state 'train_z' has {len(self._train_z)} rows; n_neighbors={self.n_neighbors} "
-                             "needs more")
-        self.nn_ = NearestNeighbors(n_neighbors=self.n_neighbors + 1).fit(self._train_z)
+        z = state_array(st, "train_z", (None, None))
+        if len(z) <= self.n_neighbors:
+            raise ValueError(f"state 'train_z' has {len(z)} rows; n_neighbors={self.n_neighbors} needs more")
+        self.bank.set_bank(z)
         return self
 
     def feature_dim(self):
-        return self._train_z.shape[1]
+        return self.bank.bank_.shape[1]
 
-    def score(self, rep, _is_train=False):
-        z = _l2(_need_features(rep))
-        return -kth_distance(self.nn_, self._train_z, z, self.n_neighbors + (1 if _is_train else 0))
+    def score(self, rep):
+        return -self.bank.distance(_l2(_need_features(rep)))
 
     def train_score(self, rep):
-        return self.score(rep, _is_train=True)
+        """Out-of-sample distances of the training features (see :class:`KNNBank`)."""
+        return -self.bank.train_distance(_l2(_need_features(rep)))
 
 
 def kth_distance(nn, bank: np.ndarray, z: np.ndarray, k: int, block: int = 4096) -> np.ndarray:

@@ -1,0 +1,119 @@
+"""Get the near-OOD GPU run (``benchmarks/gpu_session.sh``) onto a lent GPU machine, whose
+tool sends the working tree and at most 64 MiB in all.
+
+    python benchmarks/device_pack.py pack --source ../shared/data     # here: writes devpack/
+    python benchmarks/device_pack.py slim                              # here: before the device call
+    python benchmarks/device_pack.py unslim                            # here: after it
+    python benchmarks/device_pack.py unpack devpack DATA_DIR           # there (gpu_session.sh does it)
+
+``pack`` writes ``devpack/`` (git-ignored through .git/info/exclude): the publisher's
+JPEG bytes of the CIFAR-10 training images of classes 0-5 and of every test image (the
+bytes themselves, so they decode to the pixels ``materialize.py`` gives), the MNIST and
+Fashion-MNIST test arrays for the far pairs, and the shipped ``cifar10[0-5]`` weights to
+fine-tune from (about 45 MB). ``slim`` takes the large committed files (resumable
+checkpoints, benchmark results, shipped weights) out of git's index so that they stay
+behind, and ``unslim`` puts the index back as HEAD has it: commit first, since staged
+changes are undone with it.
+"""
+import argparse
+import io
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = range(6)  # the ID classes of the cifar10-near suite
+STAY_BEHIND = ["benchmarks/models", "benchmarks/results", "oodkit/weights"]
+EXCLUDE_MARK = "# device_pack slim"
+
+
+def pack(source: Path, out: Path) -> None:
+    from oodkit.pretrained import resolve_model
+
+    out.mkdir(exist_ok=True)
+    arc = np.load(source / "cifar10_jpeg.npz")
+    offsets, labels, split = arc["offsets"], arc["labels"], arc["split"]
+    keep = np.flatnonzero((split == 1) | ((split == 0) & np.isin(labels, list(CLASSES))))
+    blob = arc["jpeg"]
+    pieces = [blob[offsets[i]:offsets[i + 1]] for i in keep]
+    new_offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(np.int64)
+    np.savez(out / "cifar10_jpeg.npz", jpeg=np.concatenate(pieces), offsets=new_offsets, labels=labels[keep],
+             split=split[keep], classes=arc["classes"])
+    for name in ("mnist_test.npz", "fashionmnist_test.npz"):
+        shutil.copy(source / name, out / name)
+    shutil.copy(resolve_model("cifar10[0-5]"), out / "cifar10_0-5.pt")
+    exclude = _exclude_file()
+    if "/devpack/" not in exclude.read_text():
+        with exclude.open("a") as f:
+            f.write("/devpack/\n")
+    size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+    print(f"wrote {out}/: {len(keep)} CIFAR-10 images ({int((split[keep] == 0).sum())} train), {size:.1f} MiB")
+
+
+def unpack(pack_dir: Path, data: Path) -> None:
+    from PIL import Image
+
+    data.mkdir(parents=True, exist_ok=True)
+    arc = np.load(pack_dir / "cifar10_jpeg.npz")
+    blob, offsets = arc["jpeg"].tobytes(), arc["offsets"]
+    for code, name in [(0, "train"), (1, "test")]:
+        idx = np.flatnonzero(arc["split"] == code)
+        images = np.stack([np.asarray(Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]])).convert("RGB"))
+                           for i in idx])
+        np.savez(data / f"cifar10_{name}.npz", images=images, labels=arc["labels"][idx])
+        print(f"cifar10_{name}: {images.shape}")
+    for name in ("mnist_test.npz", "fashionmnist_test.npz"):
+        shutil.copy(pack_dir / name, data / name)
+
+
+def _git(*args) -> None:
+    subprocess.run(["git", *args], check=True)
+
+
+def _exclude_file() -> Path:
+    path = Path(subprocess.run(["git", "rev-parse", "--git-path", "info/exclude"], check=True, capture_output=True,
+                               text=True).stdout.strip())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return path
+
+
+def slim() -> None:
+    _git("rm", "-r", "-q", "--cached", *STAY_BEHIND)
+    with _exclude_file().open("a") as f:
+        f.write("".join(f"/{p}/  {EXCLUDE_MARK}\n" for p in STAY_BEHIND))
+    print("slim: " + ", ".join(STAY_BEHIND) + " stay behind; run `unslim` after the device call")
+
+
+def unslim() -> None:
+    _git("reset", "-q")
+    exclude = _exclude_file()
+    exclude.write_text("".join(line for line in exclude.read_text().splitlines(keepends=True)
+                               if EXCLUDE_MARK not in line))
+    print("unslim: the index is HEAD's again")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack")
+    p.add_argument("--source", type=Path, required=True, help="the folder of cifar10_jpeg.npz and the MNIST arrays")
+    p.add_argument("--out", type=Path, default=Path("devpack"))
+    u = sub.add_parser("unpack")
+    u.add_argument("pack_dir", type=Path)
+    u.add_argument("data", type=Path)
+    sub.add_parser("slim")
+    sub.add_parser("unslim")
+    a = ap.parse_args()
+    if a.cmd == "pack":
+        pack(a.source, a.out)
+    elif a.cmd == "unpack":
+        unpack(a.pack_dir, a.data)
+    else:
+        {"slim": slim, "unslim": unslim}[a.cmd]()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
