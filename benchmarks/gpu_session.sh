@@ -7,14 +7,14 @@
 #   small     the larger `small` net from scratch (the issue's larger network)
 # Here, first:  python benchmarks/device_pack.py pack --source ../shared/data
 #               git commit ...; python benchmarks/device_pack.py slim
-# Then:         run(command="bash benchmarks/gpu_session.sh 330", carry=["devpack"], timeout_s=600)
+# Then:         run(command="bash benchmarks/gpu_session.sh 300", carry=["devpack"], timeout_s=600)
 # After:        python benchmarks/device_pack.py unslim
 # What comes back in $OUT (8 files at most): each model as shipped (EMA, half precision,
 # a few MB), its bench results.json, its training log, and log.txt with the tables and
 # the test bits/dim. A dry run on a CPU (needs devpack/):
 #   DEVICE=cpu BATCH=8 MAX_TRAIN=300 MAX_TEST=100 OUT=/tmp/dry bash benchmarks/gpu_session.sh 30
 set -uo pipefail
-SECS=${1:-330}
+SECS=${1:-300}
 OUT=${OUT:-gpu-session-out}
 DEVICE=${DEVICE:-cuda}
 MAX_TRAIN=${MAX_TRAIN:-10000}
@@ -62,3 +62,13 @@ EOF
         >>"$OUT/log.txt" 2>&1 && cp "$WORK/bench_$m/results.json" "$OUT/${m}_results.json"
     log "== $m scored $(date -u +%T)"
 done
+
+# issue 22 on the same card, if time is left: the kNN bank's exact search in torch blocks
+# on the GPU against scikit-learn's on one CPU thread, n = 50,000 synthetic features
+for dev in "" cuda; do
+    [ "$DEVICE" = cpu ] && [ -n "$dev" ] && continue
+    OMP_NUM_THREADS=1 $PY benchmarks/fit_scaling.py --n 50000 --exact-n --scorers features \
+        ${dev:+--search-device $dev} --out "$WORK/fit_scaling_${dev:-sklearn}" >>"$OUT/log.txt" 2>&1
+done
+log "== done $(date -u +%T)"
+

@@ -139,3 +139,29 @@ def test_cli_fit_max_bank(tmp_path, monkeypatch):
         assert sorted(f[k].shape[0] for k in f.files if k.endswith("train_z")) == [64, 64]
     assert all(load_detector(tmp_path / "d.npz", name=n).max_bank == 64 for n in ("features", "profile"))
     assert f"{MAX_BANK:,}" in run(main, ["fit", "--help"]).output  # the help states the real default
+
+
+def test_the_torch_block_search_gives_the_distances_of_scikit_learns_search():
+    """The exact search a GPU runs (float32 matrix products in blocks, a margin of extra
+    candidates, float64 distances after), run here on the CPU: the same distances as
+    scikit-learn's search, duplicated rows and a block edge included."""
+    rng = np.random.default_rng(8)
+    z = rng.standard_normal((2500, 12)) * 30 + 100  # large norms: float32 rounding at its worst
+    z[1000:1010] = z[:10]  # exact duplicates: ties between neighbours
+    q = np.concatenate([rng.standard_normal((1500, 12)) * 30 + 100, z[:5]])
+    for max_bank in (None, 800):
+        sk = KNNBank(5, max_bank).fit(z, "test")
+        tb = KNNBank(5, max_bank, search_device="cpu").fit(z, "test")
+        tb.search_.block = 700  # several query blocks
+        np.testing.assert_array_equal(tb.distance(q), sk.distance(q))
+        np.testing.assert_array_equal(tb.train_distance(z), sk.train_distance(z))
+
+
+def test_a_cdm_detector_searches_on_its_models_device():
+    from oodkit.detectors.cdm import _search_device
+
+    assert _search_device(fixed_model(seed=1)) is None  # a CPU model: scikit-learn's search
+    det = make_detector("fused", model=fixed_model(seed=1, rotations=4))
+    det.fit(as_images(load_dataset("digits-0to4", "train").images)[:60])
+    banks = [c.bank for c in det.scorer_.components.values() if hasattr(c, "bank")]
+    assert len(banks) == 2 and all(b.search_device is None for b in banks)

@@ -31,6 +31,13 @@ def trained_on(model, x) -> np.ndarray | None:
     return np.isin(image_hashes(x), np.asarray(known))
 
 
+def _search_device(model):
+    """Where the kNN scores search their bank: the model's GPU, where its representation
+    was computed; None (scikit-learn, on the CPU) for a model on the CPU."""
+    device = next(model.parameters()).device
+    return None if device.type == "cpu" else device
+
+
 class CDMDetector(BaseDetector):
     """Out-of-distribution detector on a classification diffusion model.
 
@@ -138,12 +145,16 @@ class CDMDetector(BaseDetector):
             raise ValueError(f"unknown score {self.score!r}; choose one of {sorted(SCORERS)}")
         levels = profile_levels(model.T, model.schedule.alpha_bar.numpy(), self.n_levels)
         if self.score == "profile":
-            return Profile(levels, self.density, self.n_neighbors, self.n_components, self.seed, self.max_bank)
+            return Profile(levels, self.density, self.n_neighbors, self.n_components, self.seed, self.max_bank,
+                           _search_device(model))
         if self.score == "features":
-            return FeatureKNN(self.n_neighbors, self.max_bank, self.seed)
+            return self._knn(model)
         if self.score == "fused":
             return Fused(self._fused_components(model, levels))
         return SCORERS[self.score]()
+
+    def _knn(self, model) -> FeatureKNN:
+        return FeatureKNN(self.n_neighbors, self.max_bank, self.seed, _search_device(model))
 
     def _fused_components(self, model, levels) -> dict:
         """What ``fused`` combines, by the one rule (benchmarks/results/fusion_variants.md):
@@ -157,8 +168,9 @@ class CDMDetector(BaseDetector):
           upright score, chosen on held-out Fashion-MNIST classes (0.9246 against 0.9077 for
           the class-head rule, every far and synthetic set >= 0.999) and checked on CIFAR-10's.
         """
-        profile = Profile(levels, "knn", self.n_neighbors, seed=self.seed, max_bank=self.max_bank)
-        knn = FeatureKNN(self.n_neighbors, self.max_bank, self.seed)
+        profile = Profile(levels, "knn", self.n_neighbors, seed=self.seed, max_bank=self.max_bank,
+                          search_device=_search_device(model))
+        knn = self._knn(model)
         if has_rotation_head(model):
             return {"profile": profile, "features-knn": knn, "upright": Upright()}
         if has_class_head(model):

@@ -143,12 +143,17 @@ class KNNBank:
     most ``max_bank`` training rows (None: all). A larger training set is subsampled for
     the bank, seeded and in canonical row order, so the same set gives the same bank in
     any order; every training row still gets an out-of-sample distance (the bank's own
-    rows leave themselves out, the others are fresh to it)."""
+    rows leave themselves out, the others are fresh to it).
 
-    def __init__(self, k: int, max_bank: int | None = MAX_BANK, seed: int = 0):
+    ``search_device``: where the neighbours are searched, exactly, in blocks of torch
+    matrix products (a GPU: the one the representation came from); None: scikit-learn's
+    search on the CPU, which is faster there (benchmarks/README.md, *How fitting grows*).
+    Either way the distances are then recomputed in float64 row by row."""
+
+    def __init__(self, k: int, max_bank: int | None = MAX_BANK, seed: int = 0, search_device=None):
         if max_bank is not None and max_bank <= k:
             raise ValueError(f"max_bank={max_bank} must exceed n_neighbors={k}")
-        self.k, self.max_bank, self.seed = k, max_bank, seed
+        self.k, self.max_bank, self.seed, self.search_device = k, max_bank, seed, search_device
 
     def fit(self, z: np.ndarray, what: str):
         if len(z) <= self.k:
@@ -163,19 +168,23 @@ class KNNBank:
 
     def set_bank(self, bank: np.ndarray):
         self.bank_ = bank
-        self.nn_ = NearestNeighbors(n_neighbors=self.k + 1).fit(bank)
+        if self.search_device is None:
+            nn = NearestNeighbors(n_neighbors=self.k + 1).fit(bank)
+            self.search_ = lambda q, k: nn.kneighbors(q, n_neighbors=k)[1]
+        else:
+            self.search_ = TorchSearch(bank, self.search_device)
         return self
 
     def distance(self, z: np.ndarray) -> np.ndarray:
         """(N,) distance of each row of ``z`` to its k-th nearest bank row."""
-        return kth_distance(self.nn_, self.bank_, z, self.k)
+        return kth_distance(self.search_, self.bank_, z, self.k)
 
     def train_distance(self, z: np.ndarray) -> np.ndarray:
         """Out-of-sample distances of the rows ``fit`` saw, in their order."""
         if getattr(self, "n_fit_", None) != len(z):
             raise ValueError("out-of-sample training scores need the images the kNN bank was fitted on")
         out = np.empty(len(z))
-        out[self.in_bank_] = kth_distance(self.nn_, self.bank_, z[self.in_bank_], self.k + 1)
+        out[self.in_bank_] = kth_distance(self.search_, self.bank_, z[self.in_bank_], self.k + 1)
         if not self.in_bank_.all():
             out[~self.in_bank_] = self.distance(z[~self.in_bank_])
         return out
@@ -192,12 +201,12 @@ class Profile:
     """
 
     def __init__(self, levels: np.ndarray, density="knn", n_neighbors=5, n_components=10, seed=0,
-                 max_bank=MAX_BANK):
+                 max_bank=MAX_BANK, search_device=None):
         if density not in ("knn", "gmm"):
             raise ValueError(f"density must be 'knn' or 'gmm', got {density!r}")
         self.levels, self.density = np.asarray(levels), density
         self.n_neighbors, self.n_components, self.seed = n_neighbors, n_components, seed
-        self.bank = KNNBank(n_neighbors, max_bank, seed)
+        self.bank = KNNBank(n_neighbors, max_bank, seed, search_device)
 
     def features(self, rep):
         return rep.levels(self.levels) / rep.dim
@@ -307,9 +316,9 @@ class FeatureKNN:
     L2-normalised feature to its k-th nearest ID training feature (over a bank of at
     most ``max_bank`` of them, see :class:`KNNBank`)."""
 
-    def __init__(self, n_neighbors=5, max_bank=MAX_BANK, seed=0):
+    def __init__(self, n_neighbors=5, max_bank=MAX_BANK, seed=0, search_device=None):
         self.n_neighbors = n_neighbors
-        self.bank = KNNBank(n_neighbors, max_bank, seed)
+        self.bank = KNNBank(n_neighbors, max_bank, seed, search_device)
 
     def fit(self, rep):
         self.bank.fit(_l2(_need_features(rep)), "features/knn")
@@ -336,15 +345,42 @@ class FeatureKNN:
         return -self.bank.train_distance(_l2(_need_features(rep)))
 
 
-def kth_distance(nn, bank: np.ndarray, z: np.ndarray, k: int, block: int = 4096) -> np.ndarray:
+class TorchSearch:
+    """Exact nearest-neighbour search over ``bank`` (M, D) on a torch ``device``, in
+    blocks of queries: float32 squared distances by one matrix product per block, and the
+    ``k + margin`` smallest kept, so that float32 rounding (about 1e-7 of the squared norms)
+    cannot push a true neighbour out before :func:`kth_distance` recomputes the distances in
+    float64. Called as ``search(queries, k) -> (N, >= k) candidate indices``."""
+
+    def __init__(self, bank: np.ndarray, device, block: int = 1024, margin: int = 16):
+        import torch
+
+        self.device, self.block, self.margin = torch.device(device), block, margin
+        self.bank = torch.as_tensor(bank, dtype=torch.float32, device=self.device)
+        self.sq = (self.bank * self.bank).sum(1)
+
+    def __call__(self, q: np.ndarray, k: int) -> np.ndarray:
+        import torch
+
+        m = min(len(self.bank), k + self.margin)
+        out = []
+        for a in range(0, len(q), self.block):
+            qt = torch.as_tensor(q[a : a + self.block], dtype=torch.float32, device=self.device)
+            d2 = self.sq[None, :] - 2.0 * (qt @ self.bank.T)  # + |q|^2, the same for every bank row
+            out.append(torch.topk(d2, m, dim=1, largest=False).indices.cpu())
+        return torch.cat(out).numpy()
+
+
+def kth_distance(search, bank: np.ndarray, z: np.ndarray, k: int, block: int = 4096) -> np.ndarray:
     """Euclidean distance (N,) from each row of ``z`` to its ``k``-th nearest row of
-    ``bank`` (fitted in ``nn``). The search finds the neighbours; their distances are then
-    computed row by row, so that a row's score does not depend on which other rows were
-    searched with it (the search's matrix products round by block size)."""
+    ``bank``; ``search(queries, k)`` gives each query's k (or more) nearest candidate
+    indices. Their distances are then computed row by row in float64, so that a row's
+    score does not depend on which other rows were searched with it (a search's matrix
+    products round by block size)."""
     out = np.empty(len(z))
     for a in range(0, len(z), block):
         q = z[a : a + block]
-        _, idx = nn.kneighbors(q, n_neighbors=k)
+        idx = search(q, k)
         d = np.sqrt(np.square(q[:, None, :] - bank[idx]).sum(-1))
         out[a : a + block] = np.sort(d, axis=1)[:, k - 1]
     return out
