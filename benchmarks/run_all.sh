@@ -145,5 +145,6 @@ python benchmarks/summary.py > $R/summary.md
 # the detectors shipped with each pretrained model, what they cost a new user, and how fitting grows
 python benchmarks/export_detectors.py --data-root "$DATA"
 python benchmarks/bundled_cost.py --data-root "$DATA" --model fashionmnist --ood mnist --out $R/bundled
-python benchmarks/fit_scaling.py --n 10000 50000 200000 --out $R/fit_scaling
+python benchmarks/fit_scaling.py --n 10000 50000 200000 500000 --exact-n 200000 --out $R/fit_scaling
+python benchmarks/knn_bank.py --data-root "$DATA" --out $R/knn_bank
 python benchmarks/precision_check.py --data-root "$DATA" --n 1000 --out $R/precision
