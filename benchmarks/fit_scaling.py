@@ -75,6 +75,39 @@ def one(name, n, queries, exact, device=None):
             "queries": queries, "peak_rss_mb": round(peak / 1024, 1), "fit_peak_mb": round((peak - base) / 1024, 1)}
 
 
+def plot(rows, out: Path) -> None:
+    """Fit time against n, log-log: each kNN scorer with its bank capped and whole, beside
+    the n and n^2 slopes, so that a reader sees where the cap bends the curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, name in enumerate(dict.fromkeys(r["scorer"] for r in rows)):
+        mine = [r for r in rows if r["scorer"] == name]
+        capped = sorted((r["n"], r["fit_and_loo_s"]) for r in mine if r["bank"] in ("-", min(r["n"], MAX_BANK)))
+        whole = [(r["n"], r["fit_and_loo_s"]) for r in mine if r["bank"] == r["n"] and r["n"] > MAX_BANK]
+        color = f"C{i}"
+        ax.plot(*zip(*capped), "o-", color=color, label=name)
+        for n, t in whole:
+            near = max((c for c in capped if c[0] < n), default=None)
+            ax.plot(*zip(*[near, (n, t)]) if near else ([n], [t]), "x--", color=color, alpha=0.7)
+    n0 = min(r["n"] for r in rows)
+    t0 = max(r["fit_and_loo_s"] for r in rows if r["n"] == n0)
+    ns = np.array(sorted({r["n"] for r in rows}), dtype=float)
+    ax.plot(ns, t0 * (ns / n0), ":", color="grey", label="slope n")
+    ax.plot(ns, t0 * (ns / n0) ** 2, "-.", color="grey", label="slope n^2")
+    ax.axvline(MAX_BANK, color="k", lw=0.8, alpha=0.5)
+    ax.text(MAX_BANK * 1.05, 0.03, f"bank cap {MAX_BANK:,}", fontsize=8, transform=ax.get_xaxis_transform())
+    ax.set(xscale="log", yscale="log", xlabel="ID training images n",
+           ylabel="fit + out-of-sample training scores (s)",
+           title="kNN fitting: bank capped (o, solid) or whole (x, dashed)")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=[10000, 50000, 200000])
@@ -86,7 +119,11 @@ def main():
     ap.add_argument("--scorers", default=",".join(SCORERS))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/fit_scaling"))
     ap.add_argument("--one", nargs=3, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--plot-only", action="store_true", help="redraw OUT/scaling.png from OUT/scaling.json")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads((args.out / "scaling.json").read_text())["rows"], args.out / "scaling.png")
+        return
     if args.one:
         print(json.dumps(one(args.one[0], int(args.one[1]), args.queries, args.one[2] == "exact",
                              args.search_device)))
@@ -114,6 +151,7 @@ def main():
     lines += [f"| {r['scorer']} | {r['n']:,} | {r['bank'] if r['bank'] == '-' else format(r['bank'], ',')} | {r.get('search', 'scikit-learn')} | {r['fit_and_loo_s']:.2f} | {r['score_s']:.2f} | {r['fit_peak_mb']:.0f} "
               f"| {r['peak_rss_mb']:.0f} |" for r in rows]
     (args.out / "scaling.md").write_text("\n".join(lines) + "\n")
+    plot(rows, args.out / "scaling.png")
     print("\n".join(lines))
 
 
