@@ -84,7 +84,8 @@ def test_train_ddpm_and_score_it(run, tmp_path, monkeypatch):
     from oodkit.detectors.diffusion import DiffusionDetector
     sizes = []
     compute = DiffusionDetector._compute
-    monkeypatch.setattr(DiffusionDetector, "_compute", lambda self, x: sizes.append(len(x)) or compute(self, x))
+    monkeypatch.setattr(DiffusionDetector, "_compute",
+                        lambda self, x, *shard: sizes.append(len(x)) or compute(self, x, *shard))
     r = run("bench", "digits-0to4-vs-noise,constant", "--model", "d.pt", "--detectors", "recon", "--quiet",
             "--output-dir", "b", "--max-train", "40", "--max-test", "30")
     assert r.exit_code == 0 and "[recon]" in r.output, r.output
