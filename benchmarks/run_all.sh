@@ -100,6 +100,24 @@ oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --
   models/cifar10_0-5_rotation.pt --data-root "$DATA" --jpeg-ood 75 --max-test 2000 --variants A,H,J \
   --json results/fusion_variants.json)
 
+# The second check split (2026-12-04): MNIST digits 0-4 against 5-9, the same fine-tune with and
+# without the rotation head. To redo the models (47 and 21 minutes on one thread):
+#   for h in rotation plain; do extra=(); [ $h = rotation ] && extra=(--rotation-head --rotation-weight 0.25 --noise-batch 16)
+#     oodkit train --kind cdm --data "mnist[0-4]" --data-root "$DATA" --net compact --init oodkit/weights/fashionmnist.pt \
+#       "${extra[@]}" --batch-size 32 --lr 5e-4 --warmup 50 --ema-decay 0.998 --grad-clip 1.0 --no-amp --seed 1 \
+#       --steps 800 --save-every 100 --device cpu --out "$M/exp/mnist_0-4_$h.pt"
+#     python -c "from oodkit.pretrained import export_model as e; e('$M/exp/mnist_0-4_$h.pt', 'benchmarks/models/mnist_0-4_$h.pt')"
+#   done
+for h in rotation plain; do
+  dets=$CDM_DETECTORS; v=A,B,D; [ $h = rotation ] && { dets=$CDM_DETECTORS,upright; v=A,B,H,I,J; }
+  oodkit bench "mnist[0-4]-vs-mnist[5-9],fashionmnist,noise,constant" --data-root "$DATA" \
+    --model benchmarks/models/mnist_0-4_$h.pt --detectors $dets --max-train 10000 --max-test 2000 \
+    --output-dir $R/mnist-near-$h --quiet
+  (cd benchmarks && python fusion_variants.py "mnist[0-4]-vs-mnist[5-9],fashionmnist,noise,constant" \
+    models/mnist_0-4_$h.pt --data-root "$DATA" --max-train 10000 --max-test 2000 --variants $v \
+    --json results/mnist-near-$h/fusion_variants.json)
+done
+
 # Thresholds on fresh ID images (issue 20)
 python benchmarks/threshold_check.py --data-root "$DATA" --n-fit 500 1500 2000 \
   --json $R/thresholds/fashionmnist_0-4_labelled.json
