@@ -89,8 +89,8 @@ class CDMDetector(BaseDetector):
 
     def __init__(self, model=None, score="fused", *, net="small", steps=2000, T=1000, schedule="uniform",
                  image_size=None, batch_size=128, n_levels=20, density="knn", n_neighbors=5, n_components=10,
-                 max_bank=MAX_BANK, resize=False, layout=None, value_range=None, contamination=0.05, device=None, seed=0, progress=False,
-                 model_out=None):
+                 max_bank=MAX_BANK, resize=False, layout=None, value_range=None, contamination=0.05, device=None,
+                 seed=0, progress=False, model_out=None):
         self.model = model
         self.score = score
         self.net = net
