@@ -547,7 +547,10 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
     if max_bank is not None:
         from .detectors import CDMDetector
 
-        CDMDetector(max_bank=max_bank or None)._check_params()  # before any forward pass
+        try:
+            CDMDetector(max_bank=max_bank or None)._check_params()  # before any forward pass
+        except ValueError as e:
+            raise UserError(f"--max-bank {max_bank}: {e} (0 keeps every image)") from None
         flow.max_bank = max_bank or None
     dets = flow.fit({n: m for n in names}, align(ds.tensor(), m, align_px), align_px=align_px)
     x_val = None
