@@ -186,6 +186,13 @@ def precision_context(precision: str, device_type: str):
     return PRECISIONS[precision](device_type)
 
 
+# Convolution kernels choose their algorithm by batch size: on the CPUs measured, oneDNN
+# ran batches of fewer than about 16 rows another way, which moved logits of ~1e3 nats by
+# 5e-4, so an image's score depended on whether it fell into a short last batch. Short
+# batches are padded to this many rows (at most 15 extra images a pass).
+MIN_ROWS = 16
+
+
 def _passes(model, x: torch.Tensor, batch_size: int, progress: bool, desc: str, shard: bool = True) -> list:
     """(logits, log N(x), features or None) per batch of ``x``, in order. Under
     ``torchrun`` each process runs every world-th batch and the batches are gathered back:
@@ -195,8 +202,11 @@ def _passes(model, x: torch.Tensor, batch_size: int, progress: bool, desc: str, 
 
     def run(xb):
         xf = to_float(xb).to(device)
-        f, h = model.logits(xf, return_features=True) if with_features else (model.logits(xf), None)
-        return f.float().cpu(), log_std_normal(xf).cpu(), h.float().cpu() if h is not None else None
+        n = xf.shape[0]
+        # rows are independent (GroupNorm), so repeating the last one changes no other row
+        xp = torch.cat([xf, xf[-1:].expand(MIN_ROWS - n, *xf.shape[1:])]) if n < MIN_ROWS else xf
+        f, h = model.logits(xp, return_features=True) if with_features else (model.logits(xp), None)
+        return f[:n].float().cpu(), log_std_normal(xf).cpu(), h[:n].float().cpu() if h is not None else None
 
     return shared_batches(run, list(batches(x, batch_size)), shard, progress, desc)
 
