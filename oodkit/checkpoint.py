@@ -167,7 +167,8 @@ def load_initial_weights(model, path) -> dict:
     check_same_model(ckpt, model, "--init", path)
     weights = ckpt["ema_state_dict"] or ckpt["state_dict"]
     expected = model.state_dict()
-    for key, head, flag in (("label_head.", "class", "--class-head"), ("rotation_head.", "rotation", "--rotation-head")):
+    for key, head, flag in (("label_head.", "class", "--class-head"), ("rotation_head.", "rotation", "--rotation-head"),
+                            ("projection.", "contrastive", "--contrastive-head")):
         if any(k.startswith(key) and k not in expected for k in weights):
             raise CheckpointError(f"--init: {path} has a {head} head and this model has none: add {flag}")
     fresh = [k for k in expected if k not in weights]

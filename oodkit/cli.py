@@ -303,8 +303,15 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
                    "shaped by what images show, without labels; adds the upright score.")
 @click.option("--rotation-weight", type=Finite(0, 1e3), default=None,
               help="cdm --rotation-head: weight of the rotation cross-entropy (default: the CDM's, 0.5).")
+@click.option("--contrastive-head", is_flag=True,
+              help="cdm: also train a label-free contrastive projection (SimCLR-style NT-Xent between two random "
+                   "views of each clean image: crop, mirror, contrast); features shaped by what images show.")
+@click.option("--contrastive-weight", type=Finite(0, 1e3), default=None,
+              help="cdm --contrastive-head: weight of the NT-Xent loss (default: the CDM's, 0.1).")
+@click.option("--temperature", type=Finite(0, 1e3, min_open=True), default=None,
+              help="cdm --contrastive-head: NT-Xent's temperature (default: the CDM's, 0.2).")
 @click.option("--noise-batch", type=POS, default=None,
-              help="cdm --class-head / --rotation-head: images of each process's batch the noise-level loss uses "
+              help="cdm --class-head / --rotation-head / --contrastive-head: images of each process's batch the noise-level loss uses "
                    "(default: all); the rest of the compute goes to the head losses.")
 @click.option("--init", "init", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Start from this checkpoint's weights (a fine-tune: same kind, --net and data shape); "
@@ -319,7 +326,8 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 @_locks("out", "checkpoint")
 def train(kind, data_spec, data_root, download, net, image_size, channels, schedule, T, steps, batch_size, lr,
           warmup, ema_decay, grad_clip, hflip, no_amp, save_every, seed, var_type, cdl_weight, class_head,
-          rotation_head, rotation_weight, label_weight, noise_batch, init, out, resume, overwrite, device, quiet):
+          rotation_head, rotation_weight, contrastive_head, contrastive_weight, temperature, label_weight,
+          noise_batch, init, out, resume, overwrite, device, quiet):
     """Train a model (multi-GPU: torchrun --nproc-per-node N -m oodkit train ...)."""
     from .data import conform, load_dataset
     from .data.images import as_images
@@ -335,15 +343,19 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
         raise UserError("--resume and --overwrite contradict each other")
     if init is not None and resume:
         raise UserError("--init starts a run from another checkpoint; --resume continues --out: pass one of them")
-    if kind != "cdm" and (class_head or rotation_head or noise_batch is not None):
-        raise UserError(f"--class-head, --rotation-head and --noise-batch are for cdm models, not {kind}")
+    if kind != "cdm" and (class_head or rotation_head or contrastive_head or noise_batch is not None):
+        raise UserError(f"--class-head, --rotation-head, --contrastive-head and --noise-batch are for cdm models, "
+                        f"not {kind}")
     if label_weight is not None and not class_head:
         raise UserError("--label-weight sets the class head's training: add --class-head or drop it")
     if rotation_weight is not None and not rotation_head:
         raise UserError("--rotation-weight sets the rotation head's training: add --rotation-head or drop it")
-    if noise_batch is not None and not (class_head or rotation_head):
-        raise UserError("--noise-batch splits the batch with a head's loss: add --class-head or --rotation-head, "
-                        "or drop it")
+    for value, flag in ((contrastive_weight, "--contrastive-weight"), (temperature, "--temperature")):
+        if value is not None and not contrastive_head:
+            raise UserError(f"{flag} sets the contrastive head's training: add --contrastive-head or drop it")
+    if noise_batch is not None and not (class_head or rotation_head or contrastive_head):
+        raise UserError("--noise-batch splits the batch with a head's loss: add --class-head, --rotation-head or "
+                        "--contrastive-head, or drop it")
     if noise_batch is not None and noise_batch > batch_size:
         raise UserError(f"--noise-batch {noise_batch} is larger than --batch-size {batch_size}")
     if init is not None and not init.is_file():
@@ -365,6 +377,10 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
         options["rotations"] = 4
         if rotation_weight is not None:
             options["rotation_weight"] = rotation_weight
+    if contrastive_head:
+        options["contrastive"] = 64
+        options.update({k: v for k, v in (("contrastive_weight", contrastive_weight), ("temperature", temperature))
+                        if v is not None})
     if noise_batch is not None:
         options["noise_batch"] = noise_batch
     labelled = kind == "joint" or class_head

@@ -132,7 +132,7 @@ def test_cli_rotation_flags(tmp_path, monkeypatch):
     r = run(*base, "--rotation-weight", "0.2", "--out", "x.pt")
     assert r.exit_code == 2 and "--rotation-weight sets the rotation head's training: add --rotation-head" in r.output
     r = run(*base, "--noise-batch", "4", "--out", "x.pt")
-    assert r.exit_code == 2 and "add --class-head or --rotation-head" in r.output
+    assert r.exit_code == 2 and "add --class-head, --rotation-head or --contrastive-head" in r.output
     r = run(*base, "--init", "rot.pt", "--out", "y.pt")
     assert r.exit_code == 2 and "has a rotation head and this model has none: add --rotation-head" in r.output
     r = run(*base, "--kind", "ddpm", "--rotation-head", "--out", "z.pt")

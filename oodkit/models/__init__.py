@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ModelKind", "MODEL_KINDS", "model_kind", "has_class_head", "has_rotation_head"]
+__all__ = ["ModelKind", "MODEL_KINDS", "model_kind", "has_class_head", "has_rotation_head",
+           "has_contrastive_head"]
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,10 @@ def has_rotation_head(model) -> bool:
     its pass gives rotation logits."""
     return int(getattr(model, "rotations", 0) or 0) > 0
 
+
+
+def has_contrastive_head(model) -> bool:
+    """Whether ``model`` is a CDM trained with a label-free contrastive projection
+    (``contrastive > 0``, SimCLR-style): its pooled features were shaped by instance
+    discrimination. The projection itself is for training only."""
+    return int(getattr(model, "contrastive", 0) or 0) > 0

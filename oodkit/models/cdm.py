@@ -21,6 +21,7 @@ from torch import nn
 
 from ..schedules import NoiseSchedule
 from .sampling import eta_for, sample_loop
+from .simclr import nt_xent, random_views
 
 __all__ = ["CDM", "log_std_normal", "eq10_levels", "bits_per_dim"]
 
@@ -78,13 +79,22 @@ class CDM(nn.Module):
             the upright image is seen: :meth:`rotation_logits` reads the same one pass.
             0 (the default) adds nothing.
         rotation_weight: weight of the rotation cross-entropy in :meth:`loss`.
+        contrastive: with more than 0, a label-free instance-discrimination objective
+            (SimCLR-style, :mod:`oodkit.models.simclr`): a two-layer projection of the pooled
+            decoder output to this many dimensions, trained by NT-Xent on two random views
+            of every clean image. The projection is discarded at scoring: detectors read the
+            pooled features of the upright image from the same one pass. 0 adds nothing.
+        contrastive_weight: weight of the NT-Xent loss in :meth:`loss` (0.1 by default: about
+            the rotation term's 0.25 x log 4 at the start, since NT-Xent starts at log(2B - 1)).
+        temperature: NT-Xent's temperature.
     """
 
     kind = "cdm"
 
     def __init__(self, net: nn.Module, schedule: NoiseSchedule, ce_weight: float = 1e-3, image_shape=None,
                  num_labels: int = 0, label_weight: float = 0.1, noise_batch: int | None = None,
-                 rotations: int = 0, rotation_weight: float = 0.5):
+                 rotations: int = 0, rotation_weight: float = 0.5, contrastive: int = 0,
+                 contrastive_weight: float = 0.1, temperature: float = 0.2):
         super().__init__()
         self.net = net
         self.schedule = schedule
@@ -94,19 +104,27 @@ class CDM(nn.Module):
         self.noise_batch = None if noise_batch is None else int(noise_batch)
         self.rotations = int(rotations)
         self.rotation_weight = float(rotation_weight)
+        self.contrastive = int(contrastive)
+        self.contrastive_weight = float(contrastive_weight)
+        self.temperature = float(temperature)
         if self.num_labels < 0 or (self.noise_batch is not None and self.noise_batch < 1):
             raise ValueError(f"num_labels must be 0 or more and noise_batch 1 or more, got {num_labels}, {noise_batch}")
         if self.rotations not in (0, 4):
             raise ValueError(f"rotations must be 0 (no rotation head) or 4 (quarter turns), got {rotations}")
-        if self.noise_batch is not None and not (self.num_labels or self.rotations):
+        if self.contrastive < 0 or not self.temperature > 0:
+            raise ValueError(f"contrastive must be 0 or more and temperature positive, got {contrastive}, {temperature}")
+        if self.noise_batch is not None and not self._heads:
             raise ValueError("noise_batch splits a batch between the noise-level and head losses: it needs a class "
-                             "head (num_labels > 0) or a rotation head (rotations=4)")
-        if (self.num_labels or self.rotations) and not hasattr(net, "feature_channels"):
-            raise TypeError("a class or rotation head needs a net with feature_channels (oodkit's UNet)")
+                             "head (num_labels > 0), a rotation head (rotations=4) or a contrastive projection")
+        if self._heads and not hasattr(net, "feature_channels"):
+            raise TypeError("a class, rotation or contrastive head needs a net with feature_channels (oodkit's UNet)")
         if self.num_labels:
             self.label_head = nn.Linear(net.feature_channels, self.num_labels)
         if self.rotations:
             self.rotation_head = nn.Linear(net.feature_channels, self.rotations)
+        if self.contrastive:
+            c = net.feature_channels
+            self.projection = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, self.contrastive))
         if image_shape is None and hasattr(net, "config"):
             cfg = net.config
             image_shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
@@ -121,6 +139,11 @@ class CDM(nn.Module):
     @property
     def T(self) -> int:
         return self.schedule.T
+
+    @property
+    def _heads(self) -> bool:
+        """Whether any head trains beside the noise-level loss."""
+        return bool(self.num_labels or self.rotations or self.contrastive)
 
     @property
     def needs_labels(self) -> bool:
@@ -242,8 +265,11 @@ class CDM(nn.Module):
         classes, plus ``label_weight * CE(class_logits(x0), y)`` for a model with a class
         head (labels ``y`` (B,)), plus ``rotation_weight * CE(rotation_logits(rot_k(x0)), k)``
         over the four quarter turns of every image for a model with a rotation head (a
-        mean over images, so it does not depend on their order). Returns
-        ``(loss, {"ce": ..., "mse": ...[, "label_ce"][, "rot_ce"]})`` (scalars, parts detached).
+        mean over images, so it does not depend on their order), plus
+        ``contrastive_weight * NT-Xent`` of two random views of every image for a model with
+        a contrastive projection (:meth:`contrastive_loss`, its views drawn from
+        ``generator``). Returns ``(loss, {"ce": ..., "mse": ...[, "label_ce"][, "rot_ce"]
+        [, "nt_xent"]})`` (scalars, parts detached).
 
         The MSE is averaged over pixels and over the batch, counting t = 0 images as
         zero: their input holds no noise to predict. At t = T+1 it vanishes by
@@ -253,14 +279,16 @@ class CDM(nn.Module):
         if self.num_labels and y is None:
             raise ValueError("this CDM has a class head and trains on labels: pass labels to train()")
         loss, parts = self._noise_loss(x0[: self.noise_batch], generator)
-        if not (self.num_labels or self.rotations):
-            return loss, parts
+        feats = None
         if self.rotations:
             rot_ce, feats = self.rotation_loss(x0)
             loss, parts = loss + self.rotation_weight * rot_ce, {**parts, "rot_ce": rot_ce.detach()}
-        else:
-            _, feats = self.net(x0, return_features=True)
+        if self.contrastive:
+            con = self.contrastive_loss(x0, generator)
+            loss, parts = loss + self.contrastive_weight * con, {**parts, "nt_xent": con.detach()}
         if self.num_labels:
+            if feats is None:
+                _, feats = self.net(x0, return_features=True)
             label_ce = F.cross_entropy(self.class_logits(feats), torch.as_tensor(y, device=x0.device).long())
             loss, parts = loss + self.label_weight * label_ce, {**parts, "label_ce": label_ce.detach()}
         return loss, parts
@@ -273,6 +301,20 @@ class CDM(nn.Module):
         _, feats = self.net(turned, return_features=True)
         target = torch.arange(self.rotations, device=x0.device).repeat_interleave(b)
         return F.cross_entropy(self.rotation_logits(feats), target), feats[:b]
+
+    def contrastive_loss(self, x0: torch.Tensor, generator: torch.Generator | None = None):
+        """NT-Xent of two random views of each clean image (:func:`~oodkit.models.simclr.random_views`,
+        drawn from ``generator``): one pass over 2B images."""
+        return self.view_loss(random_views(x0, generator), random_views(x0, generator))
+
+    def view_loss(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+        """NT-Xent between given views (B, C, H, W) of the same B images, row i of each the
+        same image: the projection of their pooled features, one pass over 2B images."""
+        if not self.contrastive:
+            raise ValueError("this CDM has no contrastive projection (it was trained without --contrastive-head)")
+        _, feats = self.net(torch.cat([view1, view2]), return_features=True)
+        z = self.projection(feats)
+        return nt_xent(*z.float().chunk(2), temperature=self.temperature)
 
     def _noise_loss(self, x0: torch.Tensor, generator):
         b = x0.shape[0]
@@ -314,6 +356,9 @@ class CDM(nn.Module):
             cfg.update(num_labels=self.num_labels, label_weight=self.label_weight)
         if self.rotations:
             cfg.update(rotations=self.rotations, rotation_weight=self.rotation_weight)
-        if self.num_labels or self.rotations:
+        if self.contrastive:
+            cfg.update(contrastive=self.contrastive, contrastive_weight=self.contrastive_weight,
+                       temperature=self.temperature)
+        if self._heads:
             cfg.update(noise_batch=self.noise_batch)
         return cfg
