@@ -1,7 +1,8 @@
 """A label-free contrastive projection on the CDM (issue 19, the SimCLR-style candidate):
 NT-Xent against a brute-force reading, the views' geometry, the loss learns and ignores
-batch order, Eq. 10 stays exact on the analytic Gaussian, scoring stays one forward pass
-and never touches the projection, detectors round-trip, and checkpoints record it."""
+batch order, scoring stays one forward pass and never touches the projection, detectors
+round-trip, and checkpoints record it. Eq. 10 on the analytic Gaussian with this head is
+in test_rotation_head.py (both label-free heads)."""
 import copy
 import math
 
@@ -18,11 +19,9 @@ from oodkit.detectors import make_detector
 from oodkit.detectors.persist import load_detectors, save_detectors
 from oodkit.models import has_contrastive_head
 from oodkit.models.simclr import nt_xent, random_views
-from oodkit.representation import clear_cache
 
-from .gaussian import gaussian_params, sample_gaussian
-from .test_cdm_exact import analytic_log_density
-from .test_rotation_head import _GaussianWithFeatures
+from .test_rotation_head import fit_and_score_in_one_pass
+
 
 
 def _model(**kw):
@@ -113,25 +112,11 @@ def test_loss_is_the_noise_loss_plus_the_weighted_nt_xent(digits):
         CDM(model.net, NoiseSchedule.uniform(20)).view_loss(x, x)
 
 
-def test_eq10_stays_exact_with_a_contrastive_head():
-    sched = NoiseSchedule.uniform(1000)
-    mu, var = gaussian_params((1, 4, 4))
-    model = CDM(_GaussianWithFeatures(mu, var, sched), sched, image_shape=(1, 4, 4), contrastive=4)
-    x = sample_gaussian(mu, var, 5)
-    torch.testing.assert_close(model.log_prob(x), analytic_log_density(x, mu, var), rtol=0, atol=1e-8 * 16)
-
-
 def test_scoring_is_one_pass_without_the_projection_and_round_trips(digits, tmp_path):
-    clear_cache()
     model = _model().eval()
     assert has_contrastive_head(model)
-    calls = []
-    model.net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     model.projection.register_forward_hook(lambda m, i, o: pytest.fail("the projection ran at scoring"))
-    test = as_images(load_dataset("letters", "test").images)[:50]
-    dets = {n: make_detector(n, model=model).fit(digits) for n in ("fused", "features", "loglik")}
-    scores = {n: d.score_samples(test) for n, d in dets.items()}
-    assert sum(calls) == len(digits) + len(test)  # one pass per image set, for all three
+    test, dets, scores = fit_and_score_in_one_pass(model, digits, ("fused", "features", "loglik"))
     save_checkpoint(tmp_path / "m.pt", model)
     assert load_checkpoint(tmp_path / "m.pt")["model"]["contrastive"] == 16
     back_model = load_model(tmp_path / "m.pt")

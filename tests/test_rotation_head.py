@@ -70,25 +70,35 @@ class _GaussianWithFeatures(AnalyticGaussianNet):
         return (raw, x.mean(dim=(1, 2, 3))[:, None]) if return_features else raw
 
 
-def test_eq10_stays_exact_with_a_rotation_head():
+@pytest.mark.parametrize("head", [{"rotations": 4}, {"contrastive": 4}], ids=["rotation", "contrastive"])
+def test_eq10_stays_exact_with_a_label_free_head(head):
     sched = NoiseSchedule.uniform(1000)
     mu, var = gaussian_params((1, 4, 4))
-    model = CDM(_GaussianWithFeatures(mu, var, sched), sched, image_shape=(1, 4, 4), rotations=4)
+    model = CDM(_GaussianWithFeatures(mu, var, sched), sched, image_shape=(1, 4, 4), **head)
     x = sample_gaussian(mu, var, 5)
     torch.testing.assert_close(model.log_prob(x), analytic_log_density(x, mu, var), rtol=0, atol=1e-8 * 16)
-    assert model.rotation_logits(model.logits(x, return_features=True)[1]).shape == (5, 4)
+    if "rotations" in head:
+        assert model.rotation_logits(model.logits(x, return_features=True)[1]).shape == (5, 4)
+
+
+def fit_and_score_in_one_pass(model, train_images, names):
+    """Fit detectors ``names`` on ``train_images`` and score 50 letters with each, checking
+    that the network saw every image once in all: ``(test, detectors, scores)``."""
+    clear_cache()
+    calls = []
+    hook = model.net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    test = as_images(load_dataset("letters", "test").images)[:50]
+    dets = {n: make_detector(n, model=model).fit(train_images) for n in names}
+    scores = {n: d.score_samples(test) for n, d in dets.items()}
+    hook.remove()
+    assert sum(calls) == len(train_images) + len(test)  # one pass per image set, for all of them
+    return test, dets, scores
 
 
 def test_upright_and_fused_read_one_pass_and_round_trip(digits, tmp_path):
-    clear_cache()
     model = _model().eval()
     assert has_rotation_head(model)
-    calls = []
-    model.net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    test = as_images(load_dataset("letters", "test").images)[:50]
-    dets = {n: make_detector(n, model=model).fit(digits) for n in ("upright", "fused", "features")}
-    scores = {n: d.score_samples(test) for n, d in dets.items()}
-    assert sum(calls) == len(digits) + len(test)  # one pass per image set, for all three
+    test, dets, scores = fit_and_score_in_one_pass(model, digits, ("upright", "fused", "features"))
     rep = represent(model, test)
     want = torch.log_softmax(model.rotation_head(rep.features).double(), 1)[:, 0].detach().numpy()
     np.testing.assert_allclose(scores["upright"], want, rtol=1e-6)
