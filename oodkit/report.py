@@ -151,6 +151,12 @@ def _model_of(meta, det) -> str:
     return f" on {Path(p).name}" if p else ""
 
 
+def _panel_title(ax, text: str) -> None:
+    """A panel's title at 9 pt, smaller when long, so that a long model file name does not
+    run into the next panel (about 52 characters fit a panel at 9 pt)."""
+    ax.set_title(text, fontsize=max(6.0, min(9.0, 9.0 * 52 / len(text))))
+
+
 def _savefig(plt, fig, path: Path, legend_rows: int = 0) -> Path:
     """The grid laid out by fixed margins in inches (room for the title, the axis labels
     and ``legend_rows`` rows of a figure legend below): the same look as tight_layout
@@ -206,7 +212,7 @@ def plot_roc(pairs: dict, path: Path, title: str = "", meta: dict | None = None)
         ax.set_xscale("log")
         ax.set_xlim(floor, 1)
         ax.set_ylim(0, 1.01)
-        ax.set_title(f"{det}{_model_of(meta, det)}", fontsize=9)
+        _panel_title(ax, f"{det}{_model_of(meta, det)}")
         ax.set(xlabel="ID flagged (false positive rate, log)", ylabel="OOD caught (true positive rate)")
         ax.legend(fontsize=7, loc="lower right", title="OOD (AUROC); dot: 95 % caught", title_fontsize=7)
     return _savefig(plt, fig, path)
@@ -252,7 +258,7 @@ def plot_histograms(pairs: dict, path: Path, title: str = "", meta: dict | None 
             cut = _asinh_axis(conformal_threshold(first_id, 0.95), centre, scale)
             ax.axvline(cut, color="k", ls="--", lw=1, label="threshold (95 % of ID kept)")
         ax.set_yscale("symlog", linthresh=1)
-        ax.set_title(f"{det}{_model_of(meta, det)} [{units.get(det, 'a.u.')}]", fontsize=9)
+        _panel_title(ax, f"{det}{_model_of(meta, det)} [{units.get(det, 'a.u.')}]")
         ax.set(xlabel="asinh((score - ID median) / ID IQR)", ylabel="images per bin (symlog)")
     # one legend for the grid (the sets and colours are the same in every panel)
     handles, labels = max((ax.get_legend_handles_labels() for ax in axes), key=lambda hl: len(hl[1]))
