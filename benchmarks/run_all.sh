@@ -118,6 +118,29 @@ for h in rotation plain; do
     --json results/mnist-near-$h/fusion_variants.json)
 done
 
+# The contrastive (SimCLR-style) candidate against the rotation head (2026-12-04, this CPU, one thread):
+# the same fine-tunes as above with --contrastive-head (weight 0.1, temperature 0.2) in place of the rotation head.
+#   oodkit train --kind cdm --data "fashionmnist[0-4]" --data-root "$DATA" --net compact \
+#     --init <the fashionmnist[0-4] of 2026-11-26, sha256 c1a46df4...> --contrastive-head --noise-batch 16 --batch-size 32 \
+#     --lr 5e-4 --warmup 100 --ema-decay 0.998 --grad-clip 1.0 --no-amp --seed 0 --steps 701 --save-every 50 --device cpu \
+#     --out "$M/exp/fm04_simclr.pt"                                                                    # 24 min
+#   oodkit train --kind cdm --data "mnist[0-4]" --data-root "$DATA" --net compact --init oodkit/weights/fashionmnist.pt \
+#     --contrastive-head --noise-batch 16 --batch-size 32 --lr 5e-4 --warmup 50 --ema-decay 0.998 --grad-clip 1.0 \
+#     --no-amp --seed 1 --steps 800 --save-every 100 --device cpu --out "$M/exp/mnist_0-4_simclr.pt"
+#   (each exported with export_model to benchmarks/models/{fashionmnist,mnist}_0-4_simclr.pt)
+oodkit bench "fashionmnist[0-4]-vs-fashionmnist[5-9],mnist,noise,constant" --data-root "$DATA" \
+  --model benchmarks/models/fashionmnist_0-4_simclr.pt --detectors $CDM_DETECTORS --max-train 10000 \
+  --output-dir $R/fashionmnist-near-simclr --quiet
+(cd benchmarks && python fusion_variants.py "fashionmnist[0-4]-vs-fashionmnist[5-9],mnist,noise,constant" \
+  models/fashionmnist_0-4_simclr.pt --data-root "$DATA" --variants A,B,C,D,E \
+  --json results/fashionmnist-near-simclr/fusion_variants.json)
+oodkit bench "mnist[0-4]-vs-mnist[5-9],fashionmnist,noise,constant" --data-root "$DATA" \
+  --model benchmarks/models/mnist_0-4_simclr.pt --detectors $CDM_DETECTORS --max-train 10000 --max-test 2000 \
+  --output-dir $R/mnist-near-simclr --quiet
+(cd benchmarks && python fusion_variants.py "mnist[0-4]-vs-mnist[5-9],fashionmnist,noise,constant" \
+  models/mnist_0-4_simclr.pt --data-root "$DATA" --max-train 10000 --max-test 2000 --variants A,B,C,D,E \
+  --json results/mnist-near-simclr/fusion_variants.json)
+
 # Thresholds on fresh ID images (issue 20)
 python benchmarks/threshold_check.py --data-root "$DATA" --n-fit 500 1500 2000 \
   --json $R/thresholds/fashionmnist_0-4_labelled.json

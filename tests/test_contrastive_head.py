@@ -117,6 +117,8 @@ def test_scoring_is_one_pass_without_the_projection_and_round_trips(digits, tmp_
     assert has_contrastive_head(model)
     model.projection.register_forward_hook(lambda m, i, o: pytest.fail("the projection ran at scoring"))
     test, dets, scores = fit_and_score_in_one_pass(model, digits, ("fused", "features", "loglik"))
+    # read as a plain CDM: no fusion of its features beat the plain model's on the choice split
+    assert list(dets["fused"].scorer_.components) == ["profile", "complexity", "features"]
     save_checkpoint(tmp_path / "m.pt", model)
     assert load_checkpoint(tmp_path / "m.pt")["model"]["contrastive"] == 16
     back_model = load_model(tmp_path / "m.pt")
