@@ -189,3 +189,4 @@ python benchmarks/bundled_cost.py --data-root "$DATA" --model fashionmnist --ood
 python benchmarks/fit_scaling.py --n 10000 50000 200000 500000 --exact-n 200000 --out $R/fit_scaling
 python benchmarks/knn_bank.py --data-root "$DATA" --out $R/knn_bank
 python benchmarks/precision_check.py --data-root "$DATA" --n 1000 --out $R/precision
+python benchmarks/layout_check.py --data-root "$DATA" --n 512 --repeats 3 --out $R/layout

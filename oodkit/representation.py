@@ -8,7 +8,7 @@ scores from it without touching the network again.
 from __future__ import annotations
 
 import weakref
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -186,6 +186,18 @@ def precision_context(precision: str, device_type: str):
     return PRECISIONS[precision](device_type)
 
 
+def network_layout(model, device):
+    """The memory layout the detection pass runs the network in (a context manager):
+    channels-last on the CPU, where oneDNN ran the shipped networks 1.06-1.35x faster with
+    it (benchmarks/README.md, *Memory layout*); row-major elsewhere until a GPU run has
+    measured it. Every detection pass goes through here, so fitted statistics and scores
+    come from the same kernels; the model's weights get their layout back afterwards."""
+    net = getattr(model, "net", None)
+    if device.type == "cpu" and hasattr(net, "channels_last"):
+        return net.channels_last()
+    return nullcontext()
+
+
 # Convolution kernels choose their algorithm by batch size: on the CPUs measured, oneDNN
 # ran batches of fewer than about 16 rows another way, which moved logits of ~1e3 nats by
 # 5e-4, so an image's score depended on whether it fell into a short last batch. Short
@@ -229,7 +241,7 @@ def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progre
     was_training = model.training
     model.eval()
     try:
-        with precision_context(precision, device.type):
+        with precision_context(precision, device.type), network_layout(model, device):
             out = _passes(model, x, batch_size, progress, desc, shard)
             features = torch.cat([h for _, _, h in out]) if out and out[0][2] is not None else None
             class_logits = rotation_logits = None

@@ -109,6 +109,38 @@ def test_the_memory_layout_of_the_images_does_not_change_a_score(channels):
     assert torch.equal(a.logits, b.logits) and torch.equal(a.features, b.features)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_network_sees_exact_strides_in_either_layout(channels):
+    """The detection pass on the CPU runs channels-last (benchmarks/README.md, *Memory
+    layout*): every input reaches the first convolution with exactly the strides of the
+    layout it runs in, whatever strides it came with. torch's own .contiguous() keeps a
+    size-1 channel's stride, which let a 1-channel subset of a data set score 2e-4 apart
+    from the same pixels in a fresh tensor."""
+    from oodkit.nn.unet import _in_layout
+
+    x = torch.rand(4, channels, 5, 6)
+    layouts = [x, x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), x.as_strided(x.shape, (30, 1, 6, 1))]
+    row_major, nhwc = (30 * channels, 30, 6, 1), (30 * channels, 1, 6 * channels, channels)
+    for v in layouts[: 3 if channels == 1 else 2]:
+        assert torch.equal(v, x)
+        assert _in_layout(v, False).stride() == row_major and torch.equal(_in_layout(v, False), x)
+        assert _in_layout(v, True).stride() == nhwc and torch.equal(_in_layout(v, True), x)
+
+
+def test_the_detection_pass_runs_channels_last_on_the_cpu_and_gives_the_weights_back():
+    from oodkit import load_model
+    from oodkit.representation import represent
+
+    model = load_model("cifar10")
+    strides = {k: p.stride() for k, p in model.named_parameters()}
+    seen = []
+    model.net.conv_in.register_forward_hook(lambda m, i, o: seen.append((i[0].stride(), m.weight.stride())))
+    represent(model, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), cache=None)
+    (x_strides, w_strides), = seen
+    assert x_strides == (3 * 32 * 32, 1, 32 * 3, 3) and w_strides == (27, 1, 9, 3)  # NHWC input and weights
+    assert {k: p.stride() for k, p in model.named_parameters()} == strides  # and row-major again after
+
+
 def test_an_image_scores_the_same_in_a_short_batch_as_in_a_full_one():
     """An image alone in the last batch scores bit for bit as it does inside a full one:
     oneDNN picks another convolution algorithm for batches of fewer than about 16 rows
