@@ -1,7 +1,7 @@
 """Memory layout of the detection pass: row-major against channels-last, on every shipped
 model, side by side in one run (the machine's load hits both alike).
 
-    python benchmarks/layout_check.py --data-root DIR [--n 512] [--batch-size 256] [--repeats 5]
+    python benchmarks/layout_check.py --data-root DIR [--n 512] [--batch-size 256] [--repeats 5] [--device cuda]
 
 For each model: the forward pass over ``--n`` ID test images in each layout, timed
 ``--repeats`` times in alternation (median images/s and the median of the per-round
@@ -24,17 +24,20 @@ from scipy.stats import spearmanr
 from oodkit.data import as_images, load_dataset, to_float
 from oodkit.models.cdm import bits_per_dim, eq10_levels, log_std_normal
 from oodkit.pretrained import PRETRAINED_DIR, load_model
+from oodkit.representation import full_fp32
 
 
 def passes(model, x, batch_size, channels_last):
     """(seconds, log p(x) in nats (N,)) of one forward pass in the given layout."""
-    out = []
-    with torch.no_grad(), model.net.channels_last(channels_last):
+    out, sync = [], torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    with torch.no_grad(), full_fp32(), model.net.channels_last(channels_last):
+        sync()
         t0 = time.perf_counter()
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size]
             out.append(eq10_levels(model.logits(xb), log_std_normal(xb), [0])[:, 0])
-        return time.perf_counter() - t0, torch.cat(out).numpy()
+        sync()
+        return time.perf_counter() - t0, torch.cat(out).cpu().numpy()
 
 
 def main():
@@ -43,14 +46,15 @@ def main():
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda on a lent GPU (full fp32, TF32 off)")
     ap.add_argument("--out", default="benchmarks/results/layout")
     a = ap.parse_args()
     index = json.loads((PRETRAINED_DIR / "index.json").read_text())
     rows = []
     for name, rec in index.items():
-        model = load_model(name).eval()
+        model = load_model(name, device=a.device).eval()
         ds = load_dataset(rec["dataset"], "test", a.data_root)
-        x = to_float(as_images(ds.images[: a.n]))
+        x = to_float(as_images(ds.images[: a.n])).to(a.device)
         for cl in (False, True):  # warm-up: oneDNN builds its kernels on first use
             passes(model, x[: a.batch_size], a.batch_size, cl)
         times, loglik = {False: [], True: []}, {}
@@ -72,10 +76,10 @@ def main():
         print(rows[-1], flush=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+    meta = {"device": a.device, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__, "batch_size": a.batch_size, "repeats": a.repeats}
     (out / "layout.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    lines = [f"# Row-major against channels-last forward passes ({meta['threads']} thread(s), torch {meta['torch']}, "
+    lines = [f"# Row-major against channels-last forward passes ({a.device}, {meta['threads']} thread(s), torch {meta['torch']}, "
              f"batch {a.batch_size}, median of {a.repeats} alternating rounds)", "",
              "| model | images | row-major img/s | channels-last img/s | speed ratio | mean / max abs bits/dim difference "
              "| Spearman (log-likelihood) |", "|---|---|---|---|---|---|---|"]
