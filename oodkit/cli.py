@@ -356,6 +356,8 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
     if noise_batch is not None and not (class_head or rotation_head or contrastive_head):
         raise UserError("--noise-batch splits the batch with a head's loss: add --class-head, --rotation-head or "
                         "--contrastive-head, or drop it")
+    if contrastive_head and batch_size < 2:
+        raise UserError("--contrastive-head tells each image from the others in its batch: use --batch-size 2 or more")
     if noise_batch is not None and noise_batch > batch_size:
         raise UserError(f"--noise-batch {noise_batch} is larger than --batch-size {batch_size}")
     if init is not None and not init.is_file():

@@ -150,6 +150,8 @@ def test_cli_contrastive_flags(tmp_path, monkeypatch):
     for flag in ("--contrastive-weight", "--temperature"):
         r = run(*base, flag, "0.2", "--out", "x.pt")
         assert r.exit_code == 2 and f"{flag} sets the contrastive head's training: add --contrastive-head" in r.output
+    r = run(*base, "--batch-size", "1", "--contrastive-head", "--out", "x.pt")  # the last --batch-size counts
+    assert r.exit_code == 2 and "use --batch-size 2 or more" in r.output and not (tmp_path / "x.pt").exists()
     r = run(*base, "--temperature", "0", "--contrastive-head", "--out", "x.pt")
     assert r.exit_code == 2 and "--temperature" in r.output
     r = run(*base, "--init", "con.pt", "--out", "y.pt")
