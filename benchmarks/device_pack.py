@@ -11,9 +11,10 @@ JPEG bytes of the CIFAR-10 training images of classes 0-5 and of every test imag
 bytes themselves, so they decode to the pixels ``materialize.py`` gives), the MNIST and
 Fashion-MNIST test arrays for the far pairs, and the shipped ``cifar10[0-5]`` weights to
 fine-tune from (about 45 MB). ``slim`` takes the large committed files (resumable
-checkpoints, benchmark results, shipped weights) out of git's index so that they stay
-behind, and ``unslim`` puts the index back as HEAD has it: commit first, since staged
-changes are undone with it.
+checkpoints, benchmark results, shipped detectors) out of git's index and out of the
+working tree (into the git directory) so that they stay behind, and ``unslim`` moves them
+back and puts the index back as HEAD has it: commit first, since staged changes are
+undone with it.
 """
 import argparse
 import io
@@ -25,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 CLASSES = range(6)  # the ID classes of the cifar10-near suite
-STAY_BEHIND = ["benchmarks/models", "benchmarks/results", "oodkit/weights"]
-EXCLUDE_MARK = "# device_pack slim"
+# what does not travel to the GPU: resumable checkpoints, benchmark results and the shipped
+# detectors (the shipped weights do travel, 11 MB, for layout_check.py --device cuda)
+STAY_BEHIND = ["benchmarks/models", "benchmarks/results", "oodkit/weights/*.detectors.npz"]
 
 
 def pack(source: Path, out: Path) -> None:
@@ -80,19 +82,45 @@ def _exclude_file() -> Path:
     return path
 
 
+def _stash() -> Path:
+    """Where ``slim`` parks the files that stay behind: inside the git directory, which the
+    device tool does not send, on the same disk (moves are renames)."""
+    return Path(subprocess.run(["git", "rev-parse", "--git-path", "devpack-stash"], check=True, capture_output=True,
+                               text=True).stdout.strip())
+
+
 def slim() -> None:
-    _git("rm", "-r", "-q", "--cached", *STAY_BEHIND)
-    with _exclude_file().open("a") as f:
-        f.write("".join(f"/{p}/  {EXCLUDE_MARK}\n" for p in STAY_BEHIND))
-    print("slim: " + ", ".join(STAY_BEHIND) + " stay behind; run `unslim` after the device call")
+    """Untrack the files of STAY_BEHIND and move them out of the working tree. Ignore rules
+    cannot do it: the repository's .gitignore re-includes ``*.pt`` under benchmarks/models
+    and oodkit/weights, and a .gitignore outranks .git/info/exclude, so untracked files
+    there would still travel."""
+    files = subprocess.run(["git", "ls-files", "-z", "--", *STAY_BEHIND], check=True, capture_output=True,
+                           text=True).stdout.split("\0")
+    files = [f for f in files if f]
+    stash = _stash()
+    _git("rm", "-r", "-q", "--cached", "--", *files)
+    for f in files:
+        (stash / f).parent.mkdir(parents=True, exist_ok=True)
+        Path(f).rename(stash / f)
+    size = sum(Path(f).stat().st_size for f in subprocess.run(
+        ["git", "ls-files", "-z"], check=True, capture_output=True, text=True).stdout.split("\0") if f and Path(f).exists())
+    print(f"slim: {len(files)} files of {', '.join(STAY_BEHIND)} moved to {stash}; the tracked tree is now "
+          f"{size / 2**20:.1f} MiB (plus devpack/); run `unslim` after the device call")
 
 
 def unslim() -> None:
+    """Move the parked files back and give the index HEAD's state again."""
+    stash = _stash()
+    moved = 0
+    if stash.exists():
+        for f in sorted(p for p in stash.rglob("*") if p.is_file()):
+            dest = Path(f.relative_to(stash))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            f.rename(dest)
+            moved += 1
+        shutil.rmtree(stash)
     _git("reset", "-q")
-    exclude = _exclude_file()
-    exclude.write_text("".join(line for line in exclude.read_text().splitlines(keepends=True)
-                               if EXCLUDE_MARK not in line))
-    print("unslim: the index is HEAD's again")
+    print(f"unslim: {moved} files back; the index is HEAD's again")
 
 
 def main() -> None:

@@ -87,5 +87,13 @@ for dev in "" cuda; do
     OMP_NUM_THREADS=1 $PY benchmarks/fit_scaling.py --n 50000 --exact-n --scorers features \
         ${dev:+--search-device $dev} --out "$WORK/fit_scaling_${dev:-sklearn}" >>"$OUT/log.txt" 2>&1
 done
+# and the network's memory layout there: row-major against channels-last on every shipped
+# model (their weights travel; the table goes into log.txt)
+if [ "$DEVICE" != cpu ] && [ "$(left)" -gt 60 ]; then
+    $PY benchmarks/layout_check.py --data-root "$D" --device "$DEVICE" --n 2000 --batch-size "$BATCH" --repeats 3 \
+        --out "$WORK/layout" >>"$OUT/log.txt" 2>&1
+else
+    log "layout check skipped ($DEVICE, $(left) s of the budget left)"
+fi
 log "== done $(date -u +%T)"
 
