@@ -43,13 +43,13 @@ common=(--kind cdm --data "cifar10[0-5]" --data-root "$D" --hflip --rotation-hea
         --batch-size "$BATCH" --warmup 100 --ema-decay 0.999 --grad-clip 1.0 --seed 1
         --steps 1000000 --save-every 500 --device "$DEVICE" --quiet)
 timeout -s TERM "$SECS" $PY -m oodkit train "${common[@]}" --net compact --init devpack/cifar10_0-5.pt --lr 5e-4 \
-    --out "$WORK/models/finetune.pt" >"$WORK/train_finetune.log" 2>&1 &
+    --overwrite --out "$WORK/models/finetune.pt" >"$WORK/train_finetune.log" 2>&1 &
 timeout -s TERM "$SECS" $PY -m oodkit train --kind cdm --data "cifar10[0-5]" --data-root "$D" --hflip \
     --batch-size "$BATCH" --warmup 100 --ema-decay 0.999 --grad-clip 1.0 --seed 1 --steps 1000000 --save-every 500 \
     --device "$DEVICE" --quiet --net compact --init devpack/cifar10_0-5.pt --lr 5e-4 \
-    --out "$WORK/models/control.pt" >"$WORK/train_control.log" 2>&1 &
+    --overwrite --out "$WORK/models/control.pt" >"$WORK/train_control.log" 2>&1 &
 timeout -s TERM "$SECS" $PY -m oodkit train "${common[@]}" --net small --lr 1e-3 \
-    --out "$WORK/models/small.pt" >"$WORK/train_small.log" 2>&1 &
+    --overwrite --out "$WORK/models/small.pt" >"$WORK/train_small.log" 2>&1 &
 wait
 for m in finetune control small; do { echo "-- train_$m.log"; tail -n 5 "$WORK/train_$m.log"; } >>"$OUT/log.txt"; done
 log "== trained $(date -u +%T)"
