@@ -190,3 +190,4 @@ python benchmarks/fit_scaling.py --n 10000 50000 200000 500000 --exact-n 200000 
 python benchmarks/knn_bank.py --data-root "$DATA" --out $R/knn_bank
 python benchmarks/precision_check.py --data-root "$DATA" --n 1000 --out $R/precision
 python benchmarks/layout_check.py --data-root "$DATA" --n 512 --repeats 3 --out $R/layout
+OMP_NUM_THREADS=2 python benchmarks/layout_check.py --data-root "$DATA" --n 512 --repeats 3 --out $R/layout/two-threads
