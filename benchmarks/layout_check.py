@@ -22,7 +22,7 @@ import torch
 from scipy.stats import spearmanr
 
 from oodkit.data import as_images, load_dataset, to_float
-from oodkit.models.cdm import bits_per_dim, eq10_levels, log_std_normal
+from oodkit.models.cdm import bits_per_dim
 from oodkit.pretrained import PRETRAINED_DIR, load_model
 from oodkit.representation import full_fp32
 
@@ -34,8 +34,7 @@ def passes(model, x, batch_size, channels_last):
         sync()
         t0 = time.perf_counter()
         for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
-            out.append(eq10_levels(model.logits(xb), log_std_normal(xb), [0])[:, 0])
+            out.append(model.log_prob(x[i:i + batch_size]))
         sync()
         return time.perf_counter() - t0, torch.cat(out).cpu().numpy()
 

@@ -331,6 +331,7 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
     """Train a model (multi-GPU: torchrun --nproc-per-node N -m oodkit train ...)."""
     from .data import conform, load_dataset
     from .data.images import as_images
+    from .models.simclr import PROJECTION_DIM
     from .nn.unet import PRESETS
     from .training import TrainConfig, fit_model
 
@@ -346,13 +347,14 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
     if kind != "cdm" and (class_head or rotation_head or contrastive_head or noise_batch is not None):
         raise UserError(f"--class-head, --rotation-head, --contrastive-head and --noise-batch are for cdm models, "
                         f"not {kind}")
-    if label_weight is not None and not class_head:
-        raise UserError("--label-weight sets the class head's training: add --class-head or drop it")
-    if rotation_weight is not None and not rotation_head:
-        raise UserError("--rotation-weight sets the rotation head's training: add --rotation-head or drop it")
-    for value, flag in ((contrastive_weight, "--contrastive-weight"), (temperature, "--temperature")):
-        if value is not None and not contrastive_head:
-            raise UserError(f"{flag} sets the contrastive head's training: add --contrastive-head or drop it")
+    # each head's settings: (CDM option, value, its flag, whether the head is on, the head)
+    head_settings = [("label_weight", label_weight, "--label-weight", class_head, "class"),
+                     ("rotation_weight", rotation_weight, "--rotation-weight", rotation_head, "rotation"),
+                     ("contrastive_weight", contrastive_weight, "--contrastive-weight", contrastive_head, "contrastive"),
+                     ("temperature", temperature, "--temperature", contrastive_head, "contrastive")]
+    for _, value, flag, on, head in head_settings:
+        if value is not None and not on:
+            raise UserError(f"{flag} sets the {head} head's training: add --{head}-head or drop it")
     if noise_batch is not None and not (class_head or rotation_head or contrastive_head):
         raise UserError("--noise-batch splits the batch with a head's loss: add --class-head, --rotation-head or "
                         "--contrastive-head, or drop it")
@@ -373,16 +375,11 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
     options = {} if kind == "cdm" else {"var_type": var_type, "cdl_weight": cdl_weight}
     if class_head:
         options["num_labels"] = "auto"
-        if label_weight is not None:
-            options["label_weight"] = label_weight
     if rotation_head:
         options["rotations"] = 4
-        if rotation_weight is not None:
-            options["rotation_weight"] = rotation_weight
     if contrastive_head:
-        options["contrastive"] = 64
-        options.update({k: v for k, v in (("contrastive_weight", contrastive_weight), ("temperature", temperature))
-                        if v is not None})
+        options["contrastive"] = PROJECTION_DIM
+    options.update({key: value for key, value, *_ in head_settings if value is not None})  # only a head that is on
     if noise_batch is not None:
         options["noise_batch"] = noise_batch
     labelled = kind == "joint" or class_head

@@ -188,7 +188,7 @@ def precision_context(precision: str, device_type: str):
 
 def network_layout(model, device):
     """The memory layout the detection pass runs the network in (a context manager):
-    channels-last on the CPU, where oneDNN ran the shipped networks 1.06-1.35x faster with
+    channels-last on the CPU, where oneDNN ran the shipped networks 1.06-1.39x faster with
     it (benchmarks/README.md, *Memory layout*); row-major elsewhere until a GPU run has
     measured it. Every detection pass goes through here, so fitted statistics and scores
     come from the same kernels; the model's weights get their layout back afterwards."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["random_views", "nt_xent"]
+__all__ = ["random_views", "nt_xent", "PROJECTION_DIM"]
+
+PROJECTION_DIM = 64  # what `oodkit train --contrastive-head` projects the pooled features to
 
 
 def random_views(x: torch.Tensor, generator: torch.Generator | None = None, crop=(0.5, 1.0),

@@ -245,8 +245,8 @@ class UNet(nn.Module):
     @contextmanager
     def channels_last(self, enabled: bool = True):
         """Run the network in the channels-last layout inside (weights and inputs), and give
-        the weights back their row-major layout after: same values, other kernels (1.35x
-        the fp32 throughput of the CIFAR-10 net on one CPU thread, 1e-5 apart in the raw
+        the weights back their row-major layout after: same values, other kernels (1.36-1.39x
+        the fp32 throughput of the CIFAR-10 net on the CPU, 1e-5 apart in the raw
         outputs; benchmarks/README.md, *Memory layout*). ``enabled=False`` changes nothing."""
         if not enabled or self._channels_last:
             yield self
