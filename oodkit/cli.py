@@ -1,9 +1,11 @@
 """The ``oodkit`` command."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -36,6 +38,25 @@ def _raised_here(e: BaseException) -> bool:
     return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE)
 
 
+@contextlib.contextmanager
+def _one_line_warnings():
+    """A command shows each warning once, as ``Warning: ...`` on stderr: the same fact met
+    by several detectors is one line, and no source line of oodkit is printed to the user."""
+    shown, before = set(), warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message).strip()
+        if text not in shown:
+            shown.add(text)
+            click.echo(f"Warning: {text}", err=True)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = before
+
+
 def _friendly(fn):
     """Known failures become one-line errors (exit 2) instead of tracebacks; ``oodkit
     --debug ...`` shows the traceback instead."""
@@ -47,7 +68,8 @@ def _friendly(fn):
         from .training import TrainingDiverged
 
         try:
-            return fn(*args, **kwargs)
+            with _one_line_warnings():
+                return fn(*args, **kwargs)
         except (CheckpointError, DataNotFound, ImageInputError, TrainingDiverged, ValueError, FileNotFoundError,
                 PermissionError, IsADirectoryError, NotADirectoryError) as e:
             if _debug() or (type(e) is ValueError and not _raised_here(e)):
@@ -368,6 +390,10 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
     device = _device(device)
     ds = load_dataset(data_spec, "train", root=data_root, download=download, holdout=True)
     x = ds.tensor()
+    given = click.get_current_context().get_parameter_source("batch_size") != click.core.ParameterSource.DEFAULT
+    if given and batch_size > len(ds):  # a batch past the data repeats images in each step; its memory grows with it
+        raise UserError(f"--batch-size {batch_size} is more than the {len(ds)} training images of {ds.name}: "
+                        f"use at most {len(ds)}")
     x = conform(x, image_size or x.shape[-1], int(channels) if channels else x.shape[1])
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, ema_decay=ema_decay,
                       grad_clip=grad_clip, hflip=hflip, amp=not no_amp, save_every=save_every, seed=seed)
@@ -384,8 +410,7 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
         options["noise_batch"] = noise_batch
     labelled = kind == "joint" or class_head
     if labelled and ds.labels is None:
-        raise click.ClickException(f"{ds.name} has no labels: a {'joint model' if kind == 'joint' else 'class head'} "
-                                   "needs them")
+        raise UserError(f"{ds.name} has no labels: a {'joint model' if kind == 'joint' else 'class head'} needs them")
     model = fit_model(x, kind=kind, net=net, T=T, schedule=schedule, config=cfg, out=out, resume=resume,
                       device=device, progress=not quiet, data_info={"dataset": data_spec},
                       labels=ds.labels if labelled else None, model_options=options, init=init)
@@ -497,7 +522,8 @@ def _calibration_set(full, keep, data_spec, spec, split, limit, data_root, downl
                             f"images with --max-train (now all {len(full)} are used)")
         cal = full.subset(rest)
     else:
-        cal = load_dataset(spec, split, data_root, download, holdout=True)
+        # a single file is split 80/20 only when it is also the fitting data; another one is all held out
+        cal = load_dataset(spec, split, data_root, download, holdout=spec == data_spec)
     if limit is not None and len(cal) > limit:
         cal = cal.subset(np.sort(np.random.default_rng(seed + 1).choice(len(cal), limit, replace=False)))
     return cal

@@ -212,8 +212,13 @@ def write_table(frames, out, text: bool = False) -> None:
                     frame.to_csv(f, index=False, header=k == 0)
 
 
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
 def check_format(out) -> None:
     """Refuse, before any work, an output whose format cannot be written here."""
+    if Path(out).suffix.lower() not in TABLE_SUFFIXES:
+        raise ValueError(f"{out}: scores are written as a table: name a .csv or .parquet file")
     if Path(out).suffix.lower() == ".parquet":
         try:
             import pyarrow.parquet  # noqa: F401

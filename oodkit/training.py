@@ -363,7 +363,11 @@ def fit_model(
     if options.get("num_labels") == "auto" or (info_kind.needs_labels and "num_labels" not in options):
         if labels is None:
             raise ValueError(f"a {kind} model with a class head trains on labels, and the training data has none")
-        options["num_labels"] = int(torch.as_tensor(labels).max()) + 1
+        classes = torch.unique(torch.as_tensor(labels))
+        if len(classes) < 2:
+            raise ValueError(f"a class head learns to tell the training classes apart, and every label is "
+                             f"{int(classes[0])}: it needs at least 2 classes")
+        options["num_labels"] = int(classes.max()) + 1
         if options["num_labels"] > 100_000:  # a head of that width is a mistake in the labels, not a class count
             raise ValueError(f"labels go up to {options['num_labels'] - 1}: a class head takes labels 0..99999 "
                              "(are these labels class indices?)")

@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from oodkit.cli import main
+from oodkit.data import load_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = ["train", "--data", "digits-0to4", "--net", "tiny", "-T", "10", "--steps", "2", "--quiet", "--device", "cpu"]
@@ -39,6 +41,13 @@ def folder(tmp_path_factory):
     junk = random.Random(0).randbytes(4096)  # seeded: the same "random bytes" every run
     (d / "bytes.pt").write_bytes(junk)
     (d / "bytes.npz").write_bytes(junk)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 17, (40, 8, 8), dtype=np.uint8) * 15
+    np.savez(d / "one_class.npz", images=pixels, labels=np.zeros(40, np.int64))
+    np.savez(d / "half_labels.npz", images=pixels, labels=np.arange(40) % 2 + 0.5)
+    np.savez(d / "same.npz", images=np.repeat(pixels[:1], 40, axis=0))
+    test = load_dataset("digits-0to4", "test")
+    np.savez(d / "id_test_reversed.npz", images=test.images[::-1])
     return d
 
 
@@ -140,6 +149,19 @@ CASES = [
                  ),
     pytest.param("train-npz-random-bytes", ["train", "--data", "npz:bytes.npz", "--net", "tiny", "--out", "x.pt"],
                  "!allow_pickle"),
+    # -- failures the audit of 2026-12-04 found
+    ("train-class-head-one-class", ["train", "--data", "npz:one_class.npz", "--class-head", "--net", "tiny", "-T", "10",
+                                    "--steps", "2", "--quiet", "--out", "x.pt"], "at least 2 classes"),
+    ("train-labels-not-integers", ["train", "--data", "npz:half_labels.npz", "--class-head", "--net", "tiny", "-T",
+                                   "10", "--steps", "2", "--quiet", "--out", "x.pt"], "labels must be integers"),
+    ("train-batch-larger-than-data", TRAIN + ["--out", "x.pt", "--batch-size", "5000"], "--batch-size 5000"),
+    ("train-class-head-no-labels", ["train", "--data", "npz:same.npz", "--class-head", "--net", "tiny", "-T", "10",
+                                    "--steps", "2", "--quiet", "--out", "x.pt"], "has no labels"),
+    ("fit-images-all-the-same", ["fit", "--model", "m.pt", "--data", "npz:same.npz", "--out", "f.npz", "--quiet"],
+     "all the same image"),
+    ("score-out-not-a-table", SCORE[:-3] + ["--out", "s.npz", "--quiet"], ".csv or .parquet"),
+    ("bench-ood-is-the-id-test-set-reordered", BENCH[:1] + ["digits-0to4-vs-npz:id_test_reversed.npz"] + BENCH[2:],
+     "are images of the in-distribution set"),
 ]
 
 

@@ -242,6 +242,26 @@ def test_fit_calibrates_on_a_held_out_part_of_the_training_split_never_the_fitti
     assert r.exit_code == 2 and "needs a held-out part: fit on fewer images with --max-train" in r.output
 
 
+def test_a_calibration_file_of_its_own_is_used_whole_and_one_shared_with_the_data_is_split(tmp_path, monkeypatch):
+    """The audit of 2026-12-04: a 200-image --calibrate-on file calibrated on 40 of them (the
+    80/20 split meant for one file that is both fitting and calibration data)."""
+    from oodkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint(tmp_path / "m.pt", fixed_model(seed=7))
+    held_out = load_dataset("digits-0to4", "test").images
+    np.savez(tmp_path / "val.npz", images=held_out[:200])
+    np.savez(tmp_path / "both.npz", images=load_dataset("digits-0to4", "train").images[:300])
+    run = lambda *a: CliRunner().invoke(main, [str(x) for x in a])
+    r = run("fit", "--model", "m.pt", "--data", "digits-0to4", "--detectors", "loglik", "--calibrate-on",
+            "npz:val.npz", "--out", "d.npz", "--quiet")
+    assert r.exit_code == 0 and "200 images)" in r.output, r.output
+    assert len(load_detector(tmp_path / "d.npz").calibration_scores_) == 200
+    r = run("fit", "--model", "m.pt", "--data", "npz:both.npz", "--detectors", "loglik", "--calibrate-on",
+            "npz:both.npz", "--out", "e.npz", "--quiet")
+    assert r.exit_code == 0 and "fitted on 240 " in r.output and "60 images)" in r.output, r.output
+
+
 def test_profile_gmm_fit_and_threshold_do_not_depend_on_the_order_of_the_training_images(imgs):
     """The mixture's k-means start and the cross-fitting folds follow the data, not their
     order: the same images in another order give the same scores and the same threshold."""

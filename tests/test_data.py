@@ -259,3 +259,38 @@ def test_a_small_batch_of_shared_nested_lists_is_read_in_one_walk(tmp_path):
         pickle.dump({"data": x, "labels": [0]}, f, protocol=2)
     with pytest.raises(ValueError, match="test_batch is not a cifar10 batch"):
         load_dataset("cifar10", "test", root=tmp_path)
+
+
+def test_wide_pixel_images_are_refused_not_read_as_black(tmp_path):
+    """The audit of 2026-12-04: 32-bit integer TIFFs (PIL mode I) holding 0..255 kept only
+    their high byte and float TIFFs (mode F) became 0: every image black, rc 0. 16-bit
+    images still give their high byte."""
+    a = RNG.integers(0, 256, (8, 8)).astype(np.int32)
+    (tmp_path / "i32").mkdir()
+    Image.fromarray(a).save(tmp_path / "i32" / "a.tif")
+    (tmp_path / "f32").mkdir()
+    Image.fromarray(a.astype(np.float32) / 255).save(tmp_path / "f32" / "a.tif")
+    for d, mode in (("i32", "mode I"), ("f32", "mode F")):
+        with pytest.raises(ImageInputError, match=mode) as e:
+            load_dataset(f"folder:{tmp_path / d}")
+        assert "a.tif" in str(e.value) and "\n" not in str(e.value)
+    (tmp_path / "u16").mkdir()
+    wide = (a * 257).astype(np.uint16)
+    Image.fromarray(wide).save(tmp_path / "u16" / "a.png")
+    Image.fromarray(wide).save(tmp_path / "u16" / "b.tif")
+    ds = load_dataset(f"folder:{tmp_path / 'u16'}")
+    np.testing.assert_array_equal(ds.images[..., 0], np.stack([a, a]).astype(np.uint8))
+
+
+@pytest.mark.parametrize("labels,ok", [(np.arange(6) % 3 + 0.5, False), (np.array(["a", "b"] * 3), False),
+                                       (np.arange(6, dtype=np.float64) % 3, True), (np.array(["1", "2"] * 3), True)])
+def test_labels_must_be_integers(tmp_path, labels, ok):
+    """The audit of 2026-12-04: labels 0.5, 1.5, ... were cut to 0, 1, ...; text labels
+    failed with int()'s message, which names no file."""
+    np.savez(tmp_path / "lab.npz", images=np.zeros((6, 4, 4), np.uint8), labels=labels)
+    if ok:
+        np.testing.assert_array_equal(load_dataset(f"npz:{tmp_path / 'lab.npz'}").labels, labels.astype(float))
+        return
+    with pytest.raises(ValueError, match="labels must be integers") as e:
+        load_dataset(f"npz:{tmp_path / 'lab.npz'}")
+    assert "lab" in str(e.value) and "\n" not in str(e.value)

@@ -75,3 +75,15 @@ def test_score_csv_of_a_model_has_thresholds_and_a_flat_folder_has_no_label(tmp_
     assert "label" not in df.columns and "path" in df.columns
     assert {"fused", "fused_threshold", "fused_is_ood", "loglik_threshold"} <= set(df.columns)
     assert (df["fused_is_ood"] == (df["fused"] < df["fused_threshold"])).all()
+
+
+def test_a_warning_met_by_every_detector_is_shown_once_as_one_line(tmp_path, monkeypatch):
+    """The audit of 2026-12-04: `oodkit fit` on the images the bundled model trained on
+    printed the same warning four times, each with a source line of oodkit's."""
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["fit", "--model", "digits-0to4", "--data", "digits-0to4", "--out", "d.npz",
+                                  "--quiet"])
+    assert r.exit_code == 0, r.output
+    warned = [line for line in r.output.splitlines() if "trained on 601 of these 601" in line]
+    assert len(warned) == 1 and warned[0].startswith("Warning: "), r.output
+    assert ".py:" not in r.output and "fit_representation" not in r.output, r.output

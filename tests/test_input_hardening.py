@@ -248,3 +248,20 @@ def test_b6_checkpoint_mode_follows_umask(tmp_path, umask):
         os.umask(old)
     assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
     assert zipfile.is_zipfile(path)
+
+
+# -- the audit of 2026-12-04: library exceptions instead of ImageInputError ------------------
+
+
+def test_wide_unsigned_pixels_read_like_uint8_and_beyond_255_are_refused():
+    x = u8(5, 8, 8)
+    assert torch.equal(as_images(x.astype(np.uint16)), as_images(x))
+    assert torch.equal(as_images(x.astype(np.uint32)), as_images(x))
+    one_line_error(ImageInputError, lambda: as_images(x.astype(np.uint16) * 300), "8-bit pixels 0..255")
+
+
+@pytest.mark.parametrize("bad,match", [(np.uint8(3), "one number"), (np.array(7), "one number"),
+                                       (np.empty((2, 8, 8), dtype=object), "dtype object"),
+                                       (np.zeros((2, 8, 8), dtype="U1"), "dtype <U1")])
+def test_scalars_and_object_arrays_are_refused_in_one_line(bad, match):
+    one_line_error(ImageInputError, lambda: as_images(bad), match)

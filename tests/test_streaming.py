@@ -288,3 +288,94 @@ def test_a_pipe_given_as_a_shard_is_refused_not_read(tmp_path):
     os.mkfifo(tmp_path / "t" / "a.tar")
     with pytest.raises(ValueError, match=r"a\.tar is a pipe, not a regular file"):
         plan_chunks(f"tar:{tmp_path / 't'}")
+
+
+def _rewrite(kind, root, a):
+    """Data set ``kind`` written under ``root`` from pixels ``a`` (N, 8, 8): its spec."""
+    if kind == "npz-file":
+        np.savez(root / "set.npz", images=a)
+        return f"npz:{root / 'set.npz'}"
+    if kind == "npz-shards":
+        (root / "shards").mkdir(exist_ok=True)
+        for i in range(0, len(a), 10):
+            np.savez(root / "shards" / f"{i:03d}.npz", images=a[i:i + 10])
+        return f"npz:{root / 'shards'}"
+    if kind == "tar":
+        return f"tar:{_tar(root / 'set.tar', a)}"
+    (root / "imgs").mkdir(exist_ok=True)
+    for i, img in enumerate(a):
+        Image.fromarray(img).save(root / "imgs" / f"{i:03d}.png")
+    return f"folder:{root / 'imgs'}"
+
+
+@pytest.mark.parametrize("kind", ["npz-file", "npz-shards", "tar", "folder"])
+def test_data_that_changed_since_a_killed_run_is_refused_not_mixed_in(tmp_path, detector_file, kind):
+    """The audit of 2026-12-04: a killed `score`, its npz rewritten with other images of
+    the same shape, resumed into rows of the old images and the new (exit 0)."""
+    import os
+
+    scorer = detector_scorer(detector_file)
+    a = RNG.integers(0, 256, (30, 8, 8), dtype=np.uint8)
+    spec = _rewrite(kind, tmp_path, a)
+    out = tmp_path / "s.csv"
+
+    read = [0]
+
+    def dies_at_the_second(chunk):
+        def f():
+            read[0] += 1
+            if read[0] == 2:
+                raise KeyboardInterrupt
+            return chunk.read()
+        return f
+
+    chunks = plan_chunks(spec, size=10)
+    with pytest.raises(KeyboardInterrupt):
+        score_in_chunks(scorer, [type(c)(c.key, c.start, c.count, dies_at_the_second(c)) for c in chunks], out)
+    assert (parts_dir(out) / "000000.csv").is_file()
+    _rewrite(kind, tmp_path, 255 - a)  # the same names, shapes and sizes; other pixels
+    for p in tmp_path.rglob("*"):  # a later write, whatever the clock's granularity
+        if p.is_file() and p.suffix in (".npz", ".tar", ".png"):
+            st = p.stat()
+            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(ValueError, match="data that has changed"):
+        score_in_chunks(scorer, plan_chunks(spec, size=10), out)
+
+
+def test_a_truncated_tar_shard_is_refused_not_scored_in_part(tmp_path):
+    """The audit of 2026-12-04: half a tar shard gave 55 of its 100 images, rc 0; cut at
+    a member boundary, 50. Python's tarfile stops at a damaged header without a word."""
+    import gzip
+
+    whole = _tar(tmp_path / "whole.tar", RNG.integers(0, 256, (20, 8, 8), dtype=np.uint8)).read_bytes()
+    with tarfile.open(tmp_path / "whole.tar") as t:
+        boundary = t.getmembers()[10].offset  # the header of the 11th image
+    cuts = {"half": len(whole) // 2, "boundary": boundary, "inside-a-header": boundary + 100,
+            "no-end-marker": t.offset}
+    for name, cut in cuts.items():
+        (tmp_path / f"{name}.tar").write_bytes(whole[:cut])
+        with pytest.raises(ValueError, match="truncated") as e:
+            plan_chunks(f"tar:{tmp_path / f'{name}.tar'}")[0].read()
+        assert "\n" not in str(e.value) and f"{name}.tar" in str(e.value), (name, str(e.value))
+    gz = gzip.compress(whole)
+    (tmp_path / "cut.tar.gz").write_bytes(gz[: len(gz) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        plan_chunks(f"tar:{tmp_path / 'cut.tar.gz'}")[0].read()
+    (tmp_path / "one-end-block.tar").write_bytes(whole[: t.offset + 512])  # one zero block: tar itself reads it
+    assert plan_chunks(f"tar:{tmp_path / 'one-end-block.tar'}")[0].read().images.shape == (20, 8, 8, 1)
+
+
+@pytest.mark.parametrize("name", ["s.npz", "s", "s.txt"])
+def test_a_score_output_that_is_not_a_table_is_refused_before_any_work(tmp_path, detector_file, name):
+    """The audit of 2026-12-04: `--out s.npz` wrote CSV text under that name."""
+    with pytest.raises(ValueError, match=r"\.csv or \.parquet"):
+        score_in_chunks(detector_scorer(detector_file), plan_chunks("digits-5to9"), tmp_path / name)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_bad_image_in_a_tar_shard_is_named_without_a_buffer_address(tmp_path):
+    """The audit of 2026-12-04: `cannot identify image file <_io.BytesIO object at 0x...>`."""
+    bad = _tar(tmp_path / "bad.tar", RNG.integers(0, 256, (2, 8, 8), dtype=np.uint8), extra=[("s/0009.png", b"junk")])
+    with pytest.raises(ImageInputError) as e:
+        read_tar(bad)
+    assert "bad.tar/s/0009.png" in str(e.value) and "BytesIO" not in str(e.value) and "0x" not in str(e.value)

@@ -11,6 +11,7 @@ resumes after a kill.
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,20 +36,40 @@ class Chunk:
     read: Callable[[], ImageSet] = field(compare=False, repr=False)
 
 
-def _ranges(key: str, start: int, n: int, size: int | None, read_range) -> list:
-    """A piece of ``n`` images cut into chunks of at most ``size`` (None: one chunk)."""
+def file_stamp(paths) -> str:
+    """A short digest of the files' names, sizes and modification times (nothing read)."""
+    h = hashlib.sha1()
+    for p in paths:
+        st = Path(p).stat()
+        h.update(f"{Path(p).name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()[:16]
+
+
+def content_stamp(ds) -> str:
+    """A short digest of an ImageSet's pixels and labels."""
+    h = hashlib.sha1(str(ds.images.shape).encode())
+    h.update(np.ascontiguousarray(ds.images).data)
+    if ds.labels is not None:
+        h.update(np.ascontiguousarray(ds.labels, dtype=np.int64).data)
+    return h.hexdigest()[:16]
+
+
+def _ranges(key: str, start: int, n: int, size: int | None, read_range, stamp=None) -> list:
+    """A piece of ``n`` images cut into chunks of at most ``size`` (None: one chunk);
+    ``stamp(a, b)``: the stamp of images a..b of the piece (None: the key holds one)."""
     size = size or max(n, 1)
-    return [Chunk(f"{key}[{a}:{min(a + size, n)}]", start + a, min(size, n - a),
-                  functools.partial(read_range, a, min(a + size, n)))
+    return [Chunk(f"{key}[{a}:{min(a + size, n)}]" + (f"@{stamp(a, min(a + size, n))}" if stamp else ""),
+                  start + a, min(size, n - a), functools.partial(read_range, a, min(a + size, n)))
             for a in range(0, n, size)]
 
 
-def _shards(keys_counts: list, size: int | None, read_shard) -> list:
-    """Chunks of shards ``[(key, count)]`` in order; ``read_shard(i)`` loads shard i whole
-    and is cached for one shard, so a shard cut in several chunks is read once."""
+def _shards(paths_counts: list, size: int | None, read_shard) -> list:
+    """Chunks of shard files ``[(path, count)]`` in order; ``read_shard(i)`` loads shard i
+    whole and is cached for one shard, so a shard cut in several chunks is read once."""
     cached = functools.lru_cache(maxsize=1)(read_shard)
     chunks, start = [], 0
-    for i, (key, n) in enumerate(keys_counts):
+    for i, (path, n) in enumerate(paths_counts):
+        key = f"{path.name}@{file_stamp([path])}"
         chunks += _ranges(key, start, n, size, lambda a, b, i=i: cached(i).subset(np.arange(a, b)))
         start += n
     return chunks
@@ -65,14 +86,14 @@ def plan_chunks(spec: str, split: str = "test", root=None, download: bool = Fals
     path = Path(raw.format(split=split)) if raw and "{split}" in raw else Path(raw)
     if kind == "folder" and raw and path.is_dir():
         listing = FolderListing(path, resize=resize)
-        return _ranges(path.name, 0, len(listing), size,
-                       lambda a, b: listing.read(a, b, num_workers=num_workers))
+        return _ranges(path.name, 0, len(listing), size, lambda a, b: listing.read(a, b, num_workers=num_workers),
+                       stamp=lambda a, b: file_stamp(listing.files[a:b]))
     if kind == "npz" and raw and path.is_dir():
         files = npz_files(path)
-        return _shards([(p.name, npz_count(p)) for p in files], size, lambda i: read_npz(files[i], path.name))
+        return _shards([(p, npz_count(p)) for p in files], size, lambda i: read_npz(files[i], path.name))
     if kind == "tar" and raw:
         plan = TarShards(path, resize)
-        return _shards([(p.name, len(s)) for p, s in plan.shards], size, plan.read)
+        return _shards([(p, len(s)) for p, s in plan.shards], size, plan.read)
     ds = load_dataset(spec, split, root, download, resize=resize, num_workers=num_workers)
-    return _ranges(ds.name, 0, len(ds), size, lambda a, b: ds.subset(np.arange(a, b)))
+    return _ranges(f"{ds.name}@{content_stamp(ds)}", 0, len(ds), size, lambda a, b: ds.subset(np.arange(a, b)))
 

@@ -154,7 +154,15 @@ def _checked_range(value_range, name: str):
 
 def _tensor(X, name: str):
     """``X`` as a CPU tensor, and whether it came as torch (which decides ambiguous layouts)."""
+    if isinstance(X, np.generic) or (isinstance(X, np.ndarray) and X.ndim == 0):
+        raise ImageInputError(f"{name}: got one number ({X!r}), not images (N, H, W), (N, C, H, W) or (N, H, W, C)")
     if isinstance(X, np.ndarray):
+        if X.dtype.kind not in "biuf":
+            raise ImageInputError(f"{name}: unsupported image dtype {X.dtype}; pass uint8 pixels or floats in [-1, 1]")
+        if X.dtype.kind == "u" and X.dtype.itemsize > 1:  # torch has few kernels for wide unsigned types
+            if X.size and X.max() > 255:
+                raise ImageInputError(f"{name}: integer images must hold 8-bit pixels 0..255")
+            X = X.astype(np.uint8)
         return torch.from_numpy(np.ascontiguousarray(X)), False
     if isinstance(X, torch.Tensor):
         return X.detach().cpu(), True
@@ -200,7 +208,10 @@ def _pixels(x: torch.Tensor, value_range, name: str) -> torch.Tensor:
         )
     if x.dtype == torch.uint8:
         return x.contiguous()
-    if x.dtype in (torch.int16, torch.int32, torch.int64, torch.uint16 if hasattr(torch, "uint16") else torch.int16):
+    wide_unsigned = tuple(getattr(torch, t) for t in ("uint16", "uint32", "uint64") if hasattr(torch, t))
+    if x.dtype in wide_unsigned:  # their min/max kernels are missing: compare in int64 (uint64 wraps negative)
+        x = x.to(torch.int64)
+    if x.dtype in (torch.int16, torch.int32, torch.int64):
         if x.min() < 0 or x.max() > 255:
             raise ImageInputError(f"{name}: integer images must hold 8-bit pixels 0..255")
         return x.to(torch.uint8).contiguous()

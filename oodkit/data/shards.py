@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +93,17 @@ def _samples(path: Path) -> list:
     try:
         with tarfile.open(path) as t:
             members = [m for m in t.getmembers() if m.isfile()]
-    except (tarfile.TarError, OSError) as e:
+            # tarfile ends its listing quietly at a cut: a whole archive ends in zero blocks
+            t.fileobj.seek(t.offset)
+            end = t.fileobj.read(tarfile.BLOCKSIZE)
+    except EOFError:  # a compressed archive cut short
+        raise ValueError(f"{path} is truncated: its compressed stream ends early; copy it again") from None
+    except (tarfile.TarError, OSError, zlib.error) as e:
         last = [line for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
         raise ValueError(f"cannot read {path}: not a tar archive ({last[-1].strip(' -')})") from None
+    if len(end) < tarfile.BLOCKSIZE or end.strip(b"\0"):
+        after = f"after member {members[-1].name!r}" if members else "at its start"
+        raise ValueError(f"{path} is truncated: it stops {after} without the end-of-archive blocks; copy it again")
     groups: dict = {}
     for m in members:
         base = m.name.rsplit("/", 1)[-1]

@@ -3,6 +3,7 @@ arrays, image folders, the data that ships inside installed packages, and synthe
 sets. Each returns an :class:`ImageSet` of uint8 (N, H, W, C) images."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,29 @@ __all__ = ["ImageSet", "DataNotFound", "read_npz", "read_folder", "FolderListing
 
 class DataNotFound(FileNotFoundError):
     """A data set that is not on disk (and was not, or could not be, downloaded)."""
+
+
+def _integer_labels(labels, name: str) -> np.ndarray:
+    """Labels as int64 (N,): integers, or numbers and texts that are whole numbers."""
+    raw = np.asarray(labels)
+    if raw.dtype.kind in "biu":
+        return raw.astype(np.int64)
+    try:
+        num = raw.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        num = np.array([_number(v) for v in raw.flat], dtype=np.float64).reshape(raw.shape)
+    whole = np.isfinite(num) & (num == np.round(num))
+    if not whole.all():
+        bad = raw.flat[int(np.argmin(whole.ravel()))]
+        raise ValueError(f"{name}: labels must be integers (class indices), got {raw.dtype} values such as {bad!r}")
+    return num.astype(np.int64)
+
+
+def _number(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError, OverflowError):
+        return np.nan
 
 
 @dataclass
@@ -29,7 +53,7 @@ class ImageSet:
         if a.dtype != np.uint8 or a.ndim != 4 or a.shape[-1] not in (1, 3):
             raise ValueError(f"{self.name}: images must be uint8 (N, H, W, 1|3), got {a.dtype} {a.shape}")
         if self.labels is not None:
-            self.labels = np.asarray(self.labels).astype(np.int64)
+            self.labels = _integer_labels(self.labels, self.name)
             if len(self.labels) != len(a):
                 raise ValueError(f"{self.name}: {len(a)} images but {len(self.labels)} labels")
         if self.paths is not None:
@@ -104,9 +128,15 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 def _pixels(im) -> np.ndarray:
-    """A PIL image as uint8 (H, W) grey or (H, W, 3) colour; alpha is dropped."""
-    if im.mode.startswith("I"):  # 16-bit PNG ("I;16") and 32-bit TIFF ("I"): take the high byte
+    """A PIL image as uint8 (H, W) grey or (H, W, 3) colour; alpha is dropped. 16-bit
+    images give their high byte; 32-bit integer and float images (modes I and F) are
+    refused: their range is not in the file, and no reading of them is safe."""
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):  # older Pillow: 16-bit PNG as "I"
         return (np.clip(np.asarray(im, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+    if im.mode.startswith("I") or im.mode == "F":
+        kind = "float" if im.mode == "F" else "32-bit integer"
+        raise ValueError(f"{kind} pixels (PIL mode {im.mode}) have no fixed range to read as 8-bit; "
+                         "save the images as 8- or 16-bit")
     if im.mode == "P":  # via RGBA, so that a transparent palette entry keeps its colour
         a = np.asarray(im.convert("RGBA"))[..., :3]
         return a[..., 0].copy() if (a == a[..., :1]).all() else a
@@ -117,7 +147,7 @@ def _pixels(im) -> np.ndarray:
 
 def _first_line(e: Exception) -> str:
     """An exception's message cut to its first line (PIL's can run to several)."""
-    text = str(e).strip()
+    text = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e)).strip()  # an archive member's buffer
     return text.splitlines()[0] if text else type(e).__name__
 
 

@@ -220,6 +220,9 @@ class CDMDetector(BaseDetector):
             if self.model is None:
                 raise ValueError("fit_representation needs a model (model=...); fit(X) trains one")
             self.model_ = self._load_model(None)
+        if len(rep) > 1 and bool((rep.images == rep.images[:1]).all()):
+            raise ValueError(f"the {len(rep)} fitting images are all the same image: ID statistics need varied "
+                             "in-distribution images")
         self.scorer_ = self._make_scorer(self.model_).fit(rep)
         self._fitted_for = self._score_params()
         train_scores = self.scorer_.train_score(rep) if hasattr(self.scorer_, "train_score") else self.scorer_.score(rep)
