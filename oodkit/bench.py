@@ -37,7 +37,7 @@ from .detectors.table import head_requirement
 from .detectors.fileformat import VERSION as DETECTOR_FORMAT
 from .distributed import rank_world
 from .pipeline import Flow
-from .metrics import bootstrap_intervals, ood_metrics
+from .metrics import bootstrap_intervals, check_bootstrap, ood_metrics
 from .report import console_table, write_results
 from .training import TrainConfig, fit_model
 
@@ -128,12 +128,13 @@ def load_sets(bs: BenchSpec, data_root=None, download=False, jpeg_ood=None, max_
         ood = _subsample(ood, max_test, seed + 2)
         if jpeg_applies(bs.id, name, jpeg_ood):
             ood = ImageSet(jpeg_roundtrip(ood.images, jpeg_ood), ood.labels, ood.name, ood.paths)
-        shared = int(np.isin(image_hashes(torch.from_numpy(ood.images)), id_hashes).sum())
-        if 2 * shared >= len(ood):  # in any order or number: an AUROC of a set against itself measures nothing
-            raise ValueError(f"{shared} of the {len(ood)} images of OOD set {name} are images of the in-distribution "
-                             f"set {bs.id}: name another OOD set")
-        if shared:
-            echo(f"note: {shared} of the {len(ood)} images of {name} are also images of {bs.id}")
+        shared = np.isin(image_hashes(torch.from_numpy(ood.images)), id_hashes)
+        if 2 * shared.sum() >= len(ood):  # in any order or number: an AUROC of a set against itself measures nothing
+            raise ValueError(f"{int(shared.sum())} of the {len(ood)} images of OOD set {name} are images of the "
+                             f"in-distribution set {bs.id}: name another OOD set")
+        if shared.any():  # an image of the ID set is no OOD example, whatever set it came with
+            echo(f"left out {int(shared.sum())} of the {len(ood)} images of {name}: they are images of {bs.id}")
+            ood = ood.subset(np.flatnonzero(~shared))
         oods[name] = ood
     if not oods:
         raise DataNotFound(f"none of the OOD sets {bs.oods} could be loaded")
@@ -379,6 +380,7 @@ class BenchPlan:
     def check(self) -> BenchSpec:
         """Refuse a plan that contradicts itself, before any data or model work."""
         bs = parse_spec(self.spec)
+        check_bootstrap(self.bootstrap)
         check_model_request(self.model, self.net, self.steps, self.T, self.image_size)
         if self.detectors is not None:
             check_detectors(list(self.detectors), self.model is not None)

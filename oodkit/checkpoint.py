@@ -13,6 +13,7 @@ Layout (format version 1)::
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import pickle
 import re
@@ -137,6 +138,7 @@ def load_model(path, ema: bool = True, device=None):
         raise CheckpointError(f"{path}: checkpoint does not match its model ({str(e).splitlines()[0][:200]})") from None
     model.checkpoint_path = str(path)
     model.checkpoint_sha256 = file_sha256(path)
+    model.loaded_weights = weights_digest(model)
     model.train_steps = (ckpt.get("train_state") or {}).get("step")
     model.data_info = ckpt.get("data", {})
     return model.to(device or "cpu").eval()
@@ -211,10 +213,19 @@ def _check_weights(path, model, weights) -> None:
             raise CheckpointError(f"{path}: weights contain NaN/inf (key {k}): the run diverged or the file is corrupt")
 
 
+def weights_digest(model) -> str:
+    """SHA-256 of a model's parameters and buffers as they are now (names, dtypes, values;
+    not their device or memory layout): whether a model still holds what it was loaded with."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def file_sha256(path) -> str:
     """SHA-256 of a file's bytes, hex."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -148,27 +148,13 @@ def _not_an_input(out: Path, what: str, *inputs) -> None:
 
 
 def _device(value):
-    """The device rule for every command: the given one, else CUDA if available, else
-    CPU; a device that does not exist here is a one-line error."""
-    import torch
+    """:func:`oodkit.devices.resolve_device` for ``--device``: a one-line error here."""
+    from .devices import resolve_device
 
-    if value is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(value)
-    except (RuntimeError, ValueError):
-        raise UserError(f"--device {value!r} is not a device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {value}: this machine has no CUDA GPU (use --device cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserError(f"--device {value}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif dev.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise UserError(f"--device {value}: this machine has no Apple MPS device (use --device cpu)")
-    elif dev.type != "cpu":
-        raise UserError(f"--device {value}: oodkit runs on cpu, cuda or mps")
-    return dev
+        return resolve_device(value)
+    except ValueError as e:
+        raise UserError(f"--device {e}") from None
 
 
 def _load_config(ctx, param, value):
@@ -291,7 +277,7 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
               show_default=True,
               help="Model kind: cdm; ddpm (the ELBO baseline); joint (DDPM + classifier head, needs labels). "
                    "(--model is the older spelling.)")
-@click.option("--data", "data_spec", required=True, help="Data set name, npz:PATH or folder:PATH (train split).")
+@click.option("--data", "data_spec", required=True, help="Data set name, npz:PATH, tar:PATH or folder:PATH (train split).")
 @data_root_option
 @download_option
 @click.option("--net", default="small", show_default=True, help="UNet preset: tiny, compact, small or paper.")
@@ -467,7 +453,7 @@ def _command_line() -> str:
 @download_option
 @click.option("--detectors", default=None, help=DETECTORS_HELP)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("oodkit-results"), show_default=True)
-@click.option("--net", default=None, help="Preset for a model trained here (digits: tiny, others: small).")
+@click.option("--net", default=None, help="Preset for a model trained here (the digits suite: tiny, others: small).")
 @click.option("--steps", type=POS, default=None, help="Training steps for a model trained here.")
 @click.option("-T", "--T", "T", type=LEVELS, default=None, help="Noise levels for a model trained here (1000).")
 @click.option("--image-size", type=SIZE, default=None, help="Model input size for a model trained here.")
@@ -600,8 +586,10 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
                                        data_root, download, seed).tensor(), m, align_px)
         flow.calibrate(dets, x_val, tpr)
     save_detectors(out, dets, embed_model=embed_model)
+    used = min(len(d.calibration_scores_) for d in dets.values()) if calibrate_on else 0
     how = (f"conformal thresholds accept at least {tpr:g} of fresh images like {calibrate_on} ({calibrate_split} "
-           f"split, {len(x_val)} images)"
+           f"split, {used} images" + (f"; {len(x_val) - used} the network trained on were left out)"
+                                     if used < len(x_val) else ")")
            if calibrate_on else "thresholds: conformal at 0.95 on out-of-sample training scores (optimistic when "
            "the model was trained on these images: pass --calibrate-on)")
     click.echo(f"wrote {out}: {', '.join(dets)} fitted on {len(ds)} {ds.name} images; {how}")
@@ -611,7 +599,7 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
 @click.option("--model", default=None, help="Trained checkpoint, or a pretrained name (see `oodkit models`).")
 @click.option("--detector", "detector_file", type=click.Path(path_type=Path), default=None,
               help="Detector file from `oodkit fit`, or a pretrained name (its shipped detectors); no training set needed.")
-@click.option("--data", "data_spec", required=True, help="Data set name, npz:PATH or folder:PATH.")
+@click.option("--data", "data_spec", required=True, help="Data set name, npz:PATH, tar:PATH or folder:PATH.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--resize", type=SIZE, default=None,
               help="folder: data: bring every image to this square size (mixed sizes are refused otherwise).")
@@ -650,6 +638,8 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
 
     if (model is None) == (detector_file is None):
         raise UserError("give exactly one of --model (fit here) and --detector (a file from `oodkit fit`)")
+    if fit_data is not None and detector_file is not None:
+        raise UserError("--fit-data fits a --model's ID statistics; a --detector file carries its own")
     if fdr is not None and detector_file is None:
         raise UserError("--fdr screens against a detector file's calibration scores: fit one with `oodkit fit` "
                         "and pass it with --detector")

@@ -24,6 +24,11 @@ def rank_world() -> tuple[int, int]:
 def maybe_init(device: torch.device) -> bool:
     """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
+        if missing:  # a WORLD_SIZE left in the environment, not a torchrun start
+            raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} is set but {', '.join(missing)} "
+                             f"{'is' if len(missing) == 1 else 'are'} not: start the command with torchrun, "
+                             "or unset WORLD_SIZE")
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")

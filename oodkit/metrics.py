@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 __all__ = ["auroc", "aupr_in", "aupr_out", "fpr95_ood_accepted", "fpr95_id_rejected", "ood_metrics", "METRICS",
-           "bootstrap_intervals", "resampled_metrics"]
+           "bootstrap_intervals", "check_bootstrap", "MIN_BOOTSTRAP", "resampled_metrics"]
 
 
 def _check(scores_id, scores_ood):
@@ -86,12 +86,25 @@ def ood_metrics(scores_id, scores_ood) -> dict[str, float]:
     return {name: fn(scores_id, scores_ood) for name, fn in METRICS.items()}
 
 
+# Fewer resamples put a 95 % percentile interval's ends on single draws (with 1, the
+# "interval" is one resample and may exclude the estimate itself).
+MIN_BOOTSTRAP = 100
+
+
+def check_bootstrap(n_boot: int) -> None:
+    """Refuse a resample count that cannot give a 95 % interval (0: no intervals)."""
+    if n_boot != 0 and n_boot < MIN_BOOTSTRAP:
+        raise ValueError(f"--bootstrap {n_boot}: a 95 % interval needs at least {MIN_BOOTSTRAP} resamples "
+                         "(0: no intervals)")
+
+
 def bootstrap_intervals(scores_id, scores_ood, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
                         metrics=None) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals ``{metric: (low, high)}`` at ``level``, resampling
     the ID and the OOD scores separately (each side keeps its size). Seeded, so a
     report is reproducible. Every metric is computed from how many times each distinct
     score is drawn (:func:`resampled_metrics`): no resample is sorted."""
+    check_bootstrap(n_boot)
     a, b = _check(scores_id, scores_ood)
     rng = np.random.default_rng(seed)
     ia = rng.integers(0, a.size, (n_boot, a.size), dtype=np.int32)

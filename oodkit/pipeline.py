@@ -111,4 +111,6 @@ class Flow:
         """Set every detector's threshold on held-out aligned ID images ``x_val``
         (split-conformal, :meth:`BaseDetector.calibrate`), from one pass over them."""
         for name, s in self.score(detectors, x_val, "calibration").items():
-            detectors[name].calibrate_scores(s, tpr)
+            det = detectors[name]
+            seen = self._trained_on(det.model_, x_val) if det.reads_representation else None
+            det.calibrate_scores(s, tpr, seen=seen)

@@ -22,6 +22,7 @@ from .distributed import maybe_init, rank_world
 from .train_config import TrainConfig
 from .checkpoint import CheckpointError, build_model, check_same_model, load_checkpoint, save_checkpoint
 from .data.images import image_hashes, to_float
+from .devices import default_device
 from .schedules import NoiseSchedule
 
 __all__ = ["TrainConfig", "train", "fit_model", "TrainingDiverged", "default_device", "bf16_supported"]
@@ -29,10 +30,6 @@ __all__ = ["TrainConfig", "train", "fit_model", "TrainingDiverged", "default_dev
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def bf16_supported(device) -> bool:

@@ -268,7 +268,7 @@ def test_itd_and_elbo_scores_are_functions_of_the_image_alone(tiny_digits):
     x = tiny_digits[:48]
     perm = torch.randperm(48, generator=torch.Generator().manual_seed(1))
     for name in ("elbo-k", "itd", "recon"):
-        det = make_detector(name, model=ddpm, progress=False, n_points=6, n_terms=5, batch_size=16).fit(x[:8])
+        det = make_detector(name, model=ddpm, progress=False, n_points=6, batch_size=16).fit(x[:8])
         a = det.score_samples(x)
         det.set_params(batch_size=7)
         b = det.score_samples(x[perm])

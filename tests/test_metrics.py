@@ -66,8 +66,8 @@ def test_bootstrap_intervals_are_seeded_and_cover_every_metric():
 
     rng = np.random.default_rng(1)
     a, b = rng.normal(0, 1, 60), rng.normal(-2, 1, 40)
-    one = bootstrap_intervals(a, b, n_boot=50, seed=3)
-    assert one == bootstrap_intervals(a, b, n_boot=50, seed=3) and set(one) == set(METRICS)
+    one = bootstrap_intervals(a, b, n_boot=100, seed=3)
+    assert one == bootstrap_intervals(a, b, n_boot=100, seed=3) and set(one) == set(METRICS)
     for name, (lo, hi) in one.items():
         assert lo <= hi and 0 <= lo and hi <= 1, name
 

@@ -4,6 +4,7 @@ is wrong (exit 2 on the command line), never a hang, a traceback or a silent cha
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -281,3 +282,136 @@ def test_a_write_that_fails_names_the_users_file_for_every_writer(run, tmp_path,
             "--save-every", "0", "--out", "t.pt", "--quiet")
     _one_line_error(r, "t.pt: No space left on device (nothing was left half-written)")
     assert not list(tmp_path.glob(".t.pt.*"))  # no temporary left behind
+
+
+# -- the second audit of 2026-12-04 (the Python API and the environment) -------------------
+
+
+def test_calibrating_on_images_the_network_trained_on_leaves_them_out_or_refuses(tmp_path, run):
+    """`calibrate` on the bundled digits model's own training images said "301 held-out ID
+    images" and then accepted 57 % of fresh ID images, not 95 %."""
+    from oodkit.pretrained import load_model
+    from oodkit.training import TrainConfig, fit_model
+
+    x = as_images(load_dataset("digits-0to4", "train").images)
+    fit_model(x[:200], net="tiny", T=10, config=TrainConfig(steps=2, batch_size=8, save_every=0),
+              out=tmp_path / "m.pt")
+    det = make_detector("loglik", model=load_model(tmp_path / "m.pt")).fit(x[400:])
+    det.calibrate(x[:300], tpr=0.9)  # 200 it trained on, 100 it did not
+    assert len(det.calibration_scores_) == 100 and "200 the network trained on were left out" in det.threshold_source_
+    with pytest.raises(ValueError, match="trained on 200 of these 210 calibration images"):
+        det.calibrate(x[:210], tpr=0.95)
+    r = run("fit", "--model", "digits-0to4", "--data", "digits-0to4", "--max-train", "300", "--calibrate-on",
+            "digits-0to4", "--calibrate-split", "train", "--out", "c.npz", "--quiet")
+    _one_line_error(r, "the network was trained on 301 of these 301 calibration images")
+
+
+def test_a_detector_of_a_model_changed_in_memory_saves_the_weights_it_used(tmp_path):
+    """Saved by reference to the unchanged file, it reloaded the original weights: scores
+    up to 62 nats apart."""
+    import torch
+
+    from oodkit.detectors.persist import load_detector
+    from oodkit.pretrained import load_model
+
+    x = as_images(load_dataset("digits-0to4", "test").images)
+    model = load_model("digits-0to4")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.05)
+    det = make_detector("loglik", model=model).fit(x[:100])
+    det.save(tmp_path / "d.npz")
+    np.testing.assert_array_equal(load_detector(tmp_path / "d.npz").score_samples(x[100:]), det.score_samples(x[100:]))
+    same = make_detector("loglik", model=load_model("digits-0to4")).fit(x[:100])
+    same.save(tmp_path / "e.npz")  # unchanged: still saved by reference (a few kB, not the weights)
+    assert (tmp_path / "e.npz").stat().st_size < (tmp_path / "d.npz").stat().st_size / 10
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "YCbCr", "P"])
+def test_pil_images_in_any_mode_read_as_their_colours(mode):
+    """CMYK, YCbCr and HSV images were read as raw bands, palette images as palette indices."""
+    from PIL import Image
+
+    rgb = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (8, 8, 3), dtype=np.uint8)) for i in range(4)]
+    other = [im.convert(mode) for im in rgb]
+    back = as_images([im.convert("RGB") for im in other])  # the colours the mode holds (P and YCbCr round)
+    assert torch_equal(as_images(other), back)
+
+
+def torch_equal(a, b) -> bool:
+    return a.shape == b.shape and bool((a == b).all())
+
+
+def test_scoring_after_set_params_changed_what_fit_fixed_is_refused():
+    """contamination, model and device changed after fit were silently ignored."""
+    from sklearn.exceptions import NotFittedError
+
+    x = as_images(load_dataset("digits-0to4", "test").images)
+    for change in ({"contamination": 0.3}, {"model": "mnist"}, {"device": "cpu:0"}):
+        det = CDMDetector(model="digits-0to4", score="loglik").fit(x[:100])
+        det.set_params(**change)
+        with pytest.raises(NotFittedError, match=f"{next(iter(change))} changed since fit"):
+            det.predict(x[100:])
+
+
+def test_an_ood_set_that_repeats_some_id_images_has_them_left_out(run):
+    """`digits-0to4-vs-digits[4-9]` ran with its class-4 images, which are ID test images."""
+    ood = np.concatenate([load_dataset("digits-0to4", "test").images[:10],
+                          np.random.default_rng(0).integers(0, 17, (30, 8, 8, 1), dtype=np.uint8) * 15])
+    np.savez("mixed.npz", images=ood)
+    r = run("bench", "digits-0to4-vs-npz:mixed.npz", "--model", "digits-0to4", "--detectors", "loglik", "--bootstrap",
+            "0", "--output-dir", "res")
+    assert r.exit_code == 0 and "left out 10 of the 40 images of npz:mixed.npz" in r.output, r.output
+    assert "| 30 |" in (Path("res") / "results.md").read_text()
+
+
+def test_input_whose_order_or_kind_cannot_be_matched_to_images_is_refused():
+    import pandas as pd
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from oodkit.data import ImageInputError
+
+    x = torch.from_numpy(load_dataset("digits-0to4", "test").images[:20]).permute(0, 3, 1, 2)
+    with pytest.raises(ImageInputError, match="shuffled DataLoader"):
+        as_images(DataLoader(TensorDataset(x), batch_size=4, shuffle=True))
+    assert as_images(DataLoader(TensorDataset(x), batch_size=4)).shape == (20, 1, 8, 8)
+    with pytest.raises(ImageInputError, match="DataFrame is not a batch of images"):
+        as_images(pd.DataFrame(x.reshape(20, -1).numpy()))
+
+
+@pytest.mark.parametrize("args,match", [(("loglik",), {"contaminaton": 0.2}), (("profile",), {"n_neighbours": 50}),
+                                        (("loglik",), {"score": "fused"}), ((None,), {})])
+def test_make_detector_refuses_what_it_would_have_dropped(args, match):
+    with pytest.raises(TypeError):
+        make_detector(*args, model=fixed_model(seed=0), **match)
+
+
+def test_a_stray_world_size_is_one_line_not_a_traceback(run, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    r = run("score", "--detector", "digits-0to4", "--data", "digits-5to9", "--out", "s.csv", "--quiet")
+    _one_line_error(r, "WORLD_SIZE=2 is set but")
+
+
+def test_a_bootstrap_too_small_for_an_interval_is_refused(run):
+    """--bootstrap 1 printed a "95 % interval" that excluded its own estimate."""
+    r = run("bench", "digits-0to4-vs-noise", "--model", "digits-0to4", "--detectors", "loglik", "--bootstrap", "1",
+            "--output-dir", "res")
+    _one_line_error(r, "a 95 % interval needs at least 100 resamples")
+
+
+def test_fit_data_beside_a_detector_file_is_refused_not_ignored(run):
+    r = run("score", "--detector", "digits-0to4", "--fit-data", "digits", "--data", "digits-5to9", "--out", "s.csv")
+    _one_line_error(r, "--fit-data fits a --model's ID statistics")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_a_detector_on_a_device_this_machine_lacks_is_refused_in_one_line():
+    """CDMDetector(device="cuda") on a machine without a GPU raised torch's RuntimeError."""
+    x = as_images(load_dataset("digits-0to4", "test").images[:40])
+    for device, words in (("cuda", "no CUDA GPU"), ("meta", "oodkit runs on cpu, cuda or mps")):
+        with pytest.raises(ValueError, match=words) as e:
+            CDMDetector(model="digits-0to4", device=device).fit(x)
+        assert "\n" not in str(e.value)

@@ -26,12 +26,17 @@ def _from_iterable(X) -> tuple[torch.Tensor, bool]:
     whether any item was a numpy array (whose layout is guessed, never assumed)."""
     from PIL import Image
 
+    from .sources import pil_pixels
+
     items, any_numpy = [], False
     for item in X:
         if isinstance(item, (tuple, list)):
             item = item[0]  # (image, label) pairs
-        if isinstance(item, Image.Image):
-            a = np.asarray(item)
+        if isinstance(item, Image.Image):  # CMYK, YCbCr, palette, 16-bit, ...: read as the folder reader reads files
+            try:
+                a = pil_pixels(item)
+            except ValueError as e:
+                raise ImageInputError(f"cannot read a {item.mode} image: {e}") from None
             item = torch.from_numpy(a.copy())
             if item.ndim == 2:
                 item = item[None]
@@ -166,6 +171,13 @@ def _tensor(X, name: str):
         return torch.from_numpy(np.ascontiguousarray(X)), False
     if isinstance(X, torch.Tensor):
         return X.detach().cpu(), True
+    if type(X).__name__ in ("DataFrame", "Series"):  # iterating one gives column names, not images
+        raise ImageInputError(f"{name}: a pandas {type(X).__name__} is not a batch of images; pass an array "
+                              "(N, H, W), (N, C, H, W) or (N, H, W, C)")
+    sampler = getattr(getattr(X, "batch_sampler", None), "sampler", getattr(X, "sampler", None))
+    if isinstance(sampler, torch.utils.data.RandomSampler):
+        raise ImageInputError(f"{name}: a shuffled DataLoader gives scores in an order no one can match to its images; "
+                              "pass shuffle=False")
     if hasattr(X, "__iter__") or hasattr(X, "__getitem__"):
         x, any_numpy = _from_iterable(X)
         return x, not any_numpy

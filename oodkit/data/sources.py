@@ -127,7 +127,7 @@ def read_npz(path, name=None) -> ImageSet:
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
-def _pixels(im) -> np.ndarray:
+def pil_pixels(im) -> np.ndarray:
     """A PIL image as uint8 (H, W) grey or (H, W, 3) colour; alpha is dropped. 16-bit
     images give their high byte; 32-bit integer and float images (modes I and F) are
     refused: their range is not in the file, and no reading of them is safe."""
@@ -169,7 +169,7 @@ def decode_image(src, label: str, side: int, first=None) -> np.ndarray:
                     "size or pass resize=N (--resize N)"
                 )
             im.load()
-            a = _pixels(im)
+            a = pil_pixels(im)
     except ImageInputError:
         raise
     except Exception as e:  # PIL raises OSError, SyntaxError, struct.error, ... for bad files

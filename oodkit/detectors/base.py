@@ -58,6 +58,13 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         check_params(self, self._constraints)
+        if getattr(self, "device", None) is not None:  # a device this machine lacks: one line, before any work
+            from ..devices import resolve_device
+
+            try:
+                resolve_device(self.device)
+            except ValueError as e:
+                raise ValueError(f"{type(self).__name__} parameter device {e}") from None
 
     def _set_offset(self, train_scores: np.ndarray, source: str = "training images (out-of-sample scores)") -> None:
         c = check_contamination(self.contamination)
@@ -96,17 +103,35 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         with them is accepted (``predict`` = +1) with probability at least ``tpr`` and at
         most ``tpr + 1/(n+1)`` (n = len(X_val), continuous scores). Refuses a ``tpr`` that n
         images cannot support (it needs ``ceil(1/(1-tpr)) - 1``: 19 for 0.95, 99 for 0.99).
-        Their scores become ``calibration_scores_``, which :meth:`pvalues` reads."""
+        Their scores become ``calibration_scores_``, which :meth:`pvalues` reads. Images the
+        network recorded training on are left out (its scores of them are optimistic); if
+        too few others remain, a ValueError says so."""
         check_is_fitted(self, "offset_")
-        return self.calibrate_scores(self.score_samples(X_val), tpr)
+        return self.calibrate_scores(self.score_samples(X_val), tpr, seen=self._seen_by_network(X_val))
 
-    def calibrate_scores(self, scores, tpr: float = 0.95):
+    def _seen_by_network(self, X):
+        """(N,) bool: which of ``X`` the network trained on; None where that is unknown."""
+        return None
+
+    def calibrate_scores(self, scores, tpr: float = 0.95, seen=None):
         """:meth:`calibrate` on the scores of held-out ID images already computed
-        (float (n,), this detector's ``score_samples``)."""
+        (float (n,), this detector's ``score_samples``); ``seen``: (n,) bool, the images
+        the network trained on, which are left out."""
         s = np.asarray(scores, dtype=np.float64)
+        left_out = ""
+        if seen is not None and np.any(seen):
+            seen = np.asarray(seen, dtype=bool)
+            unseen = s[~seen]
+            conformal_threshold(s, tpr)  # an invalid tpr is named before the count below
+            if len(unseen) < min_calibration_size(tpr):
+                raise ValueError(f"the network was trained on {int(seen.sum())} of these {len(s)} calibration images "
+                                 f"(its scores of them are optimistic) and tpr={float(tpr):g} needs at least "
+                                 f"{min_calibration_size(tpr)} others, got {len(unseen)}: calibrate on ID images it "
+                                 "did not train on")
+            s, left_out = unseen, f" ({int(seen.sum())} the network trained on were left out)"
         self.offset_ = conformal_threshold(s, tpr)
         self.calibration_scores_ = np.sort(s)
-        self.threshold_source_ = f"calibrated: conformal, tpr {float(tpr):g}, {len(s)} held-out ID images"
+        self.threshold_source_ = f"calibrated: conformal, tpr {float(tpr):g}, {len(s)} held-out ID images{left_out}"
         return self
 
     def pvalues(self, X) -> np.ndarray:

@@ -183,6 +183,9 @@ class CDMDetector(BaseDetector):
             return {"profile": profile, "complexity": Complexity(), "features-knn": knn}
         return {"profile": profile, "complexity": Complexity(), "features": FeatureGauss()}
 
+    def _seen_by_network(self, X):
+        return trained_on(self.model_, self._images(X, self.model_))
+
     def representation(self, X) -> Representation:
         """One cached forward pass over ``X`` (after fit)."""
         check_is_fitted(self, "model_")
@@ -270,7 +273,9 @@ class CDMDetector(BaseDetector):
         """float64 (N,), higher = more in-distribution."""
         return self.score_representation(self.representation(X))
 
-    _SCORE_PARAMS = ("score", "n_levels", "density", "n_neighbors", "n_components", "seed", "max_bank")
+    # what a fitted detector answers for: scoring after set_params changed one refuses
+    _SCORE_PARAMS = ("score", "n_levels", "density", "n_neighbors", "n_components", "seed", "max_bank", "model",
+                     "device", "contamination")
 
     def _score_params(self) -> tuple:
         return tuple(getattr(self, k) for k in self._SCORE_PARAMS)

@@ -27,14 +27,16 @@ class DetectorFileError(ValueError):
 
 
 def _model_entry(det, embed: bool, arrays: dict, key: str, base: Path) -> dict:
-    from ..checkpoint import file_sha256, save_checkpoint
+    from ..checkpoint import file_sha256, save_checkpoint, weights_digest
     from ..pretrained import PRETRAINED_DIR
 
     model = det.model_
     path = getattr(model, "checkpoint_path", None)
     loaded_sha = getattr(model, "checkpoint_sha256", None)
-    # by reference only when the file still holds the weights the model was loaded from
-    if path and not embed and loaded_sha and Path(path).is_file() and file_sha256(path) == loaded_sha:
+    # by reference only when the file still holds the weights the model was loaded from, and
+    # the model still holds them too (not trained further or edited in memory since)
+    unchanged = getattr(model, "loaded_weights", None) == weights_digest(model)
+    if path and not embed and loaded_sha and unchanged and Path(path).is_file() and file_sha256(path) == loaded_sha:
         ref = getattr(model, "reference", None) or (det.model if isinstance(det.model, (str, Path)) else path)
         path = Path(path).resolve()
         rel = os.path.relpath(path, base.resolve())

@@ -27,9 +27,23 @@ DETECTORS = {name: (detector_class(name), d.params) for name, d in TABLE.items()
 def make_detector(name: str, **params):
     """A detector from the registry, e.g. ``make_detector("profile", model="cdm.pt")``
     (a ``@KIND`` suffix, which only chooses among a benchmark's models, is accepted).
-    Parameters the detector's class does not take are dropped."""
+    Parameters that another detector family takes and this one does not are dropped (one
+    set of settings can make every detector of a run); a name no family takes, or a value
+    for a parameter the table fixes for the detector (``score`` of ``loglik``, ``n_terms`` of
+    ``elbo-k``), is a TypeError."""
+    if not isinstance(name, str):
+        raise TypeError(f"make_detector takes a detector name (str), got {type(name).__name__}")
     kinds = detector_kinds(name)  # unknown names and kinds fail here
     info = TABLE[name.partition("@")[0]]
+    known = set().union(*(cls().get_params() for cls in FAMILIES.values()))
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise TypeError(f"make_detector({name!r}) got unknown parameters {unknown}; detectors take {sorted(known)}")
+    defining = info.params  # what makes the entry itself (table_name reads them back)
+    fixed = [k for k, v in params.items() if k in defining and defining[k] != v]
+    if fixed:
+        raise TypeError(f"{name!r} fixes {', '.join(f'{k}={defining[k]!r}' for k in fixed)}; "
+                        f"drop {', '.join(fixed)} or choose another detector")
     model = params.get("model")
     if isinstance(info.family, dict) and isinstance(model, (str, os.PathLike)):  # a path or name: its kind picks the class
         params["model"] = model = load_model(model, device=params.get("device"))
