@@ -87,6 +87,11 @@ oodkit bench "fashionmnist[0-4]-vs-fashionmnist[5-9],mnist,noise,constant" --dat
 #     --grad-clip 1.0 --hflip --no-amp --seed 0 --steps 600 --save-every 100 --device cpu --out "$M/exp/c05_rot.pt"  # SIGTERM at 408
 #   python -c "from oodkit.pretrained import export_model as e; e('$M/exp/fm04_rot.pt', 'benchmarks/models/fashionmnist_0-4_rotation.pt')"
 #   (and the same for c05_rot.pt -> benchmarks/models/cifar10_0-5_rotation.pt)
+# The second CIFAR-10 run (2026-12-04): the full noise batch, lr scaled to batch 32 (SIGTERM at 645, 68 min):
+#   oodkit train --kind cdm --data "cifar10[0-5]" --data-root "$DATA" --net compact --init oodkit/weights/cifar10_0-5.pt \
+#     --rotation-head --rotation-weight 0.25 --batch-size 32 --lr 1.25e-4 --warmup 100 --ema-decay 0.998 \
+#     --grad-clip 1.0 --hflip --no-amp --seed 0 --steps 3000 --save-every 50 --device cpu --out "$M/exp/c05_rot_full.pt"
+#   (exported the same way -> benchmarks/models/cifar10_0-5_rotation_full.pt)
 # GPU recipe, not yet run: the same flags with --net small --batch-size 256 --noise-batch 64 --steps 20000 --no-amp dropped.
 oodkit bench "fashionmnist[0-4]-vs-fashionmnist[5-9],mnist,noise,constant" --data-root "$DATA" \
   --model benchmarks/models/fashionmnist_0-4_rotation.pt --detectors $CDM_DETECTORS,upright --max-train 10000 \
@@ -94,6 +99,9 @@ oodkit bench "fashionmnist[0-4]-vs-fashionmnist[5-9],mnist,noise,constant" --dat
 oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --data-root "$DATA" \
   --model benchmarks/models/cifar10_0-5_rotation.pt --detectors $CDM_DETECTORS,upright --max-train 10000 --max-test 2000 \
   --jpeg-ood 75 --output-dir $R/cifar10-near-rotation --quiet
+oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --data-root "$DATA" \
+  --model benchmarks/models/cifar10_0-5_rotation_full.pt --detectors $CDM_DETECTORS,upright --max-train 10000 \
+  --max-test 2000 --jpeg-ood 75 --output-dir $R/cifar10-near-rotation_full --quiet
 (cd benchmarks && python fusion_variants.py "fashionmnist[0-4]-vs-fashionmnist[5-9],mnist,noise,constant" \
   models/fashionmnist_0-4_rotation.pt --data-root "$DATA" --variants A,B,H,I,J --json results/fusion_variants.json)
 (cd benchmarks && python fusion_variants.py "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,constant" \

@@ -168,7 +168,8 @@ class CDMDetector(BaseDetector):
           upright score, chosen on held-out Fashion-MNIST classes (0.9246 against 0.9077 for
           the class-head rule, every far and synthetic set >= 0.999), confirmed on held-out
           MNIST digits (the best of five fusions, 0.684 against 0.595 for the same training
-          without the head), not confirmed on CIFAR-10 after a short CPU fine-tune;
+          without the head), not confirmed on CIFAR-10 after two CPU fine-tunes (408 and 645
+          steps: the held-out classes are easier to set upright than the ID ones);
         * a contrastive projection (SimCLR-style, the other label-free candidate) is read as a
           plain CDM: on the same split no fusion of its features reached the plain model's
           0.890 (best: profile + complexity + both feature scores, 0.874), so it has no rule
