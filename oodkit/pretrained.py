@@ -47,7 +47,10 @@ def list_models(index_path=None) -> list[dict]:
 def cache_root() -> Path:
     """Where oodkit caches downloads and models it trained: ``$OODKIT_CACHE``, else
     ``~/.cache/oodkit``."""
-    return Path(os.environ.get("OODKIT_CACHE", Path.home() / ".cache" / "oodkit"))
+    root = Path(os.environ.get("OODKIT_CACHE") or Path.home() / ".cache" / "oodkit")  # set but empty: the default
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"OODKIT_CACHE={root} is a file, not a folder: point it at a folder")
+    return root
 
 
 def _cache_dir() -> Path:

@@ -415,3 +415,26 @@ def test_a_detector_on_a_device_this_machine_lacks_is_refused_in_one_line():
         with pytest.raises(ValueError, match=words) as e:
             CDMDetector(model="digits-0to4", device=device).fit(x)
         assert "\n" not in str(e.value)
+
+
+def test_empty_or_misplaced_environment_folders(tmp_path, monkeypatch):
+    """OODKIT_DATA="" meant the working folder, not ./data; OODKIT_CACHE set to a file gave
+    "[Errno 20] Not a directory: 'afile/models'"."""
+    from oodkit.data.registry import default_root
+    from oodkit.pretrained import cache_root
+
+    monkeypatch.setenv("OODKIT_DATA", "")
+    assert default_root() == Path("data")
+    monkeypatch.setenv("OODKIT_CACHE", "")
+    assert cache_root() == Path.home() / ".cache" / "oodkit"
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("OODKIT_CACHE", str(tmp_path / "afile"))
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        cache_root()
+
+
+def test_more_mixture_components_than_fitting_images_warns():
+    """profile-gmm with n_components=500 on 100 images was cut to 100 without a word."""
+    x = as_images(load_dataset("digits-0to4", "test").images[:60])
+    with pytest.warns(UserWarning, match="n_components=500 is more than the 60 fitting images"):
+        make_detector("profile-gmm", model=fixed_model(seed=0), n_components=500, n_levels=6).fit(x)

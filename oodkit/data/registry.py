@@ -116,7 +116,7 @@ SYNTHETIC_N = 1000
 
 def default_root() -> Path:
     """``$OODKIT_DATA`` if set, else ``./data``."""
-    return Path(os.environ.get("OODKIT_DATA", "data"))
+    return Path(os.environ.get("OODKIT_DATA") or "data")  # set but empty: the default, not the working folder
 
 
 def _holdout(ds: ImageSet, split: str) -> ImageSet:

@@ -4,6 +4,7 @@ pass). Each scorer has ``fit(rep)`` on in-distribution training data and
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from sklearn.mixture import GaussianMixture
@@ -219,6 +220,9 @@ class Profile:
             self.bank.fit(z, "profile/knn")
         else:
             k = min(self.n_components, len(z))
+            if k < self.n_components:
+                warnings.warn(f"n_components={self.n_components} is more than the {len(z)} fitting images: the "
+                              f"mixture has {k} components", stacklevel=4)
             # in a canonical row order: k-means starts the mixture from the data, not from their order
             self.gmm_ = GaussianMixture(k, covariance_type="full", reg_covar=1e-3,
                                         random_state=self.seed).fit(z[_canonical(z)])
