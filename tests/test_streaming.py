@@ -56,6 +56,22 @@ def _tar(path, arrays, labels=None, extra=()):
     return path
 
 
+def _killed_at_read(chunks, n):
+    """``chunks`` whose n-th read (counted over all of them) is a KeyboardInterrupt, and the
+    one-item list that counts the reads."""
+    read = [0]
+
+    def reads(chunk):
+        def f():
+            read[0] += 1
+            if read[0] == n:
+                raise KeyboardInterrupt
+            return chunk.read()
+        return f
+
+    return [type(c)(c.key, c.start, c.count, reads(c)) for c in chunks], read
+
+
 def _joined(chunks):
     sets = [c.read() for c in chunks]
     return sets, concat(sets, "joined").images
@@ -174,17 +190,7 @@ def test_a_run_that_stopped_resumes_where_it_stopped(tmp_path, detector_file, mo
     out, full = tmp_path / "s.csv", tmp_path / "full.csv"
     score_in_chunks(scorer, plan_chunks("digits-5to9", size=50), full)
     chunks = plan_chunks("digits-5to9", size=50)
-    read = [0]
-
-    def dies_at_the_fourth(chunk):
-        def f():
-            read[0] += 1
-            if read[0] == 4:
-                raise KeyboardInterrupt
-            return chunk.read()
-        return f
-
-    crashing = [type(c)(c.key, c.start, c.count, dies_at_the_fourth(c)) for c in chunks]
+    crashing, read = _killed_at_read(chunks, 4)
     with pytest.raises(KeyboardInterrupt):
         score_in_chunks(scorer, crashing, out)
     assert sorted(p.name for p in parts_dir(out).iterdir()) == ["000000.csv", "000001.csv", "000002.csv",
@@ -319,19 +325,8 @@ def test_data_that_changed_since_a_killed_run_is_refused_not_mixed_in(tmp_path, 
     spec = _rewrite(kind, tmp_path, a)
     out = tmp_path / "s.csv"
 
-    read = [0]
-
-    def dies_at_the_second(chunk):
-        def f():
-            read[0] += 1
-            if read[0] == 2:
-                raise KeyboardInterrupt
-            return chunk.read()
-        return f
-
-    chunks = plan_chunks(spec, size=10)
     with pytest.raises(KeyboardInterrupt):
-        score_in_chunks(scorer, [type(c)(c.key, c.start, c.count, dies_at_the_second(c)) for c in chunks], out)
+        score_in_chunks(scorer, _killed_at_read(plan_chunks(spec, size=10), 2)[0], out)
     assert (parts_dir(out) / "000000.csv").is_file()
     _rewrite(kind, tmp_path, 255 - a)  # the same names, shapes and sizes; other pixels
     for p in tmp_path.rglob("*"):  # a later write, whatever the clock's granularity

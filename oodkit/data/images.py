@@ -164,10 +164,6 @@ def _tensor(X, name: str):
     if isinstance(X, np.ndarray):
         if X.dtype.kind not in "biuf":
             raise ImageInputError(f"{name}: unsupported image dtype {X.dtype}; pass uint8 pixels or floats in [-1, 1]")
-        if X.dtype.kind == "u" and X.dtype.itemsize > 1:  # torch has few kernels for wide unsigned types
-            if X.size and X.max() > 255:
-                raise ImageInputError(f"{name}: integer images must hold 8-bit pixels 0..255")
-            X = X.astype(np.uint8)
         return torch.from_numpy(np.ascontiguousarray(X)), False
     if isinstance(X, torch.Tensor):
         return X.detach().cpu(), True

@@ -275,17 +275,17 @@ class CDMDetector(BaseDetector):
         return self.score_representation(self.representation(X))
 
     # what a fitted detector answers for: scoring after set_params changed one refuses
-    _SCORE_PARAMS = ("score", "n_levels", "density", "n_neighbors", "n_components", "seed", "max_bank", "model",
+    _FIXED_AT_FIT = ("score", "n_levels", "density", "n_neighbors", "n_components", "seed", "max_bank", "model",
                      "device", "contamination")
 
     def _score_params(self) -> tuple:
-        return tuple(getattr(self, k) for k in self._SCORE_PARAMS)
+        return tuple(getattr(self, k) for k in self._FIXED_AT_FIT)
 
     def score_representation(self, rep: Representation) -> np.ndarray:
         """Score a precomputed :class:`Representation` without running the network."""
         check_is_fitted(self, "scorer_")
         fitted = getattr(self, "_fitted_for", self._score_params())
         if fitted != self._score_params():
-            changed = [k for k, a, b in zip(self._SCORE_PARAMS, fitted, self._score_params()) if a != b]
+            changed = [k for k, a, b in zip(self._FIXED_AT_FIT, fitted, self._score_params()) if a != b]
             raise NotFittedError(f"{', '.join(changed)} changed since fit (set_params); call fit again")
         return np.asarray(self.scorer_.score(rep), dtype=np.float64)
