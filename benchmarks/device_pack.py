@@ -5,6 +5,7 @@ tool sends the working tree and at most 64 MiB in all.
     python benchmarks/device_pack.py slim                              # here: before the device call
     python benchmarks/device_pack.py unslim                            # here: after it
     python benchmarks/device_pack.py unpack devpack DATA_DIR           # there (gpu_session.sh does it)
+    python benchmarks/device_pack.py ship CKPT OUT.pt DATA_DIR DEVICE  # there: export, test bits/dim
 
 ``pack`` writes ``devpack/`` (git-ignored through .git/info/exclude): the publisher's
 JPEG bytes of the CIFAR-10 training images of classes 0-5 and of every test image (the
@@ -27,8 +28,11 @@ import numpy as np
 
 CLASSES = range(6)  # the ID classes of the cifar10-near suite
 # what does not travel to the GPU: resumable checkpoints, benchmark results and the shipped
-# detectors (the shipped weights do travel, 11 MB, for layout_check.py --device cuda)
-STAY_BEHIND = ["benchmarks/models", "benchmarks/results", "oodkit/weights/*.detectors.npz"]
+# detectors of the grey-scale models (the shipped weights travel, 11 MB, for
+# gpu_throughput.py, and so do the detectors of cifar10, cifar10[0-5] and digits-0to4, 6.5 MB,
+# for precision_check.py; the tool sends 64 MiB at most)
+STAY_BEHIND = ["benchmarks/models", "benchmarks/results", "oodkit/weights/mnist.detectors.npz",
+               "oodkit/weights/fashionmnist*.detectors.npz"]
 
 
 def pack(source: Path, out: Path) -> None:
@@ -68,6 +72,24 @@ def unpack(pack_dir: Path, data: Path) -> None:
         print(f"cifar10_{name}: {images.shape}")
     for name in ("mnist_test.npz", "fashionmnist_test.npz"):
         shutil.copy(pack_dir / name, data / name)
+
+
+def ship(checkpoint: Path, out: Path, data: Path, device: str) -> None:
+    """Export a trained checkpoint as shipped (EMA, half precision) and print its test bits/dim
+    on every cifar10[0-5] test image, in full fp32."""
+    import torch
+
+    from oodkit.data import as_images, load_dataset
+    from oodkit.pretrained import export_model, load_model
+    from oodkit.representation import full_fp32
+
+    rec = export_model(checkpoint, out)
+    model = load_model(out, device=device)
+    x = as_images(load_dataset("cifar10[0-5]", "test", data).images)
+    with full_fp32():
+        bpd = torch.cat([model.bpd(x[i:i + 500]).cpu() for i in range(0, len(x), 500)])
+    print(f"{out}: {rec['steps']} steps, test bits/dim {bpd.mean().item():.4f} on {len(x)} images "
+          f"(sha256 {rec['sha256'][:12]})")
 
 
 def _git(*args) -> None:
@@ -132,6 +154,11 @@ def main() -> None:
     u = sub.add_parser("unpack")
     u.add_argument("pack_dir", type=Path)
     u.add_argument("data", type=Path)
+    s = sub.add_parser("ship")
+    s.add_argument("checkpoint", type=Path)
+    s.add_argument("out", type=Path)
+    s.add_argument("data", type=Path)
+    s.add_argument("device")
     sub.add_parser("slim")
     sub.add_parser("unslim")
     a = ap.parse_args()
@@ -139,6 +166,8 @@ def main() -> None:
         pack(a.source, a.out)
     elif a.cmd == "unpack":
         unpack(a.pack_dir, a.data)
+    elif a.cmd == "ship":
+        ship(a.checkpoint, a.out, a.data, a.device)
     else:
         {"slim": slim, "unslim": unslim}[a.cmd]()
 

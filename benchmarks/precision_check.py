@@ -65,6 +65,8 @@ def check(name, id_set, ood_set, args, device):
     ood = _subset(load_dataset(ood_set, "test", args.data_root, like=ids), args.n, seed=1)
     x_id, x_ood = (align(d.tensor(), scorer.model) for d in (ids, ood))
     rows, ref = [], None
+    for precision in args.precisions:  # warm-up: kernels, allocator, cuDNN plans, outside the timings
+        Flow(args.batch_size, device, precision=precision).representation(scorer.model, x_id[:args.batch_size])
     for precision in args.precisions:
         s_id, bpd, rate = _run(scorer, x_id, precision, args.batch_size, device)
         s_ood, _, _ = _run(scorer, x_ood, precision, args.batch_size, device)
