@@ -5,7 +5,7 @@ layout and batch size, side by side in one run, with the matrix rates of the sam
     python benchmarks/gpu_throughput.py --data-root DIR [--device cuda] [--n 4096] [--out DIR]
 
 Per model and setting: images/s of the bare network over ``--n`` images already on the
-device (median of ``--repeats`` rounds after a warm-up), the achieved FLOP/s (FLOPs per
+device (median of ``--repeats`` rounds that run every setting in turn, after a warm-up), the achieved FLOP/s (FLOPs per
 image counted by ``FlopCounterMode``) and its share of the same run's matrix rate in that
 arithmetic, and the answers against full fp32, row-major, batch 256: bits/dim difference
 (mean and largest) and Spearman's rank agreement of the log-likelihoods. Then oodkit's own
@@ -15,12 +15,12 @@ the host) in today's default and in the fastest setting, against the bare networ
 Writes ``throughput.{json,md}``.
 """
 import argparse
+import functools
 import json
 import os
 import platform
 import statistics
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from oodkit.data import as_images, load_dataset, to_float
 from oodkit.models.cdm import bits_per_dim, eq10_levels, log_std_normal
 from oodkit.pretrained import PRETRAINED_DIR, load_model
-from oodkit.representation import precision_context, represent
+from oodkit.representation import channels_last_pass, precision_context, represent
 
 REFERENCE = ("fp32", False, 256)  # today's default detection pass: (precision, channels-last, batch)
 
@@ -41,28 +41,37 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(fn, device, repeats):
-    fn()  # warm-up: kernels, allocator, cuDNN plans
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
+def _seconds(fn, device):
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _median_seconds(fns: dict, device, repeats) -> dict:
+    """Median seconds of each of ``fns`` over ``repeats`` rounds that run them in turn, so
+    that the machine's load hits them alike; one warm-up each first (kernels, allocator,
+    cuDNN plans)."""
+    for fn in fns.values():
         fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times = {key: [] for key in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            times[key].append(_seconds(fn, device))
+    return {key: statistics.median(t) for key, t in times.items()}
 
 
 def matmul_rates(device, repeats: int) -> dict:
     """TFLOP/s of a square matrix product in each arithmetic, measured in this run."""
-    n = 8192 if device.type == "cuda" else 1024
+    n = 8192 if device.type == "cuda" else 2048
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     out = {}
     for precision in ("fp32", "tf32", "bf16"):
         if precision == "tf32" and device.type != "cuda":
             continue
         with precision_context(precision, device.type):
-            sec = _median_seconds(lambda: a @ b, device, repeats)
+            sec = _median_seconds({precision: lambda: a @ b}, device, repeats)[precision]
         out[precision] = 2 * n**3 / sec / 1e12
     return out
 
@@ -108,7 +117,7 @@ def graph_pass(model, x, precision, channels_last, batch_size, repeats):
                 graph.replay()
                 outs.append(eq10_levels(static_out, log_std_normal(static_in), [0])[:, 0])
 
-        sec = _median_seconds(run, device, repeats)
+        sec = _median_seconds({"graph": run}, device, repeats)["graph"]
     return sec, torch.cat(outs), n
 
 
@@ -139,28 +148,31 @@ def check_model(name, rec, args, device, rates):
         print({k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)
         return r
 
-    for precision in args.precisions:
-        for cl in args.layouts:
-            for bs in args.batch_sizes:
-                sec = _median_seconds(lambda: bare_pass(model, x, precision, cl, bs), device, args.repeats)
-                row({"path": "network", "precision": precision, "channels_last": cl, "batch": bs}, sec,
-                    bare_pass(model, x, precision, cl, bs))
+    settings = [(p, cl, bs) for p in args.precisions for cl in args.layouts for bs in args.batch_sizes]
+    seconds = _median_seconds({s: functools.partial(bare_pass, model, x, *s) for s in settings}, device, args.repeats)
+    for s in settings:
+        row({"path": "network", "precision": s[0], "channels_last": s[1], "batch": s[2]}, seconds[s],
+            bare_pass(model, x, *s))
     base = next(r for r in rows if (r["precision"], r["channels_last"], r["batch"]) == REFERENCE)
     best = max(rows, key=lambda r: r["img_s"])
     for r in rows:
         r["speed_vs_reference"] = r["img_s"] / base["img_s"]
-    # oodkit's own pass from host memory, in the reference and the fastest settings
+    # oodkit's own pass from host memory, in the reference and the fastest settings, against
+    # the bare network in the layout it runs (on a CPU the one representation.network_layout picks)
     for r in (base, best):
-        p, cl, bs = r["precision"], r["channels_last"], r["batch"]
+        p, bs = r["precision"], r["batch"]
+        cl = channels_last_pass(device, p) if device.type == "cpu" else r["channels_last"]
+        bare = next((q for q in rows if q["path"] == "network" and (q["precision"], q["channels_last"], q["batch"])
+                     == (p, cl, bs)), r)
 
-        def real():  # on the CPU oodkit's pass picks its own layout
-            with model.net.channels_last(cl) if device.type == "cuda" else nullcontext():
+        def real():
+            with model.net.channels_last(cl):
                 return represent(model, host, batch_size=bs, cache=None, precision=p)
 
-        sec = _median_seconds(real, device, args.repeats)
+        sec = _median_seconds({"real": real}, device, args.repeats)["real"]
         lp = torch.as_tensor(real().loglik)
         row({"path": "represent", "precision": p, "channels_last": cl, "batch": bs}, sec, lp,
-            speed_vs_reference=None, vs_bare_network=(len(x) / sec) / r["img_s"])
+            speed_vs_reference=None, vs_bare_network=(len(x) / sec) / bare["img_s"])
     if args.graph and device.type == "cuda":
         p, cl, bs = best["precision"], best["channels_last"], best["batch"]
         try:
@@ -173,10 +185,18 @@ def check_model(name, rec, args, device, rates):
     return [dict(r, flops_per_image=fpi) for r in rows]
 
 
+def _cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def _markdown(rows, meta) -> str:
-    rates = ", ".join(f"{k} {v:.1f}" for k, v in meta["matmul_tflop_s"].items())
-    out = [f"# Detection-pass throughput ({meta['device_name']}, torch {meta['torch']}, {meta['n']} images per model, "
-           f"median of {meta['repeats']})", "", f"Matrix product in this run, TFLOP/s: {rates}.", "",
+    rates = ", ".join(f"{k} {v:.3g}" for k, v in meta["matmul_tflop_s"].items())
+    out = [f"# Detection-pass throughput ({meta['device_name']}, {meta['threads']} threads, torch {meta['torch']}, "
+           f"{meta['n']} images per model, median of {meta['repeats']})", "",
+           f"Matrix product in this run, TFLOP/s: {rates}.", "",
            "| model | path | precision | channels-last | batch | img/s | x reference | TFLOP/s | share of matmul "
            "| bits/dim diff mean / max | Spearman |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -216,7 +236,7 @@ def main():
     index = json.loads((PRETRAINED_DIR / "index.json").read_text())
     names = args.names.split(",") if args.names else list(index)
     meta = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
-            (platform.processor() or platform.machine()), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "n": args.n, "repeats": args.repeats, "matmul_tflop_s": rates, "reference": REFERENCE}
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []

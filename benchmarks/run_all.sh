@@ -92,6 +92,11 @@ oodkit bench "fashionmnist[0-4]-vs-fashionmnist[5-9],mnist,noise,constant" --dat
 #     --rotation-head --rotation-weight 0.25 --batch-size 32 --lr 1.25e-4 --warmup 100 --ema-decay 0.998 \
 #     --grad-clip 1.0 --hflip --no-amp --seed 0 --steps 3000 --save-every 50 --device cpu --out "$M/exp/c05_rot_full.pt"
 #   (exported the same way -> benchmarks/models/cifar10_0-5_rotation_full.pt)
+# Its control without the head (2026-12-04, later; 645 steps, 10 min on two threads):
+#   oodkit train --kind cdm --data "cifar10[0-5]" --data-root "$DATA" --net compact --init oodkit/weights/cifar10_0-5.pt \
+#     --batch-size 32 --lr 1.25e-4 --warmup 100 --ema-decay 0.998 --grad-clip 1.0 --hflip --no-amp --seed 0 \
+#     --steps 645 --save-every 50 --device cpu --out "$M/exp/c05_control.pt"
+#   (exported the same way -> benchmarks/models/cifar10_0-5_control.pt)
 # GPU recipe, not yet run: the same flags with --net small --batch-size 256 --noise-batch 64 --steps 20000 --no-amp dropped.
 oodkit bench "fashionmnist[0-4]-vs-fashionmnist[5-9],mnist,noise,constant" --data-root "$DATA" \
   --model benchmarks/models/fashionmnist_0-4_rotation.pt --detectors $CDM_DETECTORS,upright --max-train 10000 \
@@ -102,6 +107,9 @@ oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --
 oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --data-root "$DATA" \
   --model benchmarks/models/cifar10_0-5_rotation_full.pt --detectors $CDM_DETECTORS,upright --max-train 10000 \
   --max-test 2000 --jpeg-ood 75 --output-dir $R/cifar10-near-rotation_full --quiet
+oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" --data-root "$DATA" \
+  --model benchmarks/models/cifar10_0-5_control.pt --detectors $CDM_DETECTORS --max-train 10000 \
+  --max-test 2000 --jpeg-ood 75 --output-dir $R/cifar10-near-control --quiet
 (cd benchmarks && python fusion_variants.py "fashionmnist[0-4]-vs-fashionmnist[5-9],mnist,noise,constant" \
   models/fashionmnist_0-4_rotation.pt --data-root "$DATA" --variants A,B,H,I,J --json results/fusion_variants.json)
 (cd benchmarks && python fusion_variants.py "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,constant" \
@@ -186,7 +194,11 @@ oodkit bench cifar10-vs-mnist,fashionmnist --model "cifar10,$M/cifar10_ddpm.pt" 
   --output-dir $R/cifar10-baselines --quiet
 
 python benchmarks/nll_toy.py --steps 1500 --net tiny --batch 32 --cases gaussian --out $R/nll_toy.json
-python benchmarks/train_step_cost.py --net compact --size 32 --batch 32 --repeats 3 > $R/train_step_cost.txt
+# on a CPU with AVX-512 BF16 / AMX (bf16 native); no-native-bf16.txt is the run of a CPU without it
+OMP_NUM_THREADS=1 python benchmarks/train_step_cost.py --net compact --size 32 --batch 32 --repeats 5 --no-compile \
+  > $R/train_step_cost/avx512-bf16-1-thread.txt
+OMP_NUM_THREADS=2 python benchmarks/train_step_cost.py --net compact --size 32 --batch 32 --repeats 5 --threads 2 \
+  --no-compile > $R/train_step_cost/avx512-bf16-2-threads.txt
 python benchmarks/scoring_cost.py --net compact --size 32 --batch 16 --T 1000 --k 20 --points 16 --repeats 3 \
   --exact-levels 50 > $R/scoring_cost.md
 python benchmarks/summary.py > $R/summary.md
@@ -197,5 +209,6 @@ python benchmarks/bundled_cost.py --data-root "$DATA" --model fashionmnist --ood
 python benchmarks/fit_scaling.py --n 10000 50000 200000 500000 --exact-n 200000 --out $R/fit_scaling
 python benchmarks/knn_bank.py --data-root "$DATA" --out $R/knn_bank
 python benchmarks/precision_check.py --data-root "$DATA" --n 1000 --out $R/precision
-python benchmarks/layout_check.py --data-root "$DATA" --n 512 --repeats 3 --out $R/layout
-OMP_NUM_THREADS=2 python benchmarks/layout_check.py --data-root "$DATA" --n 512 --repeats 3 --out $R/layout/two-threads
+# the detection pass in each arithmetic and layout (on a lent GPU gpu_session.sh runs it with --device cuda)
+OMP_NUM_THREADS=2 python benchmarks/gpu_throughput.py --device cpu --data-root "$DATA" --n 512 --batch-sizes 256 \
+  --repeats 3 --out $R/throughput/cpu

@@ -113,6 +113,19 @@ def _locks(param: str, what: str):
     return wrap
 
 
+def _data_options_apply(data_spec: str, resize) -> None:
+    """--resize and --split act on some data only; given for other data they are refused
+    rather than dropped (a user who asked for them expects them to act)."""
+    kind = data_spec.partition(":")[0] if ":" in data_spec else None
+    if resize is not None and kind not in ("folder", "tar"):
+        raise UserError(f"--resize applies to folder: and tar: data; {data_spec} is read at the size its arrays "
+                        "are stored in")
+    split_given = click.get_current_context().get_parameter_source("split") == click.core.ParameterSource.COMMANDLINE
+    if split_given and kind in ("npz", "folder", "tar") and "{split}" not in data_spec:
+        raise UserError(f"{data_spec} is one set and has no splits, so --split has no effect: name one file per "
+                        "split with {split} in the path, or leave --split out")
+
+
 def _writable_file(path: Path, what: str) -> None:
     """Fail before any work when ``path`` cannot be written as a file."""
     path = Path(path)
@@ -643,6 +656,7 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
     if fdr is not None and detector_file is None:
         raise UserError("--fdr screens against a detector file's calibration scores: fit one with `oodkit fit` "
                         "and pass it with --detector")
+    _data_options_apply(data_spec, resize)
     _writable_file(out, "--out")
     _not_an_input(out, "--out", ("--model checkpoint", model), ("--detector file", detector_file),
                   ("--data file", data_spec))

@@ -186,16 +186,22 @@ def precision_context(precision: str, device_type: str):
     return PRECISIONS[precision](device_type)
 
 
-def network_layout(model, device):
+def network_layout(model, device, precision: str = "fp32"):
     """The memory layout the detection pass runs the network in (a context manager):
-    channels-last on the CPU, where oneDNN ran the shipped networks 1.06-1.39x faster with
-    it (benchmarks/README.md, *Memory layout*); row-major elsewhere until a GPU run has
-    measured it. Every detection pass goes through here, so fitted statistics and scores
-    come from the same kernels; the model's weights get their layout back afterwards."""
+    channels-last on the CPU in fp32, where oneDNN ran the shipped networks 1.1-1.4x faster
+    with it; row-major in bf16 there (1.3-2.1x faster than channels-last for the grey-scale
+    nets, 8 % slower for the CIFAR-10 ones) and on other devices until a GPU run has
+    measured it (benchmarks/README.md, *Throughput of the detection pass*). Every detection
+    pass goes through here, so fitted statistics and scores come from the same kernels; the
+    model's weights get their layout back afterwards."""
     net = getattr(model, "net", None)
-    if device.type == "cpu" and hasattr(net, "channels_last"):
-        return net.channels_last()
-    return nullcontext()
+    return net.channels_last() if channels_last_pass(device, precision) and hasattr(net, "channels_last") \
+        else nullcontext()
+
+
+def channels_last_pass(device, precision: str = "fp32") -> bool:
+    """Whether :func:`network_layout` runs a network on ``device`` in ``precision`` channels-last."""
+    return device.type == "cpu" and precision != "bf16"
 
 
 # Convolution kernels choose their algorithm by batch size: on the CPUs measured, oneDNN
@@ -243,7 +249,7 @@ def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progre
     was_training = model.training
     model.eval()
     try:
-        with precision_context(precision, device.type), network_layout(model, device):
+        with precision_context(precision, device.type), network_layout(model, device, precision):
             out = _passes(model, x, batch_size, progress, desc, shard)
             features = torch.cat([h for _, _, h in out]) if out and out[0][2] is not None else None
             class_logits = rotation_logits = None

@@ -7,6 +7,7 @@ set scored whole and one scored chunk by chunk (:mod:`oodkit.streaming`) give th
 rows."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,13 @@ class Scorer:
             cols["path"] = ds.paths
         if ds.labels is not None:
             cols["label"] = ds.labels
+        fitted_in = self.identity.get("fit_precision", "fp32")  # `oodkit fit` and shipped statistics: fp32
+        if (self.thresholds or self.with_pvalues) and flow.precision != fitted_in:
+            how = ("fit them in the same arithmetic (--fit-data with --model)" if "fit_precision" in self.identity
+                   else f"score in {fitted_in}")
+            warnings.warn(f"the ID statistics were fitted in {fitted_in} and these scores are in {flow.precision}: "
+                          "thresholds and p-values assume one arithmetic (the shipped thresholds' ID acceptance "
+                          f"moved by up to 0.013 in benchmarks/results/precision); {how}", stacklevel=2)
         x = align(ds.tensor(), self.model, self.align_px)
         if self.bpd:
             cols["bpd"] = flow.representation(self.model, x, ds.name).bpd

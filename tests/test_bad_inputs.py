@@ -126,6 +126,12 @@ CASES = [
     ("score-detector-missing", ["score", "--detector", "no.npz", "--data", "letters", "--out", "s.csv"],
      "detector file not found"),
     ("score-data-unknown", SCORE[:3] + ["--data", "nosuch"] + SCORE[5:], "unknown data set 'nosuch'"),
+    # options that do nothing for the data given are refused, not silently dropped
+    ("score-resize-npz", SCORE[:3] + ["--data", "npz:id_test_reversed.npz", "--resize", "8"] + SCORE[5:],
+     "--resize applies to folder: and tar: data"),
+    ("score-resize-named", SCORE + ["--resize", "8"], "--resize applies to folder: and tar: data"),
+    ("score-split-one-file", SCORE[:3] + ["--data", "npz:id_test_reversed.npz", "--split", "train"] + SCORE[5:],
+     "has no splits"),
     ("fit-data-unknown", ["fit", "--model", "m.pt", "--data", "nosuch", "--out", "f.npz"], "unknown data set 'nosuch'"),
     ("fit-detector-unknown", ["fit", "--model", "m.pt", "--data", "digits-0to4", "--out", "f.npz", "--detectors",
                               "nosuch"], "unknown detector 'nosuch'"),

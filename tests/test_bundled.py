@@ -24,8 +24,10 @@ def test_score_with_a_pretrained_name_reads_the_shipped_statistics_and_matches_f
     assert r.exit_code == 0, r.output
     shipped, here = pd.read_csv("shipped.csv"), pd.read_csv("here.csv")
     assert list(shipped.columns) == list(here.columns) and "fused_threshold" in shipped.columns
+    # 1e-12 on the CPU that exported them; oneDNN picks fp32 kernels by instruction set, and
+    # on an AVX-512 CPU the shipped and the fitted-here scores were 7e-6 apart (relative)
     np.testing.assert_allclose(shipped.drop(columns=["index"]).astype(float).to_numpy(),
-                               here.drop(columns=["index"]).astype(float).to_numpy(), rtol=1e-12, atol=0)
+                               here.drop(columns=["index"]).astype(float).to_numpy(), rtol=1e-4, atol=1e-9)
 
 
 def test_the_shipped_detectors_load_by_name_and_score_in_one_pass():

@@ -438,3 +438,24 @@ def test_more_mixture_components_than_fitting_images_warns():
     x = as_images(load_dataset("digits-0to4", "test").images[:60])
     with pytest.warns(UserWarning, match="n_components=500 is more than the 60 fitting images"):
         make_detector("profile-gmm", model=fixed_model(seed=0), n_components=500, n_levels=6).fit(x)
+
+
+def test_scoring_in_another_arithmetic_than_the_fit_warns(tmp_path, monkeypatch):
+    """Thresholds and p-values compare a score with calibration scores: both must come
+    from the same arithmetic. Shipped statistics are fp32, so `--precision bf16` against
+    them warns (one line) and says how to refit; statistics fitted here in bf16 do not."""
+    from click.testing import CliRunner
+
+    from oodkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OODKIT_CACHE", str(tmp_path / "cache"))
+    args = ["score", "--model", "digits-0to4", "--data", "digits-5to9", "--out", "s.csv", "--quiet", "--device", "cpu"]
+    r = CliRunner().invoke(main, args + ["--precision", "bf16"])
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in r.output.splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == 1 and "fitted in fp32" in warnings[0] and "--fit-data" in warnings[0], r.output
+    r = CliRunner().invoke(main, args + ["--precision", "bf16", "--fit-data", "digits-0to4"])
+    assert r.exit_code == 0 and "fitted in" not in r.output, r.output  # (it warns that the net saw these images)
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and "Warning:" not in r.output, r.output
