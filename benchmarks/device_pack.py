@@ -76,7 +76,7 @@ def unpack(pack_dir: Path, data: Path) -> None:
 
 def ship(checkpoint: Path, out: Path, data: Path, device: str) -> None:
     """Export a trained checkpoint as shipped (EMA, half precision) and print its test bits/dim
-    on every cifar10[0-5] test image, in full fp32."""
+    on every test image of the set it was trained on, in full fp32."""
     import torch
 
     from oodkit.data import as_images, load_dataset
@@ -85,7 +85,7 @@ def ship(checkpoint: Path, out: Path, data: Path, device: str) -> None:
 
     rec = export_model(checkpoint, out)
     model = load_model(out, device=device)
-    x = as_images(load_dataset("cifar10[0-5]", "test", data).images)
+    x = as_images(load_dataset(model.data_info["dataset"], "test", data).images)
     with full_fp32():
         bpd = torch.cat([model.bpd(x[i:i + 500]).cpu() for i in range(0, len(x), 500)])
     print(f"{out}: {rec['steps']} steps, test bits/dim {bpd.mean().item():.4f} on {len(x)} images "

@@ -24,7 +24,7 @@
 # After:        python benchmarks/device_pack.py unslim
 # What comes back in $OUT: throughput.{md,json}, precision.json, log.txt (training logs,
 # tables, bits/dim) and, per model, NAME.tgz (the model as shipped, EMA in half precision,
-# and its bench results.json). Stages that would run past BUDGET seconds (default 540) are skipped.
+# its score log and its bench results.json). Stages that would run past BUDGET seconds (default 540) are skipped.
 # A dry run on a CPU (needs devpack/):
 #   DEVICE=cpu BATCH=8 MAX_TRAIN=300 MAX_TEST=100 N_THR=256 OUT=/tmp/dry bash benchmarks/gpu_session.sh 30
 set -uo pipefail
@@ -83,12 +83,14 @@ score() {  # export as shipped, test bits/dim, then the suite
     local m=$1 dets=loglik,profile,features,features-gauss,fused
     case $m in finetune|small) dets=$dets,upright;; esac
     mkdir -p "$WORK/ship/$m"
-    $PY benchmarks/device_pack.py ship "$WORK/models/$m.pt" "$WORK/ship/$m/$m.pt" "$D" "$DEVICE" >"$WORK/score_$m.log" 2>&1 &&
-    tar czf "$OUT/$m.tgz" -C "$WORK/ship/$m" . &&  # the model comes back even if the bench runs out of time
-    OMP_NUM_THREADS=4 $PY -m oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" \
+    local limit=$(( $(left) - 10 ))  # the stage ends inside the budget, bench or not
+    timeout -s TERM "$limit" $PY benchmarks/device_pack.py ship "$WORK/models/$m.pt" "$WORK/ship/$m/$m.pt" "$D" "$DEVICE" >"$WORK/score_$m.log" 2>&1 &&
+    cp "$WORK/score_$m.log" "$WORK/ship/$m/" && tar czf "$OUT/$m.tgz" -C "$WORK/ship/$m" . &&  # back even if the bench is cut
+    OMP_NUM_THREADS=4 timeout -s TERM "$(( $(left) - 10 ))" $PY -m oodkit bench "cifar10[0-5]-vs-cifar10[6-9],mnist,fashionmnist,noise,constant" \
         --model "$WORK/ship/$m/$m.pt" --data-root "$D" --detectors $dets --jpeg-ood 75 --max-train "$MAX_TRAIN" \
         --max-test "$MAX_TEST" --device "$DEVICE" --output-dir "$WORK/bench_$m" --quiet >>"$WORK/score_$m.log" 2>&1 &&
-    cp "$WORK/bench_$m/results.json" "$WORK/ship/$m/${m}_results.json" && tar czf "$OUT/$m.tgz" -C "$WORK/ship/$m" .
+    cp "$WORK/bench_$m/results.json" "$WORK/ship/$m/${m}_results.json"
+    cp "$WORK/score_$m.log" "$WORK/ship/$m/"; tar czf "$OUT/$m.tgz" -C "$WORK/ship/$m" .
 }
 for m in finetune control simclr small; do
     [ -f "$WORK/models/$m.pt" ] || { log "$m: no checkpoint (see train_$m.log above)"; continue; }

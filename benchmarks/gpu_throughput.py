@@ -33,7 +33,8 @@ from oodkit.models.cdm import bits_per_dim, eq10_levels, log_std_normal
 from oodkit.pretrained import PRETRAINED_DIR, load_model
 from oodkit.representation import channels_last_pass, precision_context, represent
 
-REFERENCE = ("fp32", False, 256)  # today's default detection pass: (precision, channels-last, batch)
+# (precision, channels-last, batch): the GPU's default pass (the CPU's runs channels-last)
+REFERENCE = ("fp32", False, 256)
 
 
 def _sync(device):
@@ -93,10 +94,12 @@ def bare_pass(model, x, precision, channels_last, batch_size):
 
 
 def graph_pass(model, x, precision, channels_last, batch_size, repeats):
-    """(seconds, log p(x)) with the network replayed as a CUDA graph of one batch size
-    (the last short batch is padded: rows are independent)."""
+    """(seconds, log p(x), images) with the network replayed as a CUDA graph of one batch
+    size, over the whole batches of ``x`` (a short last batch is left out)."""
     device = x.device
     n = len(x) - len(x) % batch_size
+    if n == 0:
+        raise ValueError(f"fewer images ({len(x)}) than one batch of {batch_size}")
     static_in = x[:batch_size].clone()
     with torch.no_grad(), precision_context(precision, device.type), model.net.channels_last(channels_last):
         stream = torch.cuda.Stream(device)
@@ -163,7 +166,10 @@ def check_model(name, rec, args, device, rates):
         p, bs = r["precision"], r["batch"]
         cl = channels_last_pass(device, p) if device.type == "cpu" else r["channels_last"]
         bare = next((q for q in rows if q["path"] == "network" and (q["precision"], q["channels_last"], q["batch"])
-                     == (p, cl, bs)), r)
+                     == (p, cl, bs)), None)
+        if bare is None:
+            raise SystemExit(f"oodkit's pass runs {p} {'channels-last' if cl else 'row-major'} here: measure that "
+                             "layout too (--layouts row,cl)")
 
         def real():
             with model.net.channels_last(cl):
@@ -229,7 +235,7 @@ def main():
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     args.precisions = [p for p in args.precisions.split(",") if device.type == "cuda" or p != "tf32"]
     args.layouts = [{"row": False, "cl": True}[s] for s in args.layouts.split(",")]
-    if args.precisions[0] != "fp32" or False not in args.layouts or 256 not in args.batch_sizes:
+    if "fp32" not in args.precisions or False not in args.layouts or 256 not in args.batch_sizes:
         ap.error("the reference setting (fp32, row-major, batch 256) must be among those measured")
     rates = matmul_rates(device, args.repeats)
     print("matmul TFLOP/s:", {k: round(v, 2) for k, v in rates.items()}, flush=True)

@@ -113,17 +113,23 @@ def _locks(param: str, what: str):
     return wrap
 
 
-def _data_options_apply(data_spec: str, resize) -> None:
-    """--resize and --split act on some data only; given for other data they are refused
-    rather than dropped (a user who asked for them expects them to act)."""
+def _data_options_apply(data_spec: str, resize, num_workers: int) -> None:
+    """--resize, --num-workers and --split act on some data only; given (on the command line
+    or in a --config file) for other data they are refused rather than dropped: a user who
+    asked for them expects them to act."""
     kind = data_spec.partition(":")[0] if ":" in data_spec else None
     if resize is not None and kind not in ("folder", "tar"):
         raise UserError(f"--resize applies to folder: and tar: data; {data_spec} is read at the size its arrays "
                         "are stored in")
-    split_given = click.get_current_context().get_parameter_source("split") == click.core.ParameterSource.COMMANDLINE
-    if split_given and kind in ("npz", "folder", "tar") and "{split}" not in data_spec:
-        raise UserError(f"{data_spec} is one set and has no splits, so --split has no effect: name one file per "
-                        "split with {split} in the path, or leave --split out")
+    if num_workers and kind != "folder":
+        raise UserError(f"--num-workers applies to folder: data (image files decoded in parallel); {data_spec} is "
+                        "not decoded file by file")
+    source = click.get_current_context().get_parameter_source("split")
+    given = source in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.DEFAULT_MAP)
+    if given and kind in ("npz", "folder", "tar") and "{split}" not in data_spec:
+        raise UserError(f"{data_spec} is one set without splits, so score reads all of it and --split has no "
+                        "effect (oodkit fit and --fit-data hold out 20 % of such a set for calibration): name one "
+                        "file per split with {split} in the path, or leave --split out")
 
 
 def _writable_file(path: Path, what: str) -> None:
@@ -612,10 +618,12 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
 @click.option("--model", default=None, help="Trained checkpoint, or a pretrained name (see `oodkit models`).")
 @click.option("--detector", "detector_file", type=click.Path(path_type=Path), default=None,
               help="Detector file from `oodkit fit`, or a pretrained name (its shipped detectors); no training set needed.")
-@click.option("--data", "data_spec", required=True, help="Data set name, npz:PATH, tar:PATH or folder:PATH.")
-@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--data", "data_spec", required=True,
+              help="Data set name, npz:PATH, tar:PATH or folder:PATH ({split} in PATH names one file per split).")
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True,
+              help="Which split of a named set (or of a PATH with {split}) to score; a single file is scored whole.")
 @click.option("--resize", type=SIZE, default=None,
-              help="folder: data: bring every image to this square size (mixed sizes are refused otherwise).")
+              help="folder: and tar: data: bring every image to this square size (mixed sizes are refused otherwise).")
 @click.option("--num-workers", type=NONNEG, default=0, show_default=True,
               help="folder: data: decode the files in this many DataLoader worker processes.")
 @click.option("--fit-data", default=None,
@@ -635,8 +643,10 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
                    "conformal p-values); adds a DETECTOR_flagged column.")
 @click.option("--batch-size", type=BATCH, default=256, show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32", show_default=True,
-              help="The network's arithmetic: fp32 (what reported bits/dim use), tf32 or bf16 (faster on GPUs; "
-                   "logits and Eq. 10 stay fp32; drift per model in benchmarks/results/precision/).")
+              help="The network's arithmetic: fp32 (what reported bits/dim use), tf32 (CUDA only) or bf16 (faster "
+                   "on GPUs and on CPUs with AVX-512 BF16/AMX; logits leave the net in fp32, Eq. 10 in fp64; drift "
+                   "per model in benchmarks/results/precision/). Shipped statistics and `oodkit fit` files are "
+                   "fp32: thresholds against them warn; --fit-data fits in this arithmetic.")
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @config_option
@@ -656,7 +666,7 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
     if fdr is not None and detector_file is None:
         raise UserError("--fdr screens against a detector file's calibration scores: fit one with `oodkit fit` "
                         "and pass it with --detector")
-    _data_options_apply(data_spec, resize)
+    _data_options_apply(data_spec, resize, num_workers)
     _writable_file(out, "--out")
     _not_an_input(out, "--out", ("--model checkpoint", model), ("--detector file", detector_file),
                   ("--data file", data_spec))

@@ -179,6 +179,12 @@ PRECISIONS = {
 }
 
 
+def arithmetic(precision: str, device_type: str) -> str:
+    """The arithmetic ``precision`` really runs on ``device_type``: TF32 is a CUDA setting,
+    so elsewhere it is fp32."""
+    return "fp32" if precision == "tf32" and device_type != "cuda" else precision
+
+
 def precision_context(precision: str, device_type: str):
     """The arithmetic of :data:`PRECISIONS` ``[precision]`` for a pass on ``device_type``."""
     if precision not in PRECISIONS:

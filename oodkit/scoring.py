@@ -21,6 +21,7 @@ from .detectors import TABLE, model_default_detectors
 from .detectors.persist import load_detectors
 from .pipeline import Flow, align
 from .pretrained import bundled_detectors, load_model
+from .representation import arithmetic
 
 __all__ = ["Scorer", "detector_scorer", "model_scorer", "screen", "score_dataset", "score_with_detectors"]
 
@@ -62,12 +63,14 @@ class Scorer:
         if ds.labels is not None:
             cols["label"] = ds.labels
         fitted_in = self.identity.get("fit_precision", "fp32")  # `oodkit fit` and shipped statistics: fp32
-        if (self.thresholds or self.with_pvalues) and flow.precision != fitted_in:
-            how = ("fit them in the same arithmetic (--fit-data with --model)" if "fit_precision" in self.identity
+        device_type = next(self.model.parameters()).device.type  # the pass runs on the model's own device
+        if (self.thresholds or self.with_pvalues) and fitted_in is not None and \
+                arithmetic(flow.precision, device_type) != arithmetic(fitted_in, device_type):
+            how = ("fit them in the arithmetic you score in (--fit-data)" if "fit_precision" in self.identity
                    else f"score in {fitted_in}")
             warnings.warn(f"the ID statistics were fitted in {fitted_in} and these scores are in {flow.precision}: "
                           "thresholds and p-values assume one arithmetic (the shipped thresholds' ID acceptance "
-                          f"moved by up to 0.013 in benchmarks/results/precision); {how}", stacklevel=2)
+                          f"moved by up to 0.013 in benchmarks/results/precision); {how}", stacklevel=3)
         x = align(ds.tensor(), self.model, self.align_px)
         if self.bpd:
             cols["bpd"] = flow.representation(self.model, x, ds.name).bpd
@@ -116,12 +119,12 @@ def model_scorer(model_path, fit_data=None, data_root=None, download=False, batc
     that fit no statistics, without thresholds. Statistics fitted here are fitted in
     ``precision`` (shipped ones were fitted in fp32)."""
     model = load_model(model_path, device=device)
-    dets, source = _detectors(Flow(batch_size, device, progress=progress, precision=precision), model, model_path,
-                              fit_data, data_root, download)
+    dets, source, fitted_in = _detectors(Flow(batch_size, device, progress=progress, precision=precision), model,
+                                         model_path, fit_data, data_root, download)
     model = next((d.model_ for d in dets.values()), model)  # the detectors' own: one pass serves all
     return Scorer(dets, None, thresholds=source is not None, bpd=model.kind == "cdm", source=source,
                   identity={"model": str(model_path), "sha256": _sha256(model_path), "fit_data": fit_data,
-                            "fit_precision": precision if source and "shipped" not in source else "fp32"})
+                            "fit_precision": fitted_in})
 
 
 def score_with_detectors(path, data_spec, split="test", data_root=None, download=False, device=None,
@@ -172,17 +175,18 @@ def _detectors(flow: Flow, model, model_path, fit_data, data_root, download):
     """The model's default detectors and what their ID statistics came from: the ones
     shipped with a pretrained model (no pass over its training set), else fitted on
     ``fit_data`` or the model's recorded training set; without any ID data, those that fit
-    no statistics (``fitted_on`` None)."""
+    no statistics (``fitted_on`` None); and the arithmetic the statistics were fitted in
+    (shipped ones: fp32; None without statistics)."""
     names = model_default_detectors([model])
     bundled = bundled_detectors(model_path) if fit_data is None else None
     if bundled is not None:
         dets = load_detectors(bundled, device=flow.device, progress=flow.progress)
         if list(dets) == names:  # shipped for this very model: its SHA-256 was checked on load
-            return dets, f"{model.data_info.get('dataset')} (statistics shipped with the model)"
+            return dets, f"{model.data_info.get('dataset')} (statistics shipped with the model)", "fp32"
     # ID training images only where a detector fits statistics on them (a DDPM's scores
     # fit none, and a threshold of theirs would cost hundreds of passes per image)
     x_fit, fitted_on = (_fitting_images(model, fit_data, data_root, download)
                         if any(TABLE[n].fitted for n in names) else (None, None))
     if x_fit is not None:
-        return flow.fit({n: model for n in names}, x_fit), fitted_on
-    return flow.prepare({n: model for n in names if not TABLE[n].fitted}), None
+        return flow.fit({n: model for n in names}, x_fit), fitted_on, flow.precision
+    return flow.prepare({n: model for n in names if not TABLE[n].fitted}), None, None

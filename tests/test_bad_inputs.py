@@ -131,7 +131,9 @@ CASES = [
      "--resize applies to folder: and tar: data"),
     ("score-resize-named", SCORE + ["--resize", "8"], "--resize applies to folder: and tar: data"),
     ("score-split-one-file", SCORE[:3] + ["--data", "npz:id_test_reversed.npz", "--split", "train"] + SCORE[5:],
-     "has no splits"),
+     "without splits"),
+    ("score-workers-npz", SCORE[:3] + ["--data", "npz:id_test_reversed.npz", "--num-workers", "2"] + SCORE[5:],
+     "--num-workers applies to folder: data"),
     ("fit-data-unknown", ["fit", "--model", "m.pt", "--data", "nosuch", "--out", "f.npz"], "unknown data set 'nosuch'"),
     ("fit-detector-unknown", ["fit", "--model", "m.pt", "--data", "digits-0to4", "--out", "f.npz", "--detectors",
                               "nosuch"], "unknown detector 'nosuch'"),
@@ -225,3 +227,10 @@ def test_a_value_error_from_inside_a_library_is_a_traceback_not_a_user_error(mon
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(main, ["bench", "nosuch", "--quiet"])  # oodkit's own check: one line, exit 2
     assert r.exit_code == 2 and "nosuch" in r.output and "Traceback" not in r.output
+
+
+def test_split_from_a_config_file_is_refused_for_a_single_file_too(run, folder):
+    """--split set in a --config file is as much asked for as on the command line."""
+    (folder / "split.toml").write_text('split = "train"\n')
+    r = run(SCORE[:3] + ["--data", "npz:id_test_reversed.npz", "--config", "split.toml"] + SCORE[5:])
+    assert r.exit_code == 2 and "without splits" in r.output, r.output

@@ -459,3 +459,9 @@ def test_scoring_in_another_arithmetic_than_the_fit_warns(tmp_path, monkeypatch)
     assert r.exit_code == 0 and "fitted in" not in r.output, r.output  # (it warns that the net saw these images)
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0 and "Warning:" not in r.output, r.output
+    r = CliRunner().invoke(main, args + ["--precision", "tf32"])  # a CUDA setting: fp32 on the CPU
+    assert r.exit_code == 0 and "Warning:" not in r.output, r.output
+    # fitted here in bf16 whatever the fitting file is called (it once went by the word "shipped")
+    np.savez("shipped_fit.npz", images=load_dataset("digits-0to4", "train").images)
+    r = CliRunner().invoke(main, args + ["--precision", "bf16", "--fit-data", "npz:shipped_fit.npz"])
+    assert r.exit_code == 0 and "fitted in" not in r.output, r.output

@@ -75,7 +75,9 @@ class ExpectedT:
 
     def score(self, rep):
         post = np.exp(rep.log_posterior())
-        return -(post @ np.arange(post.shape[1], dtype=np.float64))
+        # a row-wise sum, not a matrix product: BLAS picks kernels by the number of rows,
+        # and an image's score must not depend on the rows scored beside it
+        return -(post * np.arange(post.shape[1], dtype=np.float64)).sum(axis=1)
 
 
 class Typicality:
