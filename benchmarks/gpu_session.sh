@@ -21,7 +21,7 @@
 # Here, first:  python benchmarks/device_pack.py pack --source ../shared/data
 #               git commit ...; python benchmarks/device_pack.py slim
 # Then:         run(command="bash benchmarks/gpu_session.sh 230", carry=["devpack"], timeout_s=600)
-# After:        python benchmarks/device_pack.py unslim
+# After:        python benchmarks/device_pack.py unslim; python benchmarks/gpu_throughput.py --replot --out DIR
 # What comes back in $OUT: throughput.{md,json}, precision.json, log.txt (training logs,
 # tables, bits/dim) and, per model, NAME.tgz (the model as shipped, EMA in half precision,
 # its score log and its bench results.json). Stages that would run past BUDGET seconds (default 540) are skipped.
@@ -55,7 +55,7 @@ graph=(); [ "$DEVICE" = cpu ] || graph=(--graph)
 timeout -s TERM 100 $PY benchmarks/gpu_throughput.py --data-root "$D" --device "$DEVICE" --n "$N_THR" \
     --names "cifar10,fashionmnist,digits-0to4,cifar10[0-5],mnist,fashionmnist[0-4]" \
     --batch-sizes 256,1024 "${graph[@]}" --out "$WORK/throughput" >"$WORK/throughput.log" 2>&1
-tail -n 4 "$WORK/throughput.log" >>"$OUT/log.txt"; cp "$WORK"/throughput/throughput.* "$OUT/" 2>/dev/null
+tail -n 4 "$WORK/throughput.log" >>"$OUT/log.txt"; cp "$WORK"/throughput/throughput.{md,json} "$OUT/" 2>/dev/null  # the plot: --replot here
 log "== throughput $(date -u +%T)"
 timeout -s TERM 60 $PY benchmarks/precision_check.py --data-root "$D" --device "$DEVICE" --n "$MAX_TEST" \
     --names "digits-0to4,cifar10[0-5],cifar10" --out "$WORK/precision" >"$WORK/precision.log" 2>&1

@@ -12,7 +12,7 @@ arithmetic, and the answers against full fp32, row-major, batch 256: bits/dim di
 pass (``represent``: uint8 images in host memory, per-batch transfer, Eq. 10 inputs back on
 the host) in today's default and in the fastest setting, against the bare network. With
 ``--graph`` the fastest setting is also replayed as a CUDA graph of a fixed batch size.
-Writes ``throughput.{json,md}``.
+Writes ``throughput.{json,md,png}`` (``--replot``: only the plot, from the JSON).
 """
 import argparse
 import functools
@@ -198,6 +198,46 @@ def _cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+def plot(doc: dict, path: Path) -> None:
+    """Images/s of each setting against the reference, per model (log scale): the grid at a
+    glance. ``doc``: the contents of throughput.json."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in doc["rows"] if "error" not in r]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    label = lambda r: (f"{r['path']} {r['precision']} {'NHWC' if r['channels_last'] else 'NCHW'} b{r['batch']}")
+    settings = list(dict.fromkeys(label(r) for r in rows))
+    ref = {r["model"]: r["img_s"] for r in rows if (r["path"], r["precision"], r["channels_last"], r["batch"])
+           == ("network", *REFERENCE)}
+    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(models) * len(settings) / 4), 4.5))
+    width = 0.8 / len(settings)
+    cmap = plt.get_cmap("tab20")
+    for j, setting in enumerate(settings):
+        xs, ys = [], []
+        for i, m in enumerate(models):
+            hit = [r for r in rows if r["model"] == m and label(r) == setting]
+            if hit:
+                xs.append(i + (j - (len(settings) - 1) / 2) * width)
+                ys.append(hit[0]["img_s"] / ref[m])
+        ax.bar(xs, ys, width, label=setting, color=cmap(j % 20))
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+    ax.set_xticks(range(len(models)), models)
+    ax.set_ylabel(f"images/s against the network in {REFERENCE[0]}, NCHW, batch {REFERENCE[2]}")
+    meta = doc["meta"]
+    ax.set_title(f"Detection-pass throughput, {meta['device_name']}, {meta['threads']} threads")
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _markdown(rows, meta) -> str:
     rates = ", ".join(f"{k} {v:.3g}" for k, v in meta["matmul_tflop_s"].items())
     out = [f"# Detection-pass throughput ({meta['device_name']}, {meta['threads']} threads, torch {meta['torch']}, "
@@ -230,7 +270,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--graph", action="store_true", help="also replay the fastest setting as a CUDA graph")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "throughput")
+    ap.add_argument("--replot", action="store_true", help="only redraw OUT/throughput.png from OUT/throughput.json")
     args = ap.parse_args()
+    if args.replot:
+        return plot(json.loads((args.out / "throughput.json").read_text()), args.out / "throughput.png")
     device = torch.device(args.device)
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     args.precisions = [p for p in args.precisions.split(",") if device.type == "cuda" or p != "tf32"]
@@ -250,6 +293,7 @@ def main():
         rows += check_model(name, index[name], args, device, rates)
         (args.out / "throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
         (args.out / "throughput.md").write_text(_markdown(rows, meta))
+    plot({"meta": meta, "rows": rows}, args.out / "throughput.png")
     print(_markdown(rows, meta))
 
 
