@@ -18,7 +18,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from oodkit.data import as_images, load_dataset, to_float
 from oodkit.models.cdm import bits_per_dim, eq10_levels, log_std_normal
 from oodkit.pretrained import PRETRAINED_DIR, load_model
 from oodkit.representation import channels_last_pass, precision_context, represent
+from precision_check import cpu_name
 
 # (precision, channels-last, batch): the GPU's default pass (the CPU's runs channels-last)
 REFERENCE = ("fp32", False, 256)
@@ -88,8 +88,7 @@ def bare_pass(model, x, precision, channels_last, batch_size):
     out = []
     with torch.no_grad(), precision_context(precision, x.device.type), model.net.channels_last(channels_last):
         for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
-            out.append(eq10_levels(model.logits(xb), log_std_normal(xb), [0])[:, 0])
+            out.append(model.log_prob(x[i:i + batch_size]))
     return torch.cat(out)
 
 
@@ -191,13 +190,6 @@ def check_model(name, rec, args, device, rates):
     return [dict(r, flops_per_image=fpi) for r in rows]
 
 
-def _cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def plot(doc: dict, path: Path) -> None:
     """Images/s of each setting against the reference, per model (log scale): the grid at a
     glance. ``doc``: the contents of throughput.json."""
@@ -285,7 +277,7 @@ def main():
     index = json.loads((PRETRAINED_DIR / "index.json").read_text())
     names = args.names.split(",") if args.names else list(index)
     meta = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
-            _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "n": args.n, "repeats": args.repeats, "matmul_tflop_s": rates, "reference": REFERENCE}
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -89,6 +89,14 @@ def check(name, id_set, ood_set, args, device):
     return rows
 
 
+def cpu_name() -> str:
+    """The CPU's model name (speeds are read against it)."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def _markdown(rows, meta) -> str:
     cols = ["model", "pair", "precision", "bpd_mean", "bpd_drift_mean", "bpd_drift_max", "spearman_loglik",
             "spearman_fused", "auroc_fused", "auroc_change", "id_accepted", "images_per_s", "speed_vs_fp32"]
@@ -123,11 +131,7 @@ def main():
         if args.names and name not in args.names.split(","):
             continue
         rows += check(name, id_set, ood_set, args, device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     meta = {"device": str(device), "threads": torch.get_num_threads(), "cpu": cpu, "torch": torch.__version__,
             "n": args.n, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -117,7 +117,9 @@ def _data_options_apply(data_spec: str, resize, num_workers: int) -> None:
     """--resize, --num-workers and --split act on some data only; given (on the command line
     or in a --config file) for other data they are refused rather than dropped: a user who
     asked for them expects them to act."""
-    kind = data_spec.partition(":")[0] if ":" in data_spec else None
+    from .data.registry import path_kind
+
+    kind = path_kind(data_spec)
     if resize is not None and kind not in ("folder", "tar"):
         raise UserError(f"--resize applies to folder: and tar: data; {data_spec} is read at the size its arrays "
                         "are stored in")
@@ -126,7 +128,7 @@ def _data_options_apply(data_spec: str, resize, num_workers: int) -> None:
                         "not decoded file by file")
     source = click.get_current_context().get_parameter_source("split")
     given = source in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.DEFAULT_MAP)
-    if given and kind in ("npz", "folder", "tar") and "{split}" not in data_spec:
+    if given and kind is not None and "{split}" not in data_spec:
         raise UserError(f"{data_spec} is one set without splits, so score reads all of it and --split has no "
                         "effect (oodkit fit and --fit-data hold out 20 % of such a set for calibration): name one "
                         "file per split with {split} in the path, or leave --split out")

@@ -78,6 +78,15 @@ def ood_group(id_name: str, ood_name: str) -> str:
 MAX_CLASS = 100_000  # no image data set oodkit reads has more labels
 
 
+PATH_KINDS = ("npz", "folder", "tar")  # specs that name files: KIND:PATH
+
+
+def path_kind(spec: str) -> str | None:
+    """``"npz"``, ``"folder"`` or ``"tar"`` for a ``KIND:PATH`` spec; None for a named set."""
+    kind, sep, _ = spec.partition(":")
+    return kind if sep and kind in PATH_KINDS else None
+
+
 def parse_classes(spec: str) -> tuple[str, list | None]:
     """``"cifar10[0-5]"`` -> ("cifar10", [0..5]); ``"mnist[1+3+5]"`` -> ("mnist", [1, 3, 5]);
     a plain name -> (name, None). Ranges are inclusive; ``+`` joins (a comma would split
