@@ -160,6 +160,9 @@ oodkit bench "mnist[0-4]-vs-mnist[5-9],fashionmnist,noise,constant" --data-root 
 # Thresholds on fresh ID images (issue 20)
 python benchmarks/threshold_check.py --data-root "$DATA" --n-fit 500 1500 2000 \
   --json $R/thresholds/fashionmnist_0-4_labelled.json
+# ... fitted, calibrated and judged in fp32 and in bf16 (oodkit fit --precision; issue 22)
+python benchmarks/threshold_check.py --data-root "$DATA" --n-fit 1500 --precision fp32 bf16 \
+  --json $R/thresholds/precision.json
 
 # Which block's pooled output the feature scores read, and which fusion (every variant fitted on ID only)
 python benchmarks/feature_layers.py cifar10-vs-fashionmnist,mnist,constant,noise cifar10 --data-root "$DATA" --jpeg-ood 75 --max-test 2000 --json $R/feature_layers.json

@@ -11,6 +11,11 @@ Three thresholds per detector, each judged on test images that set no threshold:
   500 held-out images added to the fitting pool, so the threshold comes from those;
 * ``calibrated``: ``calibrate(1,000 held-out test images, tpr=0.95)``.
 
+``--precision fp32 bf16`` repeats all three in each arithmetic, every pass of a detector
+(fitting, calibrating, judging) in its own (``CDMDetector(precision=...)``, what ``oodkit
+fit --precision`` records), and for each arithmetic but fp32 judges the fp32-calibrated
+threshold on scores made in it (the mismatch ``oodkit score`` warns of).
+
 Writes a Markdown table (stdout) and a JSON record (``--json``).
 """
 from __future__ import annotations
@@ -27,6 +32,7 @@ from oodkit.data import conform, load_dataset
 from oodkit.data.images import image_hashes
 from oodkit.detectors import make_detector, model_default_detectors
 from oodkit.pretrained import load_model
+from oodkit.representation import represent
 
 
 def main():
@@ -38,6 +44,7 @@ def main():
     ap.add_argument("--detectors", default=None, help="comma-separated (default: the model's defaults + profile-gmm)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "tf32", "bf16"])
     args = ap.parse_args()
 
     model = load_model(args.model)
@@ -49,32 +56,41 @@ def main():
     cal, pool, fresh = order[:1000], order[1000:1500], order[1500:]  # disjoint held-out test images
     names = args.detectors.split(",") if args.detectors else model_default_detectors([model]) + ["profile-gmm"]
     record = np.sort(image_hashes(train))  # what an oodkit 0.3 checkpoint records
+    # drawn in the order of --n-fit from one stream, as before --precision existed, and shared by every arithmetic
+    fits = {n: np.sort(rng.choice(len(train), n, replace=False)) for n in args.n_fit}
     rows = []
-    for n in args.n_fit:
-        fit_idx = np.sort(rng.choice(len(train), n, replace=False))
-        x_fit = train[fit_idx]
-        for name in names:
-            out = {"detector": name, "n_fit": n, "n_fresh": len(fresh)}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model.data_info = {k: v for k, v in model.data_info.items() if k != "image_hashes"}
-                det = make_detector(name, model=model).fit(x_fit)
-                out["default"] = float((det.predict(test[fresh]) == 1).mean())
-                det.calibrate(test[cal], tpr=0.95)
-                out["calibrated"] = float((det.predict(test[fresh]) == 1).mean())
-                model.data_info = {**model.data_info, "image_hashes": record}
-                det = make_detector(name, model=model).fit(np.concatenate([x_fit.numpy(), test[pool].numpy()]))
-                out["recorded"] = float((det.predict(test[fresh]) == 1).mean())
-            rows.append(out)
-            print(json.dumps(out), flush=True)
+    for precision in args.precision:
+        for n in args.n_fit:
+            x_fit = train[fits[n]]
+            for name in names:
+                out = {"detector": name, "n_fit": n, "n_fresh": len(fresh), "precision": precision}
+                make = lambda: make_detector(name, model=model, precision=precision)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    model.data_info = {k: v for k, v in model.data_info.items() if k != "image_hashes"}
+                    det = make().fit(x_fit)
+                    out["default"] = float((det.predict(test[fresh]) == 1).mean())
+                    det.calibrate(test[cal], tpr=0.95)
+                    out["calibrated"] = float((det.predict(test[fresh]) == 1).mean())
+                    model.data_info = {**model.data_info, "image_hashes": record}
+                    det = make().fit(np.concatenate([x_fit.numpy(), test[pool].numpy()]))
+                    out["recorded"] = float((det.predict(test[fresh]) == 1).mean())
+                    if precision != "fp32":  # the mismatch `oodkit score` warns of: fp32 statistics, scores in another
+                        det = make_detector(name, model=model).fit(x_fit).calibrate(test[cal], tpr=0.95)
+                        rep = represent(model, test[fresh], det.batch_size, precision=precision)
+                        out["calibrated_fp32"] = float((det.score_representation(rep) >= det.offset_).mean())
+                rows.append(out)
+                print(json.dumps(out), flush=True)
     se = np.sqrt(0.95 * 0.05 / len(fresh))
     print(f"\nShare of {len(fresh)} fresh {args.data} test images accepted (target 0.95; binomial SE {se:.4f}); "
           f"model {args.model}\n")
-    print("| detector | n fit | default (network saw the fitting images) | recorded (500 unseen in the pool) | "
-          "calibrated (1,000 held out) |")
-    print("|---|---|---|---|---|")
+    print("| precision | detector | n fit | default (network saw the fitting images) | recorded (500 unseen in the "
+          "pool) | calibrated (1,000 held out) | calibrated in fp32, scored in this precision |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['detector']} | {r['n_fit']} | {r['default']:.4f} | {r['recorded']:.4f} | {r['calibrated']:.4f} |")
+        mixed = f"{r['calibrated_fp32']:.4f}" if "calibrated_fp32" in r else "-"
+        print(f"| {r['precision']} | {r['detector']} | {r['n_fit']} | {r['default']:.4f} | {r['recorded']:.4f} | "
+              f"{r['calibrated']:.4f} | {mixed} |")
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "data": args.data, "rows": rows}, indent=1) + "\n")
 

@@ -266,6 +266,11 @@ BATCH = click.IntRange(1, 1_000_000)
 SIZE = click.IntRange(1, 4096)
 LEVELS = click.IntRange(1, 100_000)
 NONNEG = click.IntRange(min=0)
+# representation.PRECISIONS' names (tests/test_detector_files.py checks), spelled out so that --help needs no torch
+PRECISION_CHOICES = ("fp32", "tf32", "bf16")
+PRECISION_HELP = ("fp32 (what reported bits/dim use), tf32 (CUDA only) or bf16 (faster on GPUs and on CPUs with "
+                  "AVX-512 BF16/AMX; logits leave the net in fp32, Eq. 10 in fp64; drift per model in "
+                  "benchmarks/results/precision/).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -557,6 +562,9 @@ def _calibration_set(full, keep, data_spec, spec, split, limit, data_root, downl
                    "does); recorded in the file and applied by `score --detector`.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Detector file to write (.npz).")
 @click.option("--embed-model", is_flag=True, help="Store the model's weights in the detector file.")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="fp32", show_default=True,
+              help="The network's arithmetic for fitting and calibrating: " + PRECISION_HELP + " Recorded in the "
+                   "file: `score --detector` scores in it by default, so its thresholds hold.")
 @data_root_option
 @download_option
 @click.option("--batch-size", type=BATCH, default=256, show_default=True)
@@ -567,7 +575,7 @@ def _calibration_set(full, keep, data_spec, spec, split, limit, data_root, downl
 @_friendly
 @_locks("out", "detector file")
 def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrate, tpr, max_train, max_bank, align_px,
-        out, embed_model, data_root, download, batch_size, seed, device, quiet):
+        out, embed_model, precision, data_root, download, batch_size, seed, device, quiet):
     """Fit detectors once and save them, to score later with `oodkit score --detector`."""
     import numpy as np
 
@@ -576,6 +584,7 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
     from .detectors.persist import save_detectors
     from .pipeline import Flow, align
     from .pretrained import load_model
+    from .representation import arithmetic
 
     _writable_file(out, "--out")
     _not_an_input(out, "--out", ("--model checkpoint", model), ("--data file", data_spec))
@@ -591,7 +600,7 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
     if max_train is not None and len(full) > max_train:
         keep = np.sort(np.random.default_rng(seed).choice(len(full), max_train, replace=False))
         ds = full.subset(keep)
-    flow = Flow(batch_size, device, seed, progress=not quiet)
+    flow = Flow(batch_size, device, seed, progress=not quiet, precision=precision)
     if max_bank is not None:
         from .detectors import CDMDetector
 
@@ -613,7 +622,8 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
                                      if used < len(x_val) else ")")
            if calibrate_on else "thresholds: conformal at 0.95 on out-of-sample training scores (optimistic when "
            "the model was trained on these images: pass --calibrate-on)")
-    click.echo(f"wrote {out}: {', '.join(dets)} fitted on {len(ds)} {ds.name} images; {how}")
+    arith = "" if precision == "fp32" else f" in {arithmetic(precision, device.type)}"
+    click.echo(f"wrote {out}: {', '.join(dets)} fitted on {len(ds)} {ds.name} images{arith}; {how}")
 
 
 @main.command()
@@ -644,11 +654,10 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
               help="With --detector: screen the batch at this false discovery rate (Benjamini-Hochberg on the "
                    "conformal p-values); adds a DETECTOR_flagged column.")
 @click.option("--batch-size", type=BATCH, default=256, show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32", show_default=True,
-              help="The network's arithmetic: fp32 (what reported bits/dim use), tf32 (CUDA only) or bf16 (faster "
-                   "on GPUs and on CPUs with AVX-512 BF16/AMX; logits leave the net in fp32, Eq. 10 in fp64; drift "
-                   "per model in benchmarks/results/precision/). Shipped statistics and `oodkit fit` files are "
-                   "fp32: thresholds against them warn; --fit-data fits in this arithmetic.")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=None,
+              help="The network's arithmetic: " + PRECISION_HELP + " Default: a --detector file's own (`oodkit fit "
+                   "--precision`), else fp32. Shipped statistics are fp32; thresholds against statistics fitted in "
+                   "another arithmetic warn; --fit-data fits in this one.")
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @config_option
@@ -679,7 +688,9 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
     chunks = plan_chunks(data_spec, split, data_root, download, resize=resize, num_workers=num_workers, size=chunk)
     if detector_file is not None:
         scorer, note = detector_scorer(detector_file, device, not quiet), ""
+        precision = precision or scorer.precision or "fp32"
     else:
+        precision = precision or "fp32"
         scorer = model_scorer(model, fit_data, data_root, download, batch_size, device, not quiet, precision)
         note = (f"; ID statistics fitted on {scorer.source}" if scorer.source
                 else "; no ID data: detectors that fit ID statistics left out")

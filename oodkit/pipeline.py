@@ -39,8 +39,8 @@ def align(x: torch.Tensor, model, align_px: int | None = None) -> torch.Tensor:
 @dataclass
 class Flow:
     """One run's forward passes and detectors. ``batch_size``, ``device``, ``seed``,
-    ``progress`` and ``max_bank`` (the kNN bank size) are handed to every detector it
-    makes; ``precision`` is the arithmetic of its passes. Representations are kept per
+    ``progress``, ``max_bank`` (the kNN bank size) and ``precision`` (the arithmetic of
+    its passes) are handed to every detector it makes. Representations are kept per
     (model, image tensor) for the life of the flow: each set goes through the network once,
     whatever the number of detectors reading it."""
 
@@ -71,7 +71,7 @@ class Flow:
 
     def make(self, name: str, model):
         return make_detector(name, model=model, batch_size=self.batch_size, device=self.device, seed=self.seed,
-                             progress=self.progress, max_bank=self.max_bank)
+                             progress=self.progress, max_bank=self.max_bank, precision=self.precision)
 
     def fit(self, assignment: dict, x_train: torch.Tensor, align_px: int | None = None, desc: str = "train",
             leave_out_seen: bool = True) -> dict:

@@ -38,6 +38,8 @@ class Representation:
             ``features`` (None without a class head): no further network pass.
         rotation_logits: (N, 4) float32, a CDM's rotation head applied to ``features``
             of the upright images (None without one): no further network pass.
+        precision: the arithmetic the network ran in (:func:`arithmetic`: TF32 off CUDA
+            is fp32).
     """
 
     logits: torch.Tensor
@@ -47,6 +49,7 @@ class Representation:
     features: torch.Tensor | None = None
     class_logits: torch.Tensor | None = None
     rotation_logits: torch.Tensor | None = None
+    precision: str = "fp32"
     _png_bits: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -267,7 +270,7 @@ def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progre
         model.train(was_training)
     rep = Representation(torch.cat([f for f, _, _ in out]), torch.cat([g for _, g, _ in out]).numpy(),
                          int(x[0].numel()), x, features=features, class_logits=class_logits,
-                         rotation_logits=rotation_logits)
+                         rotation_logits=rotation_logits, precision=arithmetic(precision, device.type))
     if not torch.isfinite(rep.logits).all():
         raise FloatingPointError("the model produced NaN or inf logits; the checkpoint may be corrupt or diverged")
     if cache is not None:

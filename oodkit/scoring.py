@@ -53,6 +53,18 @@ class Scorer:
     def model(self):
         return next(iter(self.detectors.values())).model_
 
+    @property
+    def precision(self) -> str | None:
+        """The arithmetic the detectors' ID statistics were fitted in (the ``precision``
+        of those that read the network's pass; None when none does; a ValueError when
+        they differ)."""
+        found = {d.precision for d in self.detectors.values() if d.reads_representation}
+        if len(found) > 1:
+            raise ValueError(f"{self.identity.get('detector', 'these detectors')}: the detectors were fitted in "
+                             f"different arithmetics ({', '.join(sorted(found))}): name the precision to score in "
+                             "(thresholds of the others then warn), or score them from separate files")
+        return found.pop() if found else None
+
     def frame(self, flow: Flow, ds, start: int = 0) -> pd.DataFrame:
         """Rows for ImageSet ``ds``, the images ``start...`` of a set: index, path (files),
         label (if any), bpd, then per detector its score (float64, higher = more ID) and
@@ -62,12 +74,14 @@ class Scorer:
             cols["path"] = ds.paths
         if ds.labels is not None:
             cols["label"] = ds.labels
-        fitted_in = self.identity.get("fit_precision", "fp32")  # `oodkit fit` and shipped statistics: fp32
         device_type = next(self.model.parameters()).device.type  # the pass runs on the model's own device
-        if (self.thresholds or self.with_pvalues) and fitted_in is not None and \
-                arithmetic(flow.precision, device_type) != arithmetic(fitted_in, device_type):
-            how = ("fit them in the arithmetic you score in (--fit-data)" if "fit_precision" in self.identity
-                   else f"score in {fitted_in}")
+        fitted = {d.precision for d in self.detectors.values() if d.reads_representation}
+        other = sorted(p for p in fitted if arithmetic(p, device_type) != arithmetic(flow.precision, device_type))
+        if (self.thresholds or self.with_pvalues) and other:
+            fitted_in = " and ".join(other)
+            how = (f"score in {fitted_in} (the file's own) or refit with `oodkit fit --precision "
+                   f"{flow.precision}`" if "detector" in self.identity
+                   else f"score in {fitted_in}, or fit them in {flow.precision} with --fit-data")
             warnings.warn(f"the ID statistics were fitted in {fitted_in} and these scores are in {flow.precision}: "
                           "thresholds and p-values assume one arithmetic (the shipped thresholds' ID acceptance "
                           f"moved by up to 0.013 in benchmarks/results/precision); {how}", stacklevel=3)
@@ -119,24 +133,25 @@ def model_scorer(model_path, fit_data=None, data_root=None, download=False, batc
     that fit no statistics, without thresholds. Statistics fitted here are fitted in
     ``precision`` (shipped ones were fitted in fp32)."""
     model = load_model(model_path, device=device)
-    dets, source, fitted_in = _detectors(Flow(batch_size, device, progress=progress, precision=precision), model,
-                                         model_path, fit_data, data_root, download)
+    dets, source = _detectors(Flow(batch_size, device, progress=progress, precision=precision), model, model_path,
+                              fit_data, data_root, download)
     model = next((d.model_ for d in dets.values()), model)  # the detectors' own: one pass serves all
     return Scorer(dets, None, thresholds=source is not None, bpd=model.kind == "cdm", source=source,
-                  identity={"model": str(model_path), "sha256": _sha256(model_path), "fit_data": fit_data,
-                            "fit_precision": fitted_in})
+                  identity={"model": str(model_path), "sha256": _sha256(model_path), "fit_data": fit_data})
 
 
 def score_with_detectors(path, data_spec, split="test", data_root=None, download=False, device=None,
                          progress=False, resize=None, num_workers=0, fdr=None, batch_size=256,
-                         precision="fp32") -> pd.DataFrame:
+                         precision=None) -> pd.DataFrame:
     """Scores of ``data_spec`` under the fitted detectors in ``path`` (from ``oodkit
     fit``): index, path (folders), label, then per detector its score, threshold,
     ``is_ood`` (score below the threshold) and conformal ``pvalue`` against the file's
     calibration scores; with ``fdr``, also ``flagged``: the images Benjamini-Hochberg
     calls out-of-distribution at that false discovery rate. Images are aligned as the
-    detectors' fitting images were (``align_px_``, ``oodkit fit --align-px``)."""
+    detectors' fitting images were (``align_px_``, ``oodkit fit --align-px``), in the
+    arithmetic they were fitted in unless ``precision`` says otherwise."""
     scorer = detector_scorer(path, device, progress)
+    precision = precision or scorer.precision or "fp32"
     ds = load_dataset(data_spec, split, data_root, download, resize=resize, num_workers=num_workers)
     frame = scorer.frame(Flow(batch_size, device, progress=progress, precision=precision), ds)
     return screen(frame, fdr) if fdr is not None else frame
@@ -175,18 +190,18 @@ def _detectors(flow: Flow, model, model_path, fit_data, data_root, download):
     """The model's default detectors and what their ID statistics came from: the ones
     shipped with a pretrained model (no pass over its training set), else fitted on
     ``fit_data`` or the model's recorded training set; without any ID data, those that fit
-    no statistics (``fitted_on`` None); and the arithmetic the statistics were fitted in
-    (shipped ones: fp32; None without statistics)."""
+    no statistics (``fitted_on`` None). Shipped statistics were fitted in fp32 (their
+    detectors' ``precision``); the others are fitted in ``flow.precision``."""
     names = model_default_detectors([model])
     bundled = bundled_detectors(model_path) if fit_data is None else None
     if bundled is not None:
         dets = load_detectors(bundled, device=flow.device, progress=flow.progress)
         if list(dets) == names:  # shipped for this very model: its SHA-256 was checked on load
-            return dets, f"{model.data_info.get('dataset')} (statistics shipped with the model)", "fp32"
+            return dets, f"{model.data_info.get('dataset')} (statistics shipped with the model)"
     # ID training images only where a detector fits statistics on them (a DDPM's scores
     # fit none, and a threshold of theirs would cost hundreds of passes per image)
     x_fit, fitted_on = (_fitting_images(model, fit_data, data_root, download)
                         if any(TABLE[n].fitted for n in names) else (None, None))
     if x_fit is not None:
-        return flow.fit({n: model for n in names}, x_fit), fitted_on, flow.precision
-    return flow.prepare({n: model for n in names if not TABLE[n].fitted}), None, None
+        return flow.fit({n: model for n in names}, x_fit), fitted_on
+    return flow.prepare({n: model for n in names if not TABLE[n].fitted}), None

@@ -179,3 +179,79 @@ def test_a_file_finds_its_model_at_the_recorded_path_before_resolving_the_name(t
     back = load_detector(tmp_path / "d.npz")
     assert "mnist" not in seen
     np.testing.assert_array_equal(back.score_samples(x), det.score_samples(x))
+
+
+def test_a_detector_file_records_and_scores_in_the_arithmetic_it_was_fitted_in(tmp_path, monkeypatch):
+    """`oodkit fit --precision bf16` fits in bf16 and says so in the file (the detectors'
+    ``precision`` parameter);
+    `score --detector` then scores in bf16 by default (no warning: its scores and the
+    calibration scores come from one arithmetic), and in fp32 only when asked, with a
+    warning that names the file's arithmetic. Files written before the parameter are fp32."""
+    import warnings as w
+
+    from oodkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OODKIT_CACHE", str(tmp_path / "cache"))
+    clear_cache()
+    save_checkpoint(tmp_path / "m.pt", fixed_model(seed=7))
+    run = lambda *a: CliRunner().invoke(main, [str(x) for x in a])
+    fit = ["fit", "--model", "m.pt", "--data", "digits-0to4", "--detectors", "loglik,fused", "--quiet",
+           "--device", "cpu", "--calibrate-on", "digits-0to4", "--tpr", "0.9"]
+    r = run(*fit, "--out", "bf.npz", "--precision", "bf16")
+    assert r.exit_code == 0 and "in bf16" in r.output, r.output
+    r = run(*fit, "--out", "fp.npz")
+    assert r.exit_code == 0 and "bf16" not in r.output, r.output
+    assert {d.precision for d in load_detectors(tmp_path / "bf.npz").values()} == {"bf16"}
+    assert {d.precision for d in load_detectors(tmp_path / "fp.npz").values()} == {"fp32"}
+    with w.catch_warnings():  # the shipped files predate the record: fp32, which they are
+        w.simplefilter("ignore")
+        assert {d.precision for d in load_detectors("digits-0to4").values()} == {"fp32"}
+
+    score = ["score", "--detector", "bf.npz", "--data", "letters", "--quiet", "--device", "cpu"]
+    r = run(*score, "--out", "default.csv")
+    assert r.exit_code == 0 and "Warning:" not in r.output, r.output
+    r = run(*score, "--out", "bf16.csv", "--precision", "bf16")
+    assert r.exit_code == 0 and "Warning:" not in r.output, r.output
+    r = run(*score, "--out", "fp32.csv", "--precision", "fp32")
+    assert r.exit_code == 0, r.output
+    warned = [line for line in r.output.splitlines() if line.startswith("Warning:")]
+    assert len(warned) == 1 and "fitted in bf16" in warned[0] and "score in bf16" in warned[0], r.output
+    default, bf16, fp32 = (pd.read_csv(tmp_path / f"{n}.csv") for n in ("default", "bf16", "fp32"))
+    pd.testing.assert_frame_equal(default, bf16)
+    assert not np.allclose(bf16["loglik"], fp32["loglik"], rtol=1e-7, atol=0)  # really another arithmetic
+
+    # scored again by default, the calibration images give their calibration scores, bit for bit
+    r = run("score", "--detector", "bf.npz", "--data", "digits-0to4", "--quiet", "--device", "cpu", "--out", "id.csv")
+    assert r.exit_code == 0, r.output
+    cal = load_detectors(tmp_path / "bf.npz")["fused"].calibration_scores_
+    np.testing.assert_array_equal(np.sort(pd.read_csv(tmp_path / "id.csv")["fused"].to_numpy()), cal)
+
+    # a file holding both (saved from Python) names no one default: the user names it, and the others warn
+    save_detectors(tmp_path / "mixed.npz", {"loglik": load_detectors(tmp_path / "bf.npz")["loglik"],
+                                            "fused": load_detectors(tmp_path / "fp.npz")["fused"]})
+    r = run("score", "--detector", "mixed.npz", "--data", "letters", "--quiet", "--device", "cpu", "--out", "m.csv")
+    assert r.exit_code == 2 and "fitted in different arithmetics (bf16, fp32)" in r.output, r.output
+    r = run("score", "--detector", "mixed.npz", "--data", "letters", "--quiet", "--device", "cpu", "--out", "m.csv",
+            "--precision", "bf16")
+    assert r.exit_code == 0 and "fitted in fp32 and these scores are in bf16" in r.output, r.output
+    np.testing.assert_array_equal(pd.read_csv(tmp_path / "m.csv")["loglik"], bf16["loglik"])
+
+    # the record is part of what the file's SHA-256 covers, and only known arithmetics load
+    with np.load(tmp_path / "bf.npz") as z:
+        arrays = dict(z)
+    header = json.loads(arrays["__header__"].tobytes())
+    for value, message in (("fp32", "does not match its SHA-256"), ("fp16", "precision must be one of .*'fp16'")):
+        h = json.loads(json.dumps(header))
+        for e in h["detectors"].values():
+            e["params"]["precision"] = value
+        np.savez(tmp_path / "t.npz", **{**arrays, "__header__": np.frombuffer(json.dumps(h).encode(), np.uint8)})
+        with pytest.raises(DetectorFileError, match=message):
+            load_detectors(tmp_path / "t.npz")
+
+
+def test_the_command_offers_the_arithmetics_the_pass_knows():
+    from oodkit.cli import PRECISION_CHOICES
+    from oodkit.representation import PRECISIONS
+
+    assert PRECISION_CHOICES == tuple(PRECISIONS)

@@ -191,3 +191,29 @@ def test_bf16_passes_round_the_network_body_only_and_are_kept_apart(tiny_models,
     assert torch.equal(Flow(32).representation(model, x).logits, full.logits)  # the default is full fp32
     with pytest.raises(ValueError, match="precision must be one of fp32, tf32, bf16, got 'fp16'"):
         represent(model, x, 32, cache=None, precision="fp16")
+
+
+def test_a_detector_fits_and_scores_in_its_own_arithmetic(tiny_models, tiny_digits):
+    """A detector's ``precision`` is the arithmetic of all its passes: ``fit`` and
+    ``score_samples`` run in it, a representation made in another is refused at fit (the
+    statistics would claim an arithmetic they were not made in), and changing it after fit
+    asks for a new fit. A flow hands its precision to the detectors it makes."""
+    from sklearn.exceptions import NotFittedError
+
+    from oodkit.detectors import CDMDetector
+    from oodkit.representation import represent
+
+    model, x = tiny_models["cdm"], tiny_digits[:120]
+    det = CDMDetector(model, "loglik", precision="bf16", progress=False).fit(x[:80])
+    half = represent(model, x[80:], 32, cache=None, precision="bf16")
+    np.testing.assert_array_equal(det.score_samples(x[80:]), half.loglik)
+    assert half.precision == "bf16" and represent(model, x[80:], cache=None, precision="tf32").precision == "fp32"
+    with pytest.raises(ValueError, match="computed in fp32 and this detector's precision is bf16"):
+        CDMDetector(model, "loglik", precision="bf16").fit_representation(represent(model, x[:80], cache=None))
+    det.set_params(precision="fp32")
+    with pytest.raises(NotFittedError, match="precision changed since fit"):
+        det.score_samples(x[80:])
+    flow = Flow(32, precision="bf16")
+    fitted = flow.fit({"loglik": model}, x[:80])["loglik"]
+    assert fitted.precision == "bf16"
+    np.testing.assert_array_equal(flow.score({"loglik": fitted}, x[80:])["loglik"], half.loglik)

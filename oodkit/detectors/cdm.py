@@ -11,7 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..pretrained import load_model
 from ..data.images import ImageInputError, as_images, conform
 from ..models import has_class_head, has_rotation_head
-from ..representation import Representation, represent
+from ..representation import PRECISIONS, Representation, arithmetic, represent
 from ..training import TrainConfig, fit_model
 from ..validation import Any, Bool, Choice, Device, Int, Pair, Real
 from .base import BaseDetector, on_device
@@ -67,6 +67,10 @@ class CDMDetector(BaseDetector):
             layout is ambiguous (``"nhwc"`` / ``"nchw"``) or floats not in [-1, 1]
             (``(0, 1)``, ``(0, 255)``).
         contamination: share of training data below ``offset_`` (the predict threshold).
+        precision: the network's arithmetic in every pass of this detector, fitting and
+            scoring alike (``"fp32"``, ``"tf32"`` or ``"bf16"``; see
+            :data:`oodkit.representation.PRECISIONS`): the fitted statistics and the
+            threshold hold for scores made in it.
 
     Inputs ``X``: uint8 pixel arrays (N, H, W[, C]) or (N, C, H, W), float (N, C, H, W)
     in [-1, 1], a torch Dataset or DataLoader. ``score_samples`` returns float64 (N,),
@@ -85,12 +89,13 @@ class CDMDetector(BaseDetector):
         "max_bank": Int(2, none=True), "resize": Bool(),
         "layout": Choice(("nhwc", "nchw"), none=True), "value_range": Pair(), "contamination": Real(0, 0.5, True),
         "device": Device(), "seed": Int(0, 2**63 - 1), "progress": Bool(), "model_out": Any(),
+        "precision": Choice(tuple(PRECISIONS)),
     }
 
     def __init__(self, model=None, score="fused", *, net="small", steps=2000, T=1000, schedule="uniform",
                  image_size=None, batch_size=128, n_levels=20, density="knn", n_neighbors=5, n_components=10,
                  max_bank=MAX_BANK, resize=False, layout=None, value_range=None, contamination=0.05, device=None,
-                 seed=0, progress=False, model_out=None):
+                 seed=0, progress=False, model_out=None, precision="fp32"):
         self.model = model
         self.score = score
         self.net = net
@@ -112,6 +117,7 @@ class CDMDetector(BaseDetector):
         self.seed = seed
         self.progress = progress
         self.model_out = model_out
+        self.precision = precision
 
     # -- helpers ----------------------------------------------------------------------
     def _images(self, X, model) -> torch.Tensor:
@@ -191,7 +197,7 @@ class CDMDetector(BaseDetector):
         """One cached forward pass over ``X`` (after fit)."""
         check_is_fitted(self, "model_")
         return represent(self.model_, self._images(X, self.model_), self.batch_size, self.device,
-                         progress=self.progress)
+                         progress=self.progress, precision=self.precision)
 
     # -- the estimator contract ---------------------------------------------------------
     def _check_params(self):
@@ -212,7 +218,8 @@ class CDMDetector(BaseDetector):
         self._check_params()
         self.model_ = self._load_model(X)
         x = self._images(X, self.model_)
-        rep = represent(self.model_, x, self.batch_size, self.device, progress=self.progress, desc="forward (fit)")
+        rep = represent(self.model_, x, self.batch_size, self.device, progress=self.progress, desc="forward (fit)",
+                        precision=self.precision)
         return self.fit_representation(rep, seen=trained_on(self.model_, x))
 
     def fit_representation(self, rep: Representation, seen=None):
@@ -224,6 +231,10 @@ class CDMDetector(BaseDetector):
             if self.model is None:
                 raise ValueError("fit_representation needs a model (model=...); fit(X) trains one")
             self.model_ = self._load_model(None)
+        wanted = arithmetic(self.precision, next(self.model_.parameters()).device.type)
+        if rep.precision != wanted:  # statistics and threshold would claim an arithmetic they were not made in
+            raise ValueError(f"the representation was computed in {rep.precision} and this detector's precision is "
+                             f"{self.precision}: compute it in {self.precision} or set precision={rep.precision!r}")
         if len(rep) > 1 and bool((rep.images == rep.images[:1]).all()):
             raise ValueError(f"the {len(rep)} fitting images are all the same image: ID statistics need varied "
                              "in-distribution images")
@@ -276,7 +287,7 @@ class CDMDetector(BaseDetector):
 
     # what a fitted detector answers for: scoring after set_params changed one refuses
     _FIXED_AT_FIT = ("score", "n_levels", "density", "n_neighbors", "n_components", "seed", "max_bank", "model",
-                     "device", "contamination")
+                     "device", "contamination", "precision")
 
     def _score_params(self) -> tuple:
         return tuple(getattr(self, k) for k in self._FIXED_AT_FIT)
