@@ -6,7 +6,9 @@ the whole representation and rank 0 writes the one output. Without ``torchrun`` 
 function here is the one-process case."""
 from __future__ import annotations
 
+import datetime
 import os
+import time
 
 import torch
 import torch.distributed as dist
@@ -29,11 +31,35 @@ def maybe_init(device: torch.device) -> bool:
             raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} is set but {', '.join(missing)} "
                              f"{'is' if len(missing) == 1 else 'are'} not: start the command with torchrun, "
                              "or unset WORLD_SIZE")
+        wait = _join_timeout()
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        start = time.monotonic()
+        try:
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(seconds=wait))
+        except (RuntimeError, TimeoutError) as e:  # torch's store timeout (DistStoreError is a RuntimeError)
+            if time.monotonic() - start < wait and "time" not in str(e).lower():
+                raise
+            raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but no other process joined within {wait:g} s "
+                             f"at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}: start the command with "
+                             "torchrun (every process), or unset WORLD_SIZE; OODKIT_DIST_TIMEOUT sets the wait "
+                             "in seconds") from None
         return True
     return False
+
+
+def _join_timeout() -> float:
+    """Seconds to wait for the other processes (``OODKIT_DIST_TIMEOUT``; default 600, not
+    torch's 30 minutes: torchrun starts every process of a group together)."""
+    raw = os.environ.get("OODKIT_DIST_TIMEOUT", "600")
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = float("nan")
+    if not 0 < wait < float("inf"):
+        raise ValueError(f"OODKIT_DIST_TIMEOUT={raw!r}: a number of seconds is needed")
+    return wait
 
 
 def gather_in_order(mine: dict) -> list:

@@ -465,3 +465,26 @@ def test_scoring_in_another_arithmetic_than_the_fit_warns(tmp_path, monkeypatch)
     np.savez("shipped_fit.npz", images=load_dataset("digits-0to4", "train").images)
     r = CliRunner().invoke(main, args + ["--precision", "bf16", "--fit-data", "npz:shipped_fit.npz"])
     assert r.exit_code == 0 and "fitted in" not in r.output, r.output
+
+
+def test_a_process_group_that_never_forms_is_one_line_not_a_half_hour_wait(run, monkeypatch):
+    """A leftover torchrun environment (WORLD_SIZE=2 with a master address and port) and
+    no second process: torch's default wait for the peers is 30 minutes. OODKIT_DIST_TIMEOUT
+    bounds it (default 10 minutes) and the wait ends in one line saying what to do."""
+    import socket
+    import time
+
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(port), "OODKIT_DIST_TIMEOUT": "3"}.items():
+        monkeypatch.setenv(k, v)
+    start = time.monotonic()
+    r = run("score", "--detector", "digits-0to4", "--data", "digits-5to9", "--out", "s.csv", "--quiet",
+            "--device", "cpu")
+    _one_line_error(r, "no other process joined within 3 s")
+    assert time.monotonic() - start < 60
+    monkeypatch.setenv("OODKIT_DIST_TIMEOUT", "soon")
+    _one_line_error(run("score", "--detector", "digits-0to4", "--data", "digits-5to9", "--out", "s.csv", "--quiet",
+                        "--device", "cpu"), "OODKIT_DIST_TIMEOUT")

@@ -374,3 +374,16 @@ def test_a_bad_image_in_a_tar_shard_is_named_without_a_buffer_address(tmp_path):
     with pytest.raises(ImageInputError) as e:
         read_tar(bad)
     assert "bad.tar/s/0009.png" in str(e.value) and "BytesIO" not in str(e.value) and "0x" not in str(e.value)
+
+
+def test_a_tar_path_ending_in_brackets_is_a_path_not_a_class_subset(tmp_path):
+    """`npz:` and `folder:` paths were exempt from NAME[0-5] class parsing; `tar:` was not,
+    so `tar:shards[1]` read as classes [1] of a file `shards` that does not exist."""
+    from oodkit.data.registry import PATH_KINDS, parse_classes
+
+    arrays = RNG.integers(0, 256, (6, 8, 8), dtype=np.uint8)
+    _tar(tmp_path / "shards[1]", arrays)
+    ds = load_dataset(f"tar:{tmp_path / 'shards[1]'}", "test")
+    np.testing.assert_array_equal(ds.images, arrays[..., None])
+    for kind in PATH_KINDS:
+        assert parse_classes(f"{kind}:x[1]") == (f"{kind}:x[1]", None)

@@ -89,9 +89,9 @@ def path_kind(spec: str) -> str | None:
 
 def parse_classes(spec: str) -> tuple[str, list | None]:
     """``"cifar10[0-5]"`` -> ("cifar10", [0..5]); ``"mnist[1+3+5]"`` -> ("mnist", [1, 3, 5]);
-    a plain name -> (name, None). Ranges are inclusive; ``+`` joins (a comma would split
-    a benchmark's OOD list)."""
-    if not spec.endswith("]") or "[" not in spec or spec.startswith(("npz:", "folder:")):
+    a plain name or a ``KIND:PATH`` spec -> (spec, None). Ranges are inclusive; ``+``
+    joins (a comma would split a benchmark's OOD list)."""
+    if not spec.endswith("]") or "[" not in spec or path_kind(spec):
         return spec, None
     base, _, body = spec[:-1].partition("[")
     classes = []

@@ -190,14 +190,15 @@ class CDMDetector(BaseDetector):
             return {"profile": profile, "complexity": Complexity(), "features-knn": knn}
         return {"profile": profile, "complexity": Complexity(), "features": FeatureGauss()}
 
-    def _seen_by_network(self, X):
-        return trained_on(self.model_, self._images(X, self.model_))
-
     def representation(self, X) -> Representation:
         """One cached forward pass over ``X`` (after fit)."""
         check_is_fitted(self, "model_")
-        return represent(self.model_, self._images(X, self.model_), self.batch_size, self.device,
-                         progress=self.progress, precision=self.precision)
+        return self._pass(self._images(X, self.model_))
+
+    def _pass(self, x: torch.Tensor, desc: str = "forward") -> Representation:
+        """The forward pass of converted images ``x`` in this detector's arithmetic."""
+        return represent(self.model_, x, self.batch_size, self.device, progress=self.progress, desc=desc,
+                         precision=self.precision)
 
     # -- the estimator contract ---------------------------------------------------------
     def _check_params(self):
@@ -218,9 +219,7 @@ class CDMDetector(BaseDetector):
         self._check_params()
         self.model_ = self._load_model(X)
         x = self._images(X, self.model_)
-        rep = represent(self.model_, x, self.batch_size, self.device, progress=self.progress, desc="forward (fit)",
-                        precision=self.precision)
-        return self.fit_representation(rep, seen=trained_on(self.model_, x))
+        return self.fit_representation(self._pass(x, "forward (fit)"), seen=trained_on(self.model_, x))
 
     def fit_representation(self, rep: Representation, seen=None):
         """Fit on a precomputed :class:`Representation` of ID training images (one
@@ -284,6 +283,14 @@ class CDMDetector(BaseDetector):
     def score_samples(self, X) -> np.ndarray:
         """float64 (N,), higher = more in-distribution."""
         return self.score_representation(self.representation(X))
+
+    def calibrate(self, X_val, tpr: float = 0.95):
+        """:meth:`BaseDetector.calibrate`, converting ``X_val`` once for the pass and the
+        check of which images the network trained on."""
+        check_is_fitted(self, "offset_")
+        x = self._images(X_val, self.model_)
+        return self.calibrate_scores(self.score_representation(self._pass(x, "forward (calibration)")), tpr,
+                                     seen=trained_on(self.model_, x))
 
     # what a fitted detector answers for: scoring after set_params changed one refuses
     _FIXED_AT_FIT = ("score", "n_levels", "density", "n_neighbors", "n_components", "seed", "max_bank", "model",
