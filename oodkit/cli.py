@@ -154,18 +154,57 @@ def _writable_file(path: Path, what: str) -> None:
 
 
 def _not_an_input(out: Path, what: str, *inputs) -> None:
-    """Refuse an output that names one of the command's input files (it would be lost)."""
+    """Refuse an output that names one of the command's input files, or an existing data
+    file (npz, tar, image) inside an input folder (it would be lost): a checkpoint, or a
+    data spec of any path kind (``npz:``, ``folder:``, ``tar:``, with ``{split}`` standing
+    for each split)."""
+    from .data.registry import path_kind
+    from .data.sources import IMAGE_EXTS
+
+    read_in_folders = {".npz", ".tar", *IMAGE_EXTS}  # what a folder of each path kind is read from
+    out = Path(out)
     for name, value in inputs:
         if value is None:
             continue
         text = str(value)
-        path = Path(text.split(":", 1)[1] if text.startswith(("npz:", "folder:")) else text)
-        try:
-            same = path.exists() and Path(out).exists() and os.path.samefile(path, out)
-        except OSError:
-            same = False
-        if same or (path.exists() and Path(out).resolve() == path.resolve()):
-            raise UserError(f"{what} {out} is the {name} this command reads: give another output name")
+        text = text.split(":", 1)[1] if path_kind(text) else text
+        for path in {Path(text.replace("{split}", split)) for split in ("train", "test")}:
+            if not path.exists():
+                continue
+            try:
+                same = out.exists() and os.path.samefile(path, out)
+            except OSError:
+                same = False
+            inside = (path.is_dir() and out.is_file() and out.suffix.lower() in read_in_folders
+                      and out.resolve().is_relative_to(path.resolve()))
+            if inside:
+                raise UserError(f"{what} {out} is a file inside {path}, which this command reads "
+                                f"({name.split()[0]}): give another output name")
+            if same or out.resolve() == path.resolve():
+                raise UserError(f"{what} {out} is the {name} this command reads: give another output name")
+
+
+def _replaces_a_detector_file(out: Path) -> None:
+    """``oodkit fit --out``: an existing file is replaced only when it is a detector file."""
+    if not Path(out).is_file():
+        return
+    from .detectors.fileformat import DetectorFileError, read_file
+
+    try:
+        read_file(out)
+    except DetectorFileError:
+        raise UserError(f"--out {out} exists and is not an oodkit detector file: remove it or give another name "
+                        "(`oodkit fit` replaces only its own files)") from None
+
+
+def _setting_names(command) -> dict:
+    """``{name: parameter}`` of a command's settings: a setting is named as its option
+    (data = ... for --data, dashes or underscores) or as its parameter."""
+    params = {p.name: p for p in command.params}
+    for p in command.params:
+        for opt in getattr(p, "opts", []):
+            params.setdefault(opt.lstrip("-").replace("-", "_"), p)
+    return params
 
 
 def _device(value):
@@ -196,19 +235,22 @@ def _load_config(ctx, param, value):
         raise click.BadParameter(f"cannot read {value}: {e.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise click.BadParameter(f"{value} is not valid UTF-8 TOML ({str(e).splitlines()[0][:120]})") from None
-    data = data.get(ctx.info_name, data)  # a [bench] / [train] table, or top-level keys
-    if not isinstance(data, dict):
+    table = data.get(ctx.info_name, {})  # a [bench] / [train] table ...
+    if not isinstance(table, dict):
         raise click.BadParameter(f"{value}: [{ctx.info_name}] must be a table of settings")
-    # a setting is named as its option (data = ... for --data) or as its parameter
-    params = {p.name: p for p in ctx.command.params}
-    for p in ctx.command.params:
-        for opt in getattr(p, "opts", []):
-            params.setdefault(opt.lstrip("-").replace("-", "_"), p)
+    commands = set(main.commands)
+    # ... beside the top-level settings, which apply to every command (the table wins); other commands'
+    # tables are theirs
+    top = {k: v for k, v in data.items() if k not in commands}
+    params = _setting_names(ctx.command)
     resolved = {}
-    for key, v in data.items():
+    for key, v in {**top, **table}.items():
         name = key.replace("-", "_")
         if name not in params or name == "config":
-            raise click.BadParameter(f"{value}: unknown setting {key!r} for `oodkit {ctx.info_name}`")
+            owners = [c for c in sorted(commands) if name in _setting_names(main.commands[c])] if key in top else []
+            hint = (" (top-level settings apply to every command: put it under "
+                    f"{' or '.join(f'[{c}]' for c in owners)})" if owners else "")
+            raise click.BadParameter(f"{value}: unknown setting {key!r} for `oodkit {ctx.info_name}`{hint}")
         resolved[params[name].name] = _config_value(value, key, params[name], v)
     ctx.default_map = {**(ctx.default_map or {}), **resolved}
     return value
@@ -587,7 +629,9 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
     from .representation import arithmetic
 
     _writable_file(out, "--out")
-    _not_an_input(out, "--out", ("--model checkpoint", model), ("--data file", data_spec))
+    _not_an_input(out, "--out", ("--model checkpoint", model), ("--data file", data_spec),
+                  ("--calibrate-on file", calibrate_on))
+    _replaces_a_detector_file(out)
     device = _device(device)
     if detectors is not None and not _split_list(detectors):
         raise UserError(f"--detectors {detectors!r} names no detector")

@@ -137,7 +137,26 @@ def model_scorer(model_path, fit_data=None, data_root=None, download=False, batc
                               fit_data, data_root, download)
     model = next((d.model_ for d in dets.values()), model)  # the detectors' own: one pass serves all
     return Scorer(dets, None, thresholds=source is not None, bpd=model.kind == "cdm", source=source,
-                  identity={"model": str(model_path), "sha256": _sha256(model_path), "fit_data": fit_data})
+                  identity={"model": str(model_path), "sha256": _sha256(model_path), "fit_data": fit_data,
+                            "statistics": _learned(dets)})
+
+
+def _learned(detectors: dict) -> str:
+    """A short digest of what ``detectors`` learned (statistics, thresholds, calibration
+    scores): a resumed run must score against the same, whatever file or data root the
+    fitting images came from this time."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for name, det in detectors.items():
+        if not hasattr(det, "offset_"):  # fits no statistics
+            continue
+        state = det.get_state()
+        h.update(f"{name}|{state['offset']!r}|".encode())
+        for key, a in sorted({**state["arrays"], "__calibration__": state["calibration"]}.items()):
+            h.update(f"{key}|{a.shape}|".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
 
 
 def score_with_detectors(path, data_spec, split="test", data_root=None, download=False, device=None,

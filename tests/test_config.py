@@ -19,3 +19,20 @@ def test_bench_reads_a_toml_config_and_flags_override_it(tmp_path, monkeypatch):
     (tmp_path / "bad.toml").write_text("nosuch = 1\n")
     r = CliRunner().invoke(main, ["bench", "digits-0to4-vs-noise", "--config", "bad.toml"])
     assert r.exit_code == 2 and "unknown setting 'nosuch'" in r.output
+
+
+def test_top_level_settings_apply_beside_the_commands_table(tmp_path, monkeypatch):
+    """Audit 4: with a [score] table, the file's top-level settings (fdr = 0.1) were dropped
+    without a word. Top-level settings apply to every command and the command's table wins;
+    other commands' tables are theirs; a top-level setting this command lacks is named."""
+    monkeypatch.setenv("OODKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text('fdr = 0.1\nbatch-size = 64\n[score]\ndata = "digits-5to9"\nout = "s.csv"\n'
+                                     'quiet = true\nbatch-size = 32\n[train]\nsteps = 5\n')
+    r = CliRunner().invoke(main, ["score", "--detector", "digits-0to4", "--config", "c.toml"])
+    assert r.exit_code == 0, r.output
+    header = (tmp_path / "s.csv").read_text().splitlines()[0]
+    assert "fused_flagged" in header  # fdr from the top level
+    (tmp_path / "d.toml").write_text('steps = 5\n[score]\ndata = "digits-5to9"\nout = "s.csv"\n')
+    r = CliRunner().invoke(main, ["score", "--detector", "digits-0to4", "--config", "d.toml"])
+    assert r.exit_code == 2 and "unknown setting 'steps'" in r.output and "[train]" in r.output, r.output

@@ -83,6 +83,39 @@ def test_an_output_that_names_an_input_is_refused(run, tmp_path):
     assert (tmp_path / "m.pt").read_bytes() == before
 
 
+def test_every_kind_of_input_file_is_protected_from_the_output(run, tmp_path):
+    """Audit 4: the check knew npz: and folder: data and missed the --calibrate-on file,
+    tar: data, paths with {split} and files inside an input folder, and `fit` replaced
+    any existing file (a score table) with a detector file."""
+    import tarfile
+
+    x = np.zeros((30, 8, 8), np.uint8) + np.arange(30, dtype=np.uint8)[:, None, None]
+    np.savez(tmp_path / "cal.npz", images=x)
+    np.savez(tmp_path / "sp_train.npz", images=x)
+    np.savez(tmp_path / "sp_test.npz", images=x)
+    (tmp_path / "shards").mkdir()
+    np.savez(tmp_path / "shards" / "a.npz", images=x)
+    with tarfile.open(tmp_path / "t.tar", "w") as t:
+        t.add(tmp_path / "cal.npz", "x.npz")  # any member: the file must simply stay as it is
+    (tmp_path / "scores.csv").write_text("index\n0\n")
+    kept = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    fit = ["fit", "--model", "digits-0to4", "--detectors", "loglik", "--quiet"]
+    _one_line_error(run(*fit, "--data", "digits-0to4", "--calibrate-on", "npz:cal.npz", "--out", "cal.npz"),
+                    "is the --calibrate-on file this command reads")
+    _one_line_error(run(*fit, "--data", "tar:t.tar", "--out", "t.tar"), "is the --data file this command reads")
+    _one_line_error(run(*fit, "--data", "npz:sp_{split}.npz", "--out", "sp_train.npz"),
+                    "is the --data file this command reads")
+    _one_line_error(run(*fit, "--data", "npz:shards", "--out", "shards/a.npz"), "is a file inside shards, which this "
+                    "command reads (--data)")
+    _one_line_error(run("train", "--data", "tar:t.tar", "--net", "tiny", "--steps", "1", "--out", "t.tar",
+                        "--overwrite", "--quiet"), "is the --data file this command reads")
+    _one_line_error(run(*fit, "--data", "digits-0to4", "--out", "scores.csv"),
+                    "exists and is not an oodkit detector file")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p in kept} == kept
+    r = run(*fit, "--data", "digits-0to4", "--out", "det.npz")
+    assert r.exit_code == 0 and run(*fit, "--data", "digits-0to4", "--out", "det.npz").exit_code == 0  # a refit
+
+
 # -- concurrent runs -----------------------------------------------------------------------
 _HOLDER = ("import fcntl, os, sys\n"
            "fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR)\n"
@@ -488,3 +521,15 @@ def test_a_process_group_that_never_forms_is_one_line_not_a_half_hour_wait(run, 
     monkeypatch.setenv("OODKIT_DIST_TIMEOUT", "soon")
     _one_line_error(run("score", "--detector", "digits-0to4", "--data", "digits-5to9", "--out", "s.csv", "--quiet",
                         "--device", "cpu"), "OODKIT_DIST_TIMEOUT")
+
+
+def test_a_score_table_inside_the_image_folder_it_scores_may_be_replaced(run, tmp_path):
+    """Only data files inside an input folder are protected: a rerun that replaces its own
+    CSV beside the images it scored is fine."""
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    args = ["score", "--detector", "digits-0to4", "--data", "folder:imgs", "--out", "imgs/s.csv", "--quiet"]
+    assert run(*args).exit_code == 0 and run(*args).exit_code == 0

@@ -387,3 +387,26 @@ def test_a_tar_path_ending_in_brackets_is_a_path_not_a_class_subset(tmp_path):
     np.testing.assert_array_equal(ds.images, arrays[..., None])
     for kind in PATH_KINDS:
         assert parse_classes(f"{kind}:x[1]") == (f"{kind}:x[1]", None)
+
+
+def test_statistics_that_changed_since_a_killed_run_are_refused_not_mixed_in(tmp_path, tiny_models):
+    """Audit 4: `score --model M --fit-data npz:F` killed, F rewritten, the same command
+    resumed and joined rows scored against two fits (two thresholds in one column). A
+    resume now also checks what the detectors learned, wherever it came from."""
+    from oodkit.checkpoint import save_checkpoint
+    from oodkit.scoring import model_scorer
+
+    save_checkpoint(tmp_path / "m.pt", tiny_models["cdm"])
+    x = load_dataset("digits-0to4", "train").images
+    np.savez(tmp_path / "fit.npz", images=x[:300])
+    out = tmp_path / "s.csv"
+    scorer = model_scorer(tmp_path / "m.pt", f"npz:{tmp_path / 'fit.npz'}")
+    with pytest.raises(KeyboardInterrupt):
+        score_in_chunks(scorer, _killed_at_read(plan_chunks("digits-5to9", size=100), 2)[0], out)
+    np.savez(tmp_path / "fit.npz", images=x[300:600])
+    scorer = model_scorer(tmp_path / "m.pt", f"npz:{tmp_path / 'fit.npz'}")
+    with pytest.raises(ValueError, match="unfinished scores of another command"):
+        score_in_chunks(scorer, plan_chunks("digits-5to9", size=100), out)
+    np.savez(tmp_path / "fit.npz", images=x[:300])  # the same statistics again: the run resumes
+    scorer = model_scorer(tmp_path / "m.pt", f"npz:{tmp_path / 'fit.npz'}")
+    assert score_in_chunks(scorer, plan_chunks("digits-5to9", size=100), out)[0] == 299
