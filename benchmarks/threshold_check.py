@@ -51,6 +51,9 @@ def main():
     c, h, _ = model.image_shape
     train = conform(load_dataset(args.data, "train", args.data_root).tensor(), h, c)
     test = conform(load_dataset(args.data, "test", args.data_root).tensor(), h, c)
+    if len(test) <= 1500:
+        raise SystemExit(f"{args.data} has {len(test)} test images; this check needs more than 1,500 (1,000 to "
+                         "calibrate on, 500 for the pool, the rest to judge)")
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(test))
     cal, pool, fresh = order[:1000], order[1000:1500], order[1500:]  # disjoint held-out test images

@@ -69,6 +69,8 @@ def atomic_path(path):
     replaces ``path`` when the block ends without an exception and is removed otherwise.
     The file gets the mode an ordinary ``open`` would give (0666 less the umask)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name")
     remove_stale_temps(path)
     with _TermCleansUp():
         tmp = None

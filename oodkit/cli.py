@@ -103,7 +103,11 @@ def _locks(param: str, what: str):
 
             path = kwargs.get(param)
             # under torchrun only rank 0 writes; the other ranks must not contend for its lock
-            if path is None or not Path(path).parent.is_dir() or os.environ.get("RANK", "0") != "0":
+            if path is None or os.environ.get("RANK", "0") != "0":
+                return fn(*args, **kwargs)
+            with contextlib.suppress(OSError):  # the output's new folder, made now so that its lock can be taken
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if not Path(path).parent.is_dir():  # it cannot be made: the command's own check says why
                 return fn(*args, **kwargs)
             with output_lock(path, what):
                 return fn(*args, **kwargs)
@@ -711,6 +715,7 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
           fdr, batch_size, precision, device, quiet):
     """Per-sample scores of a data set (CSV, one column per score, higher = more ID)."""
     from .data.chunks import plan_chunks
+    from .detectors import TABLE, model_default_detectors
     from .scoring import detector_scorer, model_scorer
     from .streaming import check_format, score_in_chunks
 
@@ -737,7 +742,9 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
         precision = precision or "fp32"
         scorer = model_scorer(model, fit_data, data_root, download, batch_size, device, not quiet, precision)
         note = (f"; ID statistics fitted on {scorer.source}" if scorer.source
-                else "; no ID data: detectors that fit ID statistics left out")
+                else "; no ID data: detectors that fit ID statistics left out"
+                if any(TABLE[n].fitted for n in model_default_detectors([scorer.model]))
+                else "; its detectors fit no ID statistics, so no thresholds")
     scorer.identity.update(data=data_spec, split=split, resize=resize)
     n, columns = score_in_chunks(scorer, chunks, out, batch_size, device, fdr=fdr, progress=not quiet,
                                  echo=functools.partial(click.echo, err=True), precision=precision)
@@ -788,6 +795,8 @@ def datasets(data_root):
     """List registered data sets and what is available locally."""
     from .data import default_root, list_datasets
 
+    if data_root is not None and not Path(data_root).is_dir():
+        raise UserError(f"--data-root {data_root} {'is not a folder' if Path(data_root).exists() else 'does not exist'}")
     rows = list_datasets(data_root)
     w = max(len(r["name"]) for r in rows)
     a = max(len(r["available"]) for r in rows)

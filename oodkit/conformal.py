@@ -52,6 +52,14 @@ def _check_share(value, name: str = "tpr") -> float:
     return value
 
 
+def _one_per_image(values, name: str, what: str) -> np.ndarray:
+    """float64 (m,) of a 1-D sequence (a scalar is one value); anything else is a ValueError."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim > 1:
+        raise ValueError(f"{name} must hold one {what} per image, shape (m,); got shape {a.shape}")
+    return a.ravel()
+
+
 def _scores(scores, what="calibration scores") -> np.ndarray:
     s = np.sort(np.asarray(scores, dtype=np.float64).ravel())
     if len(s) == 0:
@@ -78,7 +86,7 @@ def pvalues(calibration_scores, scores) -> np.ndarray:
     """Conformal p-values ``(1 + #{calibration <= s}) / (n + 1)`` for each score ``s``:
     float64 (m,) in (0, 1]; small = unlike the calibration (ID) images."""
     cal = _scores(calibration_scores)
-    s = np.asarray(scores, dtype=np.float64).ravel()
+    s = _one_per_image(scores, "scores", "score")
     if np.isnan(s).any():
         raise ValueError("scores hold NaN: no p-value for them")
     return (1.0 + np.searchsorted(cal, s, side="right")) / (len(cal) + 1.0)
@@ -88,7 +96,9 @@ def bh_screen(p, fdr: float) -> np.ndarray:
     """Benjamini-Hochberg at level ``fdr`` on p-values ``p`` (m,): a boolean mask of the
     flagged (rejected = called out-of-distribution) entries."""
     fdr = _check_share(fdr, "fdr")
-    p = np.asarray(p, dtype=np.float64).ravel()
+    p = _one_per_image(p, "p", "p-value")
+    if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
+        raise ValueError("p must hold p-values in [0, 1]" + (" (it holds NaN)" if np.isnan(p).any() else ""))
     m = len(p)
     if m == 0:
         return np.zeros(0, dtype=bool)

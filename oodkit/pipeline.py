@@ -23,7 +23,7 @@ from .data.images import conform
 from .detectors import make_detector
 from .detectors.cdm import trained_on
 from .detectors.scores import MAX_BANK
-from .representation import Representation, represent
+from .representation import Representation, arithmetic, represent
 
 __all__ = ["align", "Flow"]
 
@@ -70,8 +70,21 @@ class Flow:
         return self._seen[key][2]
 
     def make(self, name: str, model):
-        return make_detector(name, model=model, batch_size=self.batch_size, device=self.device, seed=self.seed,
-                             progress=self.progress, max_bank=self.max_bank, precision=self.precision)
+        det = make_detector(name, model=model, batch_size=self.batch_size, device=self.device, seed=self.seed,
+                            progress=self.progress, max_bank=self.max_bank, precision=self.precision)
+        self._check_arithmetic({name: det})
+        return det
+
+    def _check_arithmetic(self, detectors: dict) -> None:
+        """Detectors that run their own passes (the diffusion family) run them in fp32: a
+        flow in another arithmetic refuses them rather than say it ran them in it."""
+        own = [n for n, d in detectors.items() if not d.reads_representation]
+        models = [d.model_ if hasattr(d, "model_") else d.model for d in detectors.values()]
+        device = next((next(m.parameters()).device.type for m in models if hasattr(m, "parameters")), "cpu")
+        if own and arithmetic(self.precision, device) != "fp32":
+            raise ValueError(f"precision {self.precision} applies to the detectors that read a CDM's one pass; "
+                             f"{', '.join(own)} run their own passes in fp32: use fp32 for them (a file of their "
+                             "own)")
 
     def fit(self, assignment: dict, x_train: torch.Tensor, align_px: int | None = None, desc: str = "train",
             leave_out_seen: bool = True) -> dict:
@@ -99,6 +112,7 @@ class Flow:
 
     def score(self, detectors: dict, x: torch.Tensor, desc: str = "test") -> dict:
         """``{name: float64 (N,) scores}`` of aligned images ``x``, higher = more ID."""
+        self._check_arithmetic(detectors)
         out = {}
         for name, det in detectors.items():
             if det.reads_representation:

@@ -104,6 +104,13 @@ def markdown_table(df: pd.DataFrame, meta: dict | None = None) -> str:
             lines.append(f"| {row['ood']} | " + " | ".join(_fmt(row, c) for c in cols) + " |")
         for label, vals in _means(block, cols).iloc[len(block):].iterrows():
             lines.append(f"| {vals['ood']} | " + " | ".join(f"{vals[c]:.4f}" for c in cols) + " |")
+    blank = [c for c in THRESHOLD_COLUMNS if c in df and df[c].isna().all()]
+    if blank and "n_id" in df:
+        from .conformal import min_calibration_size
+
+        lines.append(f"\n{' and '.join(blank)}: nan, because {int(df['n_id'].iloc[0])} ID test images are too few to "
+                     f"split into two halves of {min_calibration_size(0.95)} for a threshold at 0.95 "
+                     "(cross-calibrated on the ID test images; see oodkit.conformal.cross_calibrated_rates)")
     return "\n".join(lines) + "\n"
 
 

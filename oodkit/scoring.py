@@ -55,10 +55,10 @@ class Scorer:
 
     @property
     def precision(self) -> str | None:
-        """The arithmetic the detectors' ID statistics were fitted in (the ``precision``
-        of those that read the network's pass; None when none does; a ValueError when
-        they differ)."""
-        found = {d.precision for d in self.detectors.values() if d.reads_representation}
+        """The arithmetic the detectors' ID statistics were fitted in (``arithmetic_`` of
+        those that read the network's pass; None when none does; a ValueError when they
+        differ)."""
+        found = _fitted_arithmetics(self.detectors)
         if len(found) > 1:
             raise ValueError(f"{self.identity.get('detector', 'these detectors')}: the detectors were fitted in "
                              f"different arithmetics ({', '.join(sorted(found))}): name the precision to score in "
@@ -75,14 +75,18 @@ class Scorer:
         if ds.labels is not None:
             cols["label"] = ds.labels
         device_type = next(self.model.parameters()).device.type  # the pass runs on the model's own device
-        fitted = {d.precision for d in self.detectors.values() if d.reads_representation}
-        other = sorted(p for p in fitted if arithmetic(p, device_type) != arithmetic(flow.precision, device_type))
+        fitted = _fitted_arithmetics(self.detectors)
+        now = arithmetic(flow.precision, device_type)  # what the recorded arithmetic is compared with: what runs
+        other = sorted(p for p in fitted if p != now)
         if (self.thresholds or self.with_pvalues) and other:
             fitted_in = " and ".join(other)
-            how = (f"score in {fitted_in} (the file's own) or refit with `oodkit fit --precision "
-                   f"{flow.precision}`" if "detector" in self.identity
-                   else f"score in {fitted_in}, or fit them in {flow.precision} with --fit-data")
-            warnings.warn(f"the ID statistics were fitted in {fitted_in} and these scores are in {flow.precision}: "
+            if len(fitted) > 1:
+                how = "score the detectors of each arithmetic from a file of their own"
+            elif "detector" in self.identity:
+                how = f"score in {fitted_in} (the file's own) or refit with `oodkit fit --precision {now}`"
+            else:
+                how = f"score in {fitted_in}, or fit them in {now} with --fit-data"
+            warnings.warn(f"the ID statistics were fitted in {fitted_in} and these scores are in {now}: "
                           "thresholds and p-values assume one arithmetic (the shipped thresholds' ID acceptance "
                           f"moved by up to 0.013 in benchmarks/results/precision); {how}", stacklevel=3)
         x = align(ds.tensor(), self.model, self.align_px)
@@ -98,6 +102,12 @@ class Scorer:
             if self.with_pvalues:
                 frame[f"{name}_pvalue"] = pvalues(det.calibration_scores_, s)
         return frame
+
+
+def _fitted_arithmetics(detectors: dict) -> set:
+    """What the fitting passes of the detectors that fitted statistics on the network's
+    pass ran in (``arithmetic_``)."""
+    return {d.arithmetic_ for d in detectors.values() if d.reads_representation and hasattr(d, "arithmetic_")}
 
 
 def screen(frame: pd.DataFrame, fdr: float) -> pd.DataFrame:

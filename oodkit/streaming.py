@@ -125,6 +125,19 @@ def score_in_chunks(scorer, chunks: list, out, batch_size: int = 256, device=Non
         # chunk in this process: under torchrun the processes score different chunks
         new_flow = functools.partial(Flow, batch_size, device, precision=precision, shard=False)
         _score_missing(scorer, chunks, done, parts, new_flow, progress and rank == 0, rank)
+    except ValueError as e:  # bad data or settings: what the user changes next also changes the command
+        if rank == 0:
+            _drop_if_empty(parts)
+        kept = len(list(parts.glob("[0-9]*.csv"))) if parts.is_dir() else 0
+        if not kept:
+            raise
+        note = (f"{e} ({kept} scored chunks are kept in {parts} for a rerun of this same command; remove the folder "
+                "before changing an option)")
+        try:
+            again = type(e)(note)
+        except TypeError:  # a ValueError subclass with other arguments (UnicodeDecodeError)
+            again = ValueError(note)
+        raise again.with_traceback(e.__traceback__) from None
     except BaseException:
         if rank == 0:
             _drop_if_empty(parts)

@@ -272,3 +272,18 @@ def test_profile_gmm_fit_and_threshold_do_not_depend_on_the_order_of_the_trainin
     # batch 7 against 256 moves the float32 pass in its last bits, which EM carries to ~1e-9 relative
     np.testing.assert_allclose(a.score_samples(imgs["test"]), b.score_samples(imgs["test"]), rtol=1e-6)
     assert a.offset_ == pytest.approx(b.offset_, rel=1e-6)
+
+
+@pytest.mark.parametrize("p,message", [([0.01, np.nan, 0.5], "NaN"), ([0.01, 1.5], r"in \[0, 1\]"),
+                                       ([-0.1, 0.5], r"in \[0, 1\]"), ([[0.01, 0.5]], "one p-value per image")])
+def test_bh_screen_refuses_what_are_not_p_values(p, message):
+    """Audit 4: NaN was silently 'not flagged', values outside [0, 1] and a 2-D array
+    (flattened) were taken as they were."""
+    with pytest.raises(ValueError, match=message):
+        bh_screen(np.array(p), 0.1)
+
+
+def test_pvalues_keep_one_per_score():
+    with pytest.raises(ValueError, match="one score per image"):
+        pvalues(np.array([1.0, 2.0, 3.0]), np.ones((2, 2)))
+    np.testing.assert_array_equal(pvalues(np.array([1.0, 2.0, 3.0]), [0.5, 2.0, 9.0]), [0.25, 0.75, 1.0])

@@ -235,6 +235,7 @@ def test_a_detector_file_records_and_scores_in_the_arithmetic_it_was_fitted_in(t
     r = run("score", "--detector", "mixed.npz", "--data", "letters", "--quiet", "--device", "cpu", "--out", "m.csv",
             "--precision", "bf16")
     assert r.exit_code == 0 and "fitted in fp32 and these scores are in bf16" in r.output, r.output
+    assert "the file's own" not in r.output and "a file of their own" in r.output, r.output  # no one arithmetic is
     np.testing.assert_array_equal(pd.read_csv(tmp_path / "m.csv")["loglik"], bf16["loglik"])
 
     # the record is part of what the file's SHA-256 covers, and only known arithmetics load
@@ -255,3 +256,44 @@ def test_the_command_offers_the_arithmetics_the_pass_knows():
     from oodkit.representation import PRECISIONS
 
     assert PRECISION_CHOICES == tuple(PRECISIONS)
+
+
+def test_the_arithmetic_recorded_is_the_one_that_ran(tmp_path, monkeypatch):
+    """Audit 4: `fit --precision tf32` on a CPU ran fp32 and recorded tf32, and a file
+    fitted in TF32 on a GPU would have been scored in fp32 on a CPU without a warning (both
+    sides were mapped through the scoring device). Detectors that run their own passes
+    (the diffusion family) took `--precision bf16` and ran fp32 while the summary said bf16:
+    now refused."""
+    from oodkit.cli import main
+    from oodkit.pipeline import Flow
+
+    monkeypatch.chdir(tmp_path)
+    clear_cache()
+    save_checkpoint(tmp_path / "m.pt", fixed_model(seed=7))
+    run = lambda *a: CliRunner().invoke(main, [str(x) for x in a])
+    r = run("train", "--kind", "ddpm", "--data", "digits-0to4", "--net", "tiny", "--steps", "2", "-T", "20", "--out",
+            "ddpm.pt", "--quiet", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    fit = ["fit", "--model", "m.pt", "--data", "digits-0to4", "--quiet", "--device", "cpu"]
+    r = run(*fit, "--detectors", "loglik", "--precision", "tf32", "--out", "tf.npz")
+    assert r.exit_code == 0 and "in bf16" not in r.output, r.output
+    det = load_detectors(tmp_path / "tf.npz")["loglik"]
+    assert det.precision == "tf32" and det.arithmetic_ == "fp32"
+    r = run("score", "--detector", "tf.npz", "--data", "letters", "--quiet", "--device", "cpu", "--out", "s.csv",
+            "--precision", "bf16")
+    assert "fitted in fp32 and these scores are in bf16" in r.output, r.output
+
+    # fitted in TF32 on a GPU (its record), scored on this CPU: fp32 here, and said so
+    det.arithmetic_ = "tf32"
+    save_detectors(tmp_path / "gpu.npz", {"loglik": det})
+    r = run("score", "--detector", "gpu.npz", "--data", "letters", "--quiet", "--device", "cpu", "--out", "g.csv")
+    assert r.exit_code == 0 and "fitted in tf32 and these scores are in fp32" in r.output, r.output
+
+    for args in (["fit", "--model", "m.pt", "--data", "digits-0to4", "--detectors", "itd@cdm,loglik", "--max-train",
+                  "40", "--precision", "bf16", "--out", "itd.npz"],
+                 ["score", "--model", "ddpm.pt", "--data", "letters", "--precision", "bf16", "--out", "d.csv"]):
+        r = run(*args, "--quiet", "--device", "cpu")
+        assert r.exit_code == 2 and "run their own passes in fp32" in r.output, r.output
+    with pytest.raises(ValueError, match="itd run their own passes in fp32"):
+        Flow(precision="bf16").fit({"itd": fixed_model(seed=7)}, as_images(load_dataset("digits-0to4").images[:30]))
+    assert Flow(precision="tf32").fit({"itd": fixed_model(seed=7)}, as_images(load_dataset("digits-0to4").images[:30]))

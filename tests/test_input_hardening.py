@@ -265,3 +265,31 @@ def test_wide_unsigned_pixels_read_like_uint8_and_beyond_255_are_refused():
                                        (np.zeros((2, 8, 8), dtype="U1"), "dtype <U1")])
 def test_scalars_and_object_arrays_are_refused_in_one_line(bad, match):
     one_line_error(ImageInputError, lambda: as_images(bad), match)
+
+
+def test_float_tensors_are_checked_like_arrays_by_the_likelihood_methods():
+    """Audit 4: log_prob / bpd / log_prob_levels took any float tensor as it was, so
+    ToTensor's [0, 1] images, [0, 255] floats and NaN were scored silently, while the same
+    values as a numpy array were refused; an empty batch and a noise level out of range
+    were raw torch errors."""
+    import torch
+
+    from oodkit import load_model
+    from oodkit.data import ImageInputError
+
+    m = load_model("digits-0to4")
+    g = torch.Generator().manual_seed(0)
+    x01 = torch.rand(2, 1, 8, 8, generator=g)
+    for method in (m.log_prob, m.bpd, m.log_prob_levels):
+        with pytest.raises(ImageInputError, match="no negative value"):
+            method(x01)
+        with pytest.raises(ImageInputError, match=r"\[-1, 1\]"):
+            method(x01 * 255)
+        with pytest.raises(ImageInputError, match="NaN"):
+            method(torch.full((2, 1, 8, 8), float("nan")))
+        with pytest.raises(ImageInputError, match="no images"):
+            method(torch.zeros(0, 1, 8, 8))
+    ok = x01 * 2 - 1
+    assert torch.equal(m.log_prob(ok), m.log_prob(ok.numpy()))  # the tensor as given, the array converted alike
+    with pytest.raises(ValueError, match="noise levels t must be in 0..1001"):
+        m.eps(ok, torch.tensor([5000, 1]))

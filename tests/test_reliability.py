@@ -151,6 +151,18 @@ def test_a_second_run_on_a_locked_output_refuses_and_the_lock_dies_with_its_proc
     assert (tmp_path / "s.csv").exists() and not (tmp_path / ".s.csv.lock").exists()
 
 
+def test_an_output_in_a_folder_not_yet_made_is_locked_too(run, tmp_path, monkeypatch):
+    """Audit 4: the lock was skipped when --out's folder did not exist yet, so two runs
+    into a new folder were not kept apart."""
+    import oodkit.atomic as atomic
+
+    taken = []
+    real = atomic.output_lock
+    monkeypatch.setattr(atomic, "output_lock", lambda path, what: taken.append(str(path)) or real(path, what))
+    r = run("score", "--detector", "digits-0to4", "--data", "digits-5to9", "--out", "new/deeper/s.csv", "--quiet")
+    assert r.exit_code == 0 and taken == ["new/deeper/s.csv"], (taken, r.output)
+
+
 def test_torchrun_ranks_other_than_0_do_not_take_the_lock(run, tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "m.pt", fixed_model())
     holder = _hold(tmp_path / ".s.csv.lock")  # rank 0 writing
@@ -533,3 +545,30 @@ def test_a_score_table_inside_the_image_folder_it_scores_may_be_replaced(run, tm
         Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
     args = ["score", "--detector", "digits-0to4", "--data", "folder:imgs", "--out", "imgs/s.csv", "--quiet"]
     assert run(*args).exit_code == 0 and run(*args).exit_code == 0
+
+
+def test_small_things_audit_4_found(run, tmp_path, tiny_models):
+    """A detector saved onto a folder, `datasets` with a data root that is not a folder,
+    the note of a model whose detectors fit no statistics, and bench's threshold columns
+    left empty without a word."""
+    import pandas as pd
+
+    from oodkit.detectors import make_detector
+
+    det = make_detector("loglik", model=fixed_model(seed=0)).fit(load_dataset("digits-0to4", "train").images[:100])
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ValueError, match="is a folder; give a file name"):
+        det.save(tmp_path / "folder")
+    _one_line_error(run("datasets", "--data-root", "nowhere"), "--data-root nowhere does not exist")
+    (tmp_path / "afile").write_text("x")
+    _one_line_error(run("datasets", "--data-root", "afile"), "--data-root afile is not a folder")
+    r = run("train", "--kind", "ddpm", "--data", "digits-0to4", "--net", "tiny", "--steps", "2", "-T", "20",
+            "--out", "ddpm.pt", "--quiet", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    r = run("score", "--model", "ddpm.pt", "--data", "letters", "--out", "d.csv", "--quiet", "--device", "cpu")
+    assert r.exit_code == 0 and "fit no ID statistics" in r.output and "no ID data" not in r.output, r.output
+    r = run("bench", "digits-0to4-vs-letters", "--model", "digits-0to4", "--detectors", "loglik", "--max-test", "20",
+            "--bootstrap", "0", "--output-dir", "b", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert pd.read_csv(tmp_path / "b" / "results.csv")["id_accepted@0.95"].isna().all()
+    assert "too few to split into two halves of 19" in (tmp_path / "b" / "results.md").read_text()

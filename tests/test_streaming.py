@@ -410,3 +410,18 @@ def test_statistics_that_changed_since_a_killed_run_are_refused_not_mixed_in(tmp
     np.savez(tmp_path / "fit.npz", images=x[:300])  # the same statistics again: the run resumes
     scorer = model_scorer(tmp_path / "m.pt", f"npz:{tmp_path / 'fit.npz'}")
     assert score_in_chunks(scorer, plan_chunks("digits-5to9", size=100), out)[0] == 299
+
+
+def test_a_data_error_mid_run_says_where_the_scored_chunks_are_kept(tmp_path, detector_file):
+    """Audit 4: a chunked run stopped by an image of another size said to pass --resize;
+    doing so was then refused because of the parts the failed run had kept. The first
+    error now names that folder too."""
+    a = RNG.integers(0, 256, (30, 8, 8), dtype=np.uint8)
+    (tmp_path / "imgs").mkdir()
+    for i, img in enumerate(a):
+        Image.fromarray(img if i != 25 else np.zeros((16, 16), np.uint8)).save(tmp_path / "imgs" / f"{i:03d}.png")
+    args = ["--detector", str(detector_file), "--data", f"folder:{tmp_path / 'imgs'}", "--out", str(tmp_path / "s.csv"),
+            "--chunk", "10", "--batch-size", "5"]
+    r = CliRunner().invoke(main, ["score", *args, "--quiet"])
+    assert r.exit_code == 2 and "differ in size" in r.output and "s.csv.parts" in r.output, r.output
+    assert len([ln for ln in r.output.splitlines() if ln.startswith("Error")]) == 1

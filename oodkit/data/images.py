@@ -226,6 +226,22 @@ def _pixels(x: torch.Tensor, value_range, name: str) -> torch.Tensor:
     raise ImageInputError(f"{name}: unsupported image dtype {x.dtype}; pass uint8 pixels or floats in [-1, 1]")
 
 
+def check_float_images(x: torch.Tensor, name: str = "x", pixels: bool = True) -> torch.Tensor:
+    """``x`` itself (not a copy) after the value rules :func:`as_images` applies to
+    float images: not empty, finite and, with ``pixels`` (images scaled to [-1, 1]), in
+    range and not [0, 1] data. For float (B, C, H, W) tensors handed straight to a model."""
+    if x.numel() == 0:
+        raise ImageInputError(f"{name}: got no images (shape {tuple(x.shape)})")
+    with torch.no_grad():
+        x64 = x.detach() if x.dtype == torch.float64 else x.detach().float()
+        if pixels:
+            _floats(x64, None, name)
+        elif not torch.isfinite(x64).all():
+            bad = (~torch.isfinite(x64)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
+            raise ImageInputError(f"{name}: images contain NaN or inf (first at indices {bad})")
+    return x
+
+
 def _floats(x: torch.Tensor, value_range: tuple | None, name: str) -> torch.Tensor:
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()[:5].tolist()

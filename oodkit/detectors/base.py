@@ -8,6 +8,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..conformal import bh_screen, conformal_threshold, min_calibration_size, pvalues
+from ..representation import arithmetic
 from ..validation import check_params
 
 __all__ = ["BaseDetector", "on_device"]
@@ -145,12 +146,13 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def get_state(self) -> dict:
         """What :meth:`fit` learned, for a detector file: ``offset`` (float),
         ``threshold_source`` (str), ``calibration`` (float64 (n,), sorted), ``align_px``
-        (the pair alignment of the images it was fitted on, or None) and ``arrays``
-        (``{name: float64 array}``, the fitted ID statistics)."""
+        (the pair alignment of the images it was fitted on, or None), ``arithmetic`` (what
+        the network's passes really ran in: ``arithmetic_``) and ``arrays`` (``{name:
+        float64 array}``, the fitted ID statistics)."""
         check_is_fitted(self, "offset_")
         return {"offset": float(self.offset_), "threshold_source": getattr(self, "threshold_source_", ""),
                 "calibration": np.asarray(self.calibration_scores_, dtype=np.float64),
-                "align_px": getattr(self, "align_px_", None),
+                "align_px": getattr(self, "align_px_", None), "arithmetic": getattr(self, "arithmetic_", "fp32"),
                 "arrays": {k: np.asarray(v, dtype=np.float64) for k, v in self._fitted_arrays().items()}}
 
     def set_state(self, state: dict, model):
@@ -167,6 +169,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self.threshold_source_ = state.get("threshold_source", "")
         self.calibration_scores_ = np.sort(np.asarray(state["calibration"], dtype=np.float64))
         self.align_px_ = state.get("align_px")
+        # files from before the record: fp32 (all were), or what the precision parameter ran on a CPU
+        self.arithmetic_ = state.get("arithmetic") or arithmetic(getattr(self, "precision", "fp32"), "cpu")
         return self
 
     def _fitted_arrays(self) -> dict:

@@ -70,7 +70,8 @@ class CDMDetector(BaseDetector):
         precision: the network's arithmetic in every pass of this detector, fitting and
             scoring alike (``"fp32"``, ``"tf32"`` or ``"bf16"``; see
             :data:`oodkit.representation.PRECISIONS`): the fitted statistics and the
-            threshold hold for scores made in it.
+            threshold hold for scores made in it. ``arithmetic_`` records what the
+            fitting passes really ran in (TF32 is fp32 off CUDA).
 
     Inputs ``X``: uint8 pixel arrays (N, H, W[, C]) or (N, C, H, W), float (N, C, H, W)
     in [-1, 1], a torch Dataset or DataLoader. ``score_samples`` returns float64 (N,),
@@ -238,6 +239,7 @@ class CDMDetector(BaseDetector):
             raise ValueError(f"the {len(rep)} fitting images are all the same image: ID statistics need varied "
                              "in-distribution images")
         self.scorer_ = self._make_scorer(self.model_).fit(rep)
+        self.arithmetic_ = rep.precision
         self._fitted_for = self._score_params()
         train_scores = self.scorer_.train_score(rep) if hasattr(self.scorer_, "train_score") else self.scorer_.score(rep)
         self._set_offset_unseen(np.asarray(train_scores, dtype=np.float64), seen)

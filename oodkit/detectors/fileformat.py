@@ -71,6 +71,7 @@ def save_detectors(path, detectors: dict, embed_model: bool = False) -> Path:
                  "model": models[mid], "state": list(state["arrays"])}
         if state.get("align_px") is not None:
             entry["align_px"] = int(state["align_px"])
+        entry["arithmetic"] = state["arithmetic"]
         for k, v in state["arrays"].items():
             arrays[f"det{i}/{k}"] = np.asarray(v, dtype=np.float64)
         arrays[f"det{i}/__calibration__"] = np.asarray(state["calibration"], dtype=np.float64)
@@ -144,6 +145,11 @@ def check_entry(path, name: str, e, arrays: dict) -> np.ndarray:
     align = e.get("align_px")
     if align is not None and (isinstance(align, bool) or not isinstance(align, int) or not 1 <= align <= 4096):
         raise DetectorFileError(f"{path}: detector {name!r} has align_px {align!r}; an image size is needed")
+    from ..representation import PRECISIONS
+
+    if e.get("arithmetic", "fp32") not in PRECISIONS:
+        raise DetectorFileError(f"{path}: detector {name!r} has arithmetic {e.get('arithmetic')!r}; one of "
+                                f"{', '.join(PRECISIONS)} is needed")
     off = e.get("offset")
     if isinstance(off, bool) or not isinstance(off, (int, float)) or not np.isfinite(off):
         raise DetectorFileError(f"{path}: detector {name!r} has threshold (offset) {off!r}; a finite number is needed")

@@ -180,11 +180,16 @@ class CDM(nn.Module):
                             "take them as they are")
 
     def _input(self, x) -> torch.Tensor:
-        """Float (B, C, H, W) in [-1, 1] as given; uint8 pixels, arrays and any layout
-        :func:`oodkit.as_images` reads ((N, H, W, C) included) become that, on the model's device."""
+        """Float (B, C, H, W) tensors as given (not copied), checked: finite, and for a
+        model that records its training images (a checkpoint) in [-1, 1] by the rules of
+        :func:`oodkit.as_images`; uint8 pixels, arrays and any layout it reads ((N, H, W, C)
+        included) become float in [-1, 1] on the model's device."""
+        from ..data.images import as_images, check_float_images, to_float
+
         if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim == 4:
-            return x
-        from ..data.images import as_images, to_float
+            # a model trained on images takes them in [-1, 1]; one built in code may model any
+            # finite data (the analytic Gaussian of the exactness tests)
+            return check_float_images(x, pixels=bool(getattr(self, "data_info", None)))
 
         return to_float(as_images(x)).to(next(self.parameters()).device)
 
@@ -244,6 +249,10 @@ class CDM(nn.Module):
         t = torch.as_tensor(t, device=x_t.device).long()
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
+        k = self.schedule.num_classes
+        if t.shape != (x_t.shape[0],) or bool(((t < 0) | (t >= k)).any()):
+            raise ValueError(f"noise levels t must be in 0..{k - 1}, one per image (or one for all): got "
+                             f"{t.tolist() if t.numel() <= 8 else tuple(t.shape)}")
         with torch.enable_grad():
             x = x_t if (create_graph and x_t.requires_grad) else x_t.detach().requires_grad_(True)
             f = self.logits(x)
