@@ -52,7 +52,8 @@ def tiny_models():
     s = NoiseSchedule.uniform(20)
     cdm = CDM(unet_from_preset("tiny", in_channels=1, image_size=8, num_classes=s.num_classes), s, num_labels=3,
               rotations=4)
-    ddpm = DDPM(unet_from_preset("tiny", in_channels=1, image_size=8), s, image_shape=(1, 8, 8))
-    joint = JointDiffusion(unet_from_preset("tiny", in_channels=1, image_size=8), s, num_labels=3,
-                           image_shape=(1, 8, 8))
+    ddpm = DDPM(unet_from_preset("tiny", in_channels=1, image_size=8, time_conditioning=True), s,
+                image_shape=(1, 8, 8))
+    joint = JointDiffusion(unet_from_preset("tiny", in_channels=1, image_size=8, time_conditioning=True), s,
+                           num_labels=3, image_shape=(1, 8, 8))
     return {"cdm": _seeded(cdm, 1), "ddpm": _seeded(ddpm, 2), "joint": _seeded(joint, 3)}

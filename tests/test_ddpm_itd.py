@@ -312,3 +312,18 @@ def test_diffusion_scores_run_without_tf32(tiny_digits, monkeypatch):
     make_detector("recon", model=ddpm, progress=False).fit(tiny_digits[:8])
     assert seen and all(s == full for s in seen)
     assert settings() == before != full
+
+
+def test_a_ddpm_refuses_a_net_that_ignores_the_noise_level():
+    """A DDPM given image_shape skipped the check that its UNet is time-conditioned, and
+    the UNet ignored the t it was passed: a model whose eps prediction cannot depend on
+    the noise level, built and trained without a word (the test suite's own tiny DDPM was
+    one)."""
+    from oodkit import DDPM, JointDiffusion, NoiseSchedule, unet_from_preset
+
+    s = NoiseSchedule.uniform(20)
+    for cls in (DDPM, JointDiffusion):
+        with pytest.raises(ValueError, match="needs a time-conditioned net"):
+            cls(unet_from_preset("tiny", in_channels=1, image_size=8), s, image_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="not time-conditioned: call it as net"):
+        unet_from_preset("tiny", in_channels=1, image_size=8)(torch.zeros(2, 1, 8, 8), torch.tensor([1, 2]))

@@ -48,11 +48,11 @@ class DDPM(nn.Module):
             raise ValueError(f"var_type must be 'beta' or 'posterior', got {var_type!r}")
         self.net, self.schedule, self.var_type = net, schedule, var_type
         self.cdl_weight, self.cdl_points = float(cdl_weight), int(cdl_points)
-        if image_shape is None and hasattr(net, "config"):
-            cfg = net.config
-            image_shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
+        cfg = getattr(net, "config", None)
+        if cfg is not None and hasattr(cfg, "time_conditioning"):  # oodkit's UNet (other nets take t as they will)
             if not cfg.time_conditioning:
                 raise ValueError("a DDPM needs a time-conditioned net (UNetConfig(time_conditioning=True))")
+            image_shape = image_shape or (cfg.in_channels, cfg.image_size, cfg.image_size)
         self.image_shape = tuple(image_shape) if image_shape is not None else None
         ab = schedule.alpha_bar
         T = schedule.T

@@ -287,6 +287,9 @@ class UNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"expected input (B, {cfg.in_channels}, H, W), got {tuple(x.shape)}")
         emb = None
+        if t is not None and not cfg.time_conditioning:  # it would be ignored: eps could not depend on the level
+            raise ValueError("this UNet is not time-conditioned: call it as net(x), or build it with "
+                             "time_conditioning=True")
         if cfg.time_conditioning:
             if t is None:
                 raise ValueError("this UNet is time-conditioned: call it as net(x, t)")
