@@ -32,7 +32,7 @@ from oodkit.data import conform, load_dataset
 from oodkit.data.images import image_hashes
 from oodkit.detectors import make_detector, model_default_detectors
 from oodkit.pretrained import load_model
-from oodkit.representation import represent
+from oodkit.representation import PRECISIONS, represent
 
 
 def main():
@@ -44,7 +44,7 @@ def main():
     ap.add_argument("--detectors", default=None, help="comma-separated (default: the model's defaults + profile-gmm)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "tf32", "bf16"])
+    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=list(PRECISIONS))
     args = ap.parse_args()
 
     model = load_model(args.model)

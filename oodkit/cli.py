@@ -105,12 +105,21 @@ def _locks(param: str, what: str):
             # under torchrun only rank 0 writes; the other ranks must not contend for its lock
             if path is None or os.environ.get("RANK", "0") != "0":
                 return fn(*args, **kwargs)
-            with contextlib.suppress(OSError):  # the output's new folder, made now so that its lock can be taken
+            # the output's new folders, made now so that its lock can be taken, and removed again if the
+            # command fails while they are still empty (a usage error leaves nothing behind)
+            new = [p for p in [Path(path).parent, *Path(path).parent.parents] if not p.exists()]
+            with contextlib.suppress(OSError):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             if not Path(path).parent.is_dir():  # it cannot be made: the command's own check says why
                 return fn(*args, **kwargs)
-            with output_lock(path, what):
-                return fn(*args, **kwargs)
+            try:
+                with output_lock(path, what):
+                    return fn(*args, **kwargs)
+            except BaseException:
+                for p in new:  # deepest first
+                    with contextlib.suppress(OSError):
+                        p.rmdir()
+                raise
 
         return wrapper
 
@@ -158,32 +167,28 @@ def _writable_file(path: Path, what: str) -> None:
 
 
 def _not_an_input(out: Path, what: str, *inputs) -> None:
-    """Refuse an output that names one of the command's input files, or an existing data
-    file (npz, tar, image) inside an input folder (it would be lost): a checkpoint, or a
-    data spec of any path kind (``npz:``, ``folder:``, ``tar:``, with ``{split}`` standing
-    for each split)."""
+    """Refuse an output that names one of the command's input files, or that an input
+    folder would read (it would be lost or mixed in): a checkpoint, or a data spec of any
+    path kind (``npz:``, ``folder:``, ``tar:``, with ``{split}`` standing for each split)."""
     from .data.registry import path_kind
-    from .data.sources import IMAGE_EXTS
+    from .data.shards import folder_reads
 
-    read_in_folders = {".npz", ".tar", *IMAGE_EXTS}  # what a folder of each path kind is read from
     out = Path(out)
     for name, value in inputs:
         if value is None:
             continue
         text = str(value)
-        text = text.split(":", 1)[1] if path_kind(text) else text
+        kind = path_kind(text)
+        text = text.split(":", 1)[1] if kind else text
         for path in {Path(text.replace("{split}", split)) for split in ("train", "test")}:
             if not path.exists():
                 continue
+            if path.is_dir() and kind and folder_reads(kind, path, out):
+                raise UserError(f"{what} {out} would be read as part of {path} ({name}): give another output name")
             try:
                 same = out.exists() and os.path.samefile(path, out)
             except OSError:
                 same = False
-            inside = (path.is_dir() and out.is_file() and out.suffix.lower() in read_in_folders
-                      and out.resolve().is_relative_to(path.resolve()))
-            if inside:
-                raise UserError(f"{what} {out} is a file inside {path}, which this command reads "
-                                f"({name.split()[0]}): give another output name")
             if same or out.resolve() == path.resolve():
                 raise UserError(f"{what} {out} is the {name} this command reads: give another output name")
 
@@ -239,10 +244,11 @@ def _load_config(ctx, param, value):
         raise click.BadParameter(f"cannot read {value}: {e.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise click.BadParameter(f"{value} is not valid UTF-8 TOML ({str(e).splitlines()[0][:120]})") from None
-    table = data.get(ctx.info_name, {})  # a [bench] / [train] table ...
-    if not isinstance(table, dict):
-        raise click.BadParameter(f"{value}: [{ctx.info_name}] must be a table of settings")
     commands = set(main.commands)
+    for c in sorted(commands & set(data)):  # every command's table is checked, whichever command reads the file
+        if not isinstance(data[c], dict):
+            raise click.BadParameter(f"{value}: [{c}] must be a table of settings")
+    table = data.get(ctx.info_name, {})  # a [bench] / [train] table ...
     # ... beside the top-level settings, which apply to every command (the table wins); other commands'
     # tables are theirs
     top = {k: v for k, v in data.items() if k not in commands}
@@ -630,7 +636,6 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
     from .detectors.persist import save_detectors
     from .pipeline import Flow, align
     from .pretrained import load_model
-    from .representation import arithmetic
 
     _writable_file(out, "--out")
     _not_an_input(out, "--out", ("--model checkpoint", model), ("--data file", data_spec),
@@ -670,7 +675,8 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
                                      if used < len(x_val) else ")")
            if calibrate_on else "thresholds: conformal at 0.95 on out-of-sample training scores (optimistic when "
            "the model was trained on these images: pass --calibrate-on)")
-    arith = "" if precision == "fp32" else f" in {arithmetic(precision, device.type)}"
+    ran = {getattr(d, "arithmetic_", "fp32") for d in dets.values()} - {"fp32"}  # what the passes really ran in
+    arith = f" in {', '.join(sorted(ran))}" if ran else ""
     click.echo(f"wrote {out}: {', '.join(dets)} fitted on {len(ds)} {ds.name} images{arith}; {how}")
 
 
@@ -737,7 +743,7 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
     chunks = plan_chunks(data_spec, split, data_root, download, resize=resize, num_workers=num_workers, size=chunk)
     if detector_file is not None:
         scorer, note = detector_scorer(detector_file, device, not quiet), ""
-        precision = precision or scorer.precision or "fp32"
+        precision = scorer.scoring_precision(precision)
     else:
         precision = precision or "fp32"
         scorer = model_scorer(model, fit_data, data_root, download, batch_size, device, not quiet, precision)

@@ -34,17 +34,25 @@ def maybe_init(device: torch.device) -> bool:
         wait = _join_timeout()
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         start = time.monotonic()
         try:
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
-                                    timeout=datetime.timedelta(seconds=wait))
-        except (RuntimeError, TimeoutError) as e:  # torch's store timeout (DistStoreError is a RuntimeError)
-            if time.monotonic() - start < wait and "time" not in str(e).lower():
+            # the wait bounds the rendezvous only: given to init_process_group it would bound every later
+            # collective too (a rank that waits long at a barrier for a slow shard is not a missing process)
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                                  is_master=rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True",
+                                  timeout=datetime.timedelta(seconds=wait))
+        except (RuntimeError, TimeoutError) as e:  # DistStoreError / DistNetworkError are RuntimeErrors
+            timed_out = time.monotonic() - start >= wait or "timed out" in str(e).lower() or \
+                "timeout" in str(e).lower()
+            if not timed_out:
                 raise
             raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but no other process joined within {wait:g} s "
                              f"at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}: start the command with "
                              "torchrun (every process), or unset WORLD_SIZE; OODKIT_DIST_TIMEOUT sets the wait "
                              "in seconds") from None
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", store=store, rank=rank,
+                                world_size=world)
         return True
     return False
 

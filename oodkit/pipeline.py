@@ -21,9 +21,10 @@ import torch
 
 from .data.images import conform
 from .detectors import make_detector
+from .detectors.registry import check_precision
 from .detectors.cdm import trained_on
 from .detectors.scores import MAX_BANK
-from .representation import Representation, arithmetic, represent
+from .representation import Representation, represent
 
 __all__ = ["align", "Flow"]
 
@@ -70,21 +71,8 @@ class Flow:
         return self._seen[key][2]
 
     def make(self, name: str, model):
-        det = make_detector(name, model=model, batch_size=self.batch_size, device=self.device, seed=self.seed,
-                            progress=self.progress, max_bank=self.max_bank, precision=self.precision)
-        self._check_arithmetic({name: det})
-        return det
-
-    def _check_arithmetic(self, detectors: dict) -> None:
-        """Detectors that run their own passes (the diffusion family) run them in fp32: a
-        flow in another arithmetic refuses them rather than say it ran them in it."""
-        own = [n for n, d in detectors.items() if not d.reads_representation]
-        models = [d.model_ if hasattr(d, "model_") else d.model for d in detectors.values()]
-        device = next((next(m.parameters()).device.type for m in models if hasattr(m, "parameters")), "cpu")
-        if own and arithmetic(self.precision, device) != "fp32":
-            raise ValueError(f"precision {self.precision} applies to the detectors that read a CDM's one pass; "
-                             f"{', '.join(own)} run their own passes in fp32: use fp32 for them (a file of their "
-                             "own)")
+        return make_detector(name, model=model, batch_size=self.batch_size, device=self.device, seed=self.seed,
+                             progress=self.progress, max_bank=self.max_bank, precision=self.precision)
 
     def fit(self, assignment: dict, x_train: torch.Tensor, align_px: int | None = None, desc: str = "train",
             leave_out_seen: bool = True) -> dict:
@@ -93,9 +81,10 @@ class Flow:
         recorded training on are left out of the default thresholds (a benchmark, which
         reports no threshold, turns it off). ``align_px`` is recorded on each detector
         (``align_px_``) so that a detector file scores new images as it was fitted."""
+        made = {name: self.make(name, model) for name, model in assignment.items()}  # every refusal before any pass
         dets = {}
-        for name, model in assignment.items():
-            det = self.make(name, model)
+        for name, det in made.items():
+            model = assignment[name]
             if det.reads_representation:
                 seen = self._trained_on(model, x_train) if leave_out_seen else None
                 det.fit_representation(self.representation(model, x_train, desc), seen=seen)
@@ -112,7 +101,8 @@ class Flow:
 
     def score(self, detectors: dict, x: torch.Tensor, desc: str = "test") -> dict:
         """``{name: float64 (N,) scores}`` of aligned images ``x``, higher = more ID."""
-        self._check_arithmetic(detectors)
+        for name, det in detectors.items():  # loaded from a file, not made here
+            check_precision(type(det), name, self.precision)
         out = {}
         for name, det in detectors.items():
             if det.reads_representation:

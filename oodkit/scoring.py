@@ -18,10 +18,10 @@ from .checkpoint import file_sha256
 from .conformal import bh_screen, pvalues
 from .data import DataNotFound, load_dataset
 from .detectors import TABLE, model_default_detectors
+from .detectors.base import ArithmeticWarning
 from .detectors.persist import load_detectors
 from .pipeline import Flow, align
 from .pretrained import bundled_detectors, load_model
-from .representation import arithmetic
 
 __all__ = ["Scorer", "detector_scorer", "model_scorer", "screen", "score_dataset", "score_with_detectors"]
 
@@ -65,6 +65,29 @@ class Scorer:
                              "(thresholds of the others then warn), or score them from separate files")
         return found.pop() if found else None
 
+    def scoring_precision(self, asked: str | None) -> str:
+        """The arithmetic to score in: ``asked``, else the one the statistics were fitted
+        in (their thresholds hold there), else fp32."""
+        return asked or self.precision or "fp32"
+
+    def _rewarn(self, caught) -> None:
+        """Warnings met while scoring, shown again; the detectors' ArithmeticWarnings once,
+        with what to do in this command, and only where a threshold or p-value reads them."""
+        mismatch = [w.message for w in caught if issubclass(w.category, ArithmeticWarning)]
+        for w in caught:
+            if not issubclass(w.category, ArithmeticWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if not mismatch or not (self.thresholds or self.with_pvalues):
+            return
+        fitted, now = " and ".join(sorted({m.fitted for m in mismatch})), mismatch[0].scored
+        if len(_fitted_arithmetics(self.detectors)) > 1:
+            how = "score the detectors of each arithmetic from a file of their own"
+        elif "detector" in self.identity:
+            how = f"score in {fitted} (the file's own) or refit with `oodkit fit --precision {now}`"
+        else:
+            how = f"score in {fitted}, or fit them in {now} with --fit-data"
+        warnings.warn(ArithmeticWarning(fitted, now, how), stacklevel=3)
+
     def frame(self, flow: Flow, ds, start: int = 0) -> pd.DataFrame:
         """Rows for ImageSet ``ds``, the images ``start...`` of a set: index, path (files),
         label (if any), bpd, then per detector its score (float64, higher = more ID) and
@@ -74,26 +97,15 @@ class Scorer:
             cols["path"] = ds.paths
         if ds.labels is not None:
             cols["label"] = ds.labels
-        device_type = next(self.model.parameters()).device.type  # the pass runs on the model's own device
-        fitted = _fitted_arithmetics(self.detectors)
-        now = arithmetic(flow.precision, device_type)  # what the recorded arithmetic is compared with: what runs
-        other = sorted(p for p in fitted if p != now)
-        if (self.thresholds or self.with_pvalues) and other:
-            fitted_in = " and ".join(other)
-            if len(fitted) > 1:
-                how = "score the detectors of each arithmetic from a file of their own"
-            elif "detector" in self.identity:
-                how = f"score in {fitted_in} (the file's own) or refit with `oodkit fit --precision {now}`"
-            else:
-                how = f"score in {fitted_in}, or fit them in {now} with --fit-data"
-            warnings.warn(f"the ID statistics were fitted in {fitted_in} and these scores are in {now}: "
-                          "thresholds and p-values assume one arithmetic (the shipped thresholds' ID acceptance "
-                          f"moved by up to 0.013 in benchmarks/results/precision); {how}", stacklevel=3)
         x = align(ds.tensor(), self.model, self.align_px)
         if self.bpd:
             cols["bpd"] = flow.representation(self.model, x, ds.name).bpd
         frame = pd.DataFrame(cols)
-        for name, s in flow.score(self.detectors, x, ds.name).items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ArithmeticWarning)
+            scores = flow.score(self.detectors, x, ds.name)
+        self._rewarn(caught)
+        for name, s in scores.items():
             det = self.detectors[name]
             frame[name] = s
             if self.thresholds:
@@ -180,7 +192,7 @@ def score_with_detectors(path, data_spec, split="test", data_root=None, download
     detectors' fitting images were (``align_px_``, ``oodkit fit --align-px``), in the
     arithmetic they were fitted in unless ``precision`` says otherwise."""
     scorer = detector_scorer(path, device, progress)
-    precision = precision or scorer.precision or "fp32"
+    precision = scorer.scoring_precision(precision)
     ds = load_dataset(data_spec, split, data_root, download, resize=resize, num_workers=num_workers)
     frame = scorer.frame(Flow(batch_size, device, progress=progress, precision=precision), ds)
     return screen(frame, fdr) if fdr is not None else frame

@@ -131,12 +131,13 @@ def score_in_chunks(scorer, chunks: list, out, batch_size: int = 256, device=Non
         kept = len(list(parts.glob("[0-9]*.csv"))) if parts.is_dir() else 0
         if not kept:
             raise
-        note = (f"{e} ({kept} scored chunks are kept in {parts} for a rerun of this same command; remove the folder "
-                "before changing an option)")
+        first, *rest = str(e).split("\n", 1)  # the note goes on the line a one-line error shows
+        note = (f"{first} ({kept} scored chunk{'s' if kept > 1 else ''} kept in {parts} for a rerun of this same "
+                "command; remove the folder before changing an option)")
         try:
-            again = type(e)(note)
-        except TypeError:  # a ValueError subclass with other arguments (UnicodeDecodeError)
-            again = ValueError(note)
+            again = type(e)("\n".join([note, *rest]))
+        except TypeError:  # a ValueError subclass with other arguments (UnicodeDecodeError): as it was
+            raise e from None
         raise again.with_traceback(e.__traceback__) from None
     except BaseException:
         if rank == 0:

@@ -36,3 +36,7 @@ def test_top_level_settings_apply_beside_the_commands_table(tmp_path, monkeypatc
     (tmp_path / "d.toml").write_text('steps = 5\n[score]\ndata = "digits-5to9"\nout = "s.csv"\n')
     r = CliRunner().invoke(main, ["score", "--detector", "digits-0to4", "--config", "d.toml"])
     assert r.exit_code == 2 and "unknown setting 'steps'" in r.output and "[train]" in r.output, r.output
+    (tmp_path / "e.toml").write_text('score = 3\n')  # meant as a [score] table: every command says so
+    r = CliRunner().invoke(main, ["fit", "--model", "digits-0to4", "--data", "digits-0to4", "--out", "d.npz",
+                                  "--config", "e.toml"])
+    assert r.exit_code == 2 and "[score] must be a table of settings" in r.output, r.output

@@ -293,7 +293,23 @@ def test_the_arithmetic_recorded_is_the_one_that_ran(tmp_path, monkeypatch):
                   "40", "--precision", "bf16", "--out", "itd.npz"],
                  ["score", "--model", "ddpm.pt", "--data", "letters", "--precision", "bf16", "--out", "d.csv"]):
         r = run(*args, "--quiet", "--device", "cpu")
-        assert r.exit_code == 2 and "run their own passes in fp32" in r.output, r.output
-    with pytest.raises(ValueError, match="itd run their own passes in fp32"):
-        Flow(precision="bf16").fit({"itd": fixed_model(seed=7)}, as_images(load_dataset("digits-0to4").images[:30]))
-    assert Flow(precision="tf32").fit({"itd": fixed_model(seed=7)}, as_images(load_dataset("digits-0to4").images[:30]))
+        assert r.exit_code == 2 and "runs its own passes in fp32" in r.output, r.output
+    x = as_images(load_dataset("digits-0to4").images[:30])
+    for p in ("bf16", "tf32"):  # refused before any pass, also where tf32 would be fp32
+        with pytest.raises(ValueError, match="itd runs its own passes in fp32"):
+            Flow(precision=p).fit({"loglik": fixed_model(seed=7), "itd": fixed_model(seed=7)}, x)
+        with pytest.raises(ValueError, match="itd runs its own passes in fp32"):
+            make_detector("itd", model=fixed_model(seed=7), precision=p)
+
+    # the Python API warns too, from the detector itself: scores of another arithmetic than the fit's
+    from oodkit.detectors.base import ArithmeticWarning
+    from oodkit.representation import represent
+
+    import warnings
+
+    fp = load_detectors(tmp_path / "tf.npz")["loglik"]  # tf32 on this CPU: fp32
+    with pytest.warns(ArithmeticWarning, match="fitted in fp32 and these scores are in bf16"):
+        fp.score_representation(represent(fp.model_, x, cache=None, precision="bf16"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fp.score_samples(x)

@@ -117,3 +117,27 @@ def test_two_process_gloo_bench_of_ddpm_detectors_equals_one_process(tmp_path):
     assert sorted(runs["one"].files) == sorted(runs["two"].files) and len(runs["one"].files) >= 4
     for k in runs["one"].files:
         np.testing.assert_array_equal(runs["one"][k], runs["two"][k], err_msg=k)
+
+
+_WAIT_LONGER = """
+import os, sys, time
+import torch
+from oodkit.distributed import barrier, maybe_init
+maybe_init(torch.device("cpu"))
+if os.environ["RANK"] == "1":
+    time.sleep(6)  # longer than the join timeout: a slow shard, not a missing process
+barrier()
+print("passed", os.environ["RANK"], flush=True)
+"""
+
+
+def test_the_join_timeout_bounds_the_join_not_the_work_after_it(tmp_path):
+    """Review: OODKIT_DIST_TIMEOUT went to init_process_group, which applies it to every
+    later collective, so a rank waiting longer than it at a barrier died with a gloo
+    traceback. Only the rendezvous is bounded by it now."""
+    (tmp_path / "w.py").write_text(_WAIT_LONGER)
+    env = dict(_env(tmp_path), OODKIT_DIST_TIMEOUT="2")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                        str(29800 + os.getpid() % 1000), "w.py"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.count("passed") == 2, r.stderr[-2000:]

@@ -208,7 +208,7 @@ def test_a_detector_fits_and_scores_in_its_own_arithmetic(tiny_models, tiny_digi
     half = represent(model, x[80:], 32, cache=None, precision="bf16")
     np.testing.assert_array_equal(det.score_samples(x[80:]), half.loglik)
     assert half.precision == "bf16" and represent(model, x[80:], cache=None, precision="tf32").precision == "fp32"
-    with pytest.raises(ValueError, match="computed in fp32 and this detector's precision is bf16"):
+    with pytest.raises(ValueError, match="ran in fp32 and this detector.s precision .bf16. runs in bf16 on cpu"):
         CDMDetector(model, "loglik", precision="bf16").fit_representation(represent(model, x[:80], cache=None))
     det.set_params(precision="fp32")
     with pytest.raises(NotFittedError, match="precision changed since fit"):

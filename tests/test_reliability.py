@@ -105,8 +105,8 @@ def test_every_kind_of_input_file_is_protected_from_the_output(run, tmp_path):
     _one_line_error(run(*fit, "--data", "tar:t.tar", "--out", "t.tar"), "is the --data file this command reads")
     _one_line_error(run(*fit, "--data", "npz:sp_{split}.npz", "--out", "sp_train.npz"),
                     "is the --data file this command reads")
-    _one_line_error(run(*fit, "--data", "npz:shards", "--out", "shards/a.npz"), "is a file inside shards, which this "
-                    "command reads (--data)")
+    _one_line_error(run(*fit, "--data", "npz:shards", "--out", "shards/a.npz"), "would be read as part of shards")
+    _one_line_error(run(*fit, "--data", "npz:shards", "--out", "shards/new.npz"), "would be read as part of shards")
     _one_line_error(run("train", "--data", "tar:t.tar", "--net", "tiny", "--steps", "1", "--out", "t.tar",
                         "--overwrite", "--quiet"), "is the --data file this command reads")
     _one_line_error(run(*fit, "--data", "digits-0to4", "--out", "scores.csv"),
@@ -161,6 +161,8 @@ def test_an_output_in_a_folder_not_yet_made_is_locked_too(run, tmp_path, monkeyp
     monkeypatch.setattr(atomic, "output_lock", lambda path, what: taken.append(str(path)) or real(path, what))
     r = run("score", "--detector", "digits-0to4", "--data", "digits-5to9", "--out", "new/deeper/s.csv", "--quiet")
     assert r.exit_code == 0 and taken == ["new/deeper/s.csv"], (taken, r.output)
+    r = run("score", "--data", "digits-5to9", "--out", "other/deeper/s.csv", "--quiet")  # a usage error
+    assert r.exit_code == 2 and not (tmp_path / "other").exists()  # leaves no folder behind
 
 
 def test_torchrun_ranks_other_than_0_do_not_take_the_lock(run, tmp_path, monkeypatch):
@@ -545,6 +547,8 @@ def test_a_score_table_inside_the_image_folder_it_scores_may_be_replaced(run, tm
         Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
     args = ["score", "--detector", "digits-0to4", "--data", "folder:imgs", "--out", "imgs/s.csv", "--quiet"]
     assert run(*args).exit_code == 0 and run(*args).exit_code == 0
+    fit = ["fit", "--model", "digits-0to4", "--data", "folder:imgs", "--detectors", "loglik", "--out", "imgs/d.npz"]
+    assert run(*fit).exit_code == 0 and run(*fit).exit_code == 0  # a folder: set reads images, never .npz
 
 
 def test_small_things_audit_4_found(run, tmp_path, tiny_models):

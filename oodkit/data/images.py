@@ -235,7 +235,7 @@ def check_float_images(x: torch.Tensor, name: str = "x", pixels: bool = True) ->
     with torch.no_grad():
         x64 = x.detach() if x.dtype == torch.float64 else x.detach().float()
         if pixels:
-            _floats(x64, None, name)
+            _check_floats(x64, None, name)
         elif not torch.isfinite(x64).all():
             bad = (~torch.isfinite(x64)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
             raise ImageInputError(f"{name}: images contain NaN or inf (first at indices {bad})")
@@ -243,10 +243,20 @@ def check_float_images(x: torch.Tensor, name: str = "x", pixels: bool = True) ->
 
 
 def _floats(x: torch.Tensor, value_range: tuple | None, name: str) -> torch.Tensor:
+    _check_floats(x, value_range, name)
+    if value_range is not None:
+        scale = _VALUE_RANGES[value_range]
+        if scale is not None:
+            x = x * scale[0] + scale[1]
+    return x.clamp(-1, 1)
+
+
+def _check_floats(x: torch.Tensor, value_range: tuple | None, name: str) -> None:
+    """The value rules of :func:`as_images` for float images (nothing is copied)."""
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
         raise ImageInputError(f"{name}: images contain NaN or inf (first at indices {bad})")
-    lo, hi = x.min().item(), x.max().item()
+    lo, hi = (v.item() for v in torch.aminmax(x))
     if value_range is None:
         if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
             raise ImageInputError(
@@ -264,9 +274,9 @@ def _floats(x: torch.Tensor, value_range: tuple | None, name: str) -> torch.Tens
             warnings.warn(
                 f"{name}: float images lie in [{lo:.3g}, {hi:.3g}]; oodkit expects [-1, 1], not [0, 1] "
                 "(ToTensor's range): convert with x * 2 - 1, or declare value_range=(0, 1) or (-1, 1)",
-                stacklevel=4,
+                stacklevel=5,
             )
-        return x.clamp(-1, 1)
+        return
     a, b = value_range
     tol = 1e-4 * (b - a)
     if lo < a - tol or hi > b + tol:
@@ -274,10 +284,6 @@ def _floats(x: torch.Tensor, value_range: tuple | None, name: str) -> torch.Tens
             f"{name}: float images have values in [{lo:.4g}, {hi:.4g}], outside the declared "
             f"value_range [{a:g}, {b:g}]"
         )
-    scale = _VALUE_RANGES[value_range]
-    if scale is not None:
-        x = x * scale[0] + scale[1]
-    return x.clamp(-1, 1)
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:

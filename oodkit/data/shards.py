@@ -41,6 +41,24 @@ def concat(sets: list, name: str) -> ImageSet:
     return ImageSet(images, labels, name, paths)
 
 
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def folder_reads(kind: str, folder: Path, path: Path) -> bool:
+    """Whether a ``KIND:folder`` data set reads the file at ``path`` (existing or not):
+    ``npz:`` its ``.npz`` shards, ``tar:`` its tar shards, ``folder:`` the images at any
+    depth; hidden names never."""
+    folder, path = Path(folder).resolve(), Path(path).resolve()
+    if not path.is_relative_to(folder) or path == folder:
+        return False
+    rel = path.relative_to(folder).parts
+    if any(part.startswith(".") for part in rel):
+        return False
+    if kind == "folder":
+        return path.suffix.lower() in IMAGE_EXTS
+    return len(rel) == 1 and (path.suffix == ".npz" if kind == "npz" else path.name.endswith(TAR_SUFFIXES))
+
+
 # -- npz shards ------------------------------------------------------------------------
 def npz_files(path: Path) -> list:
     files = sorted(regular_file(p, "npz shard") for p in path.iterdir()
@@ -81,7 +99,7 @@ def _tar_files(path: Path) -> list:
     if not path.is_dir():
         return [regular_file(path, "tar shard")]  # a pipe would be waited on forever
     files = sorted(regular_file(p, "tar shard") for p in path.iterdir()
-                   if p.name.endswith((".tar", ".tar.gz", ".tgz")) and not p.name.startswith("."))
+                   if p.name.endswith(TAR_SUFFIXES) and not p.name.startswith("."))
     if not files:
         raise DataNotFound(f"no .tar shards in {path}")
     return files

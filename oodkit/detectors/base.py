@@ -8,10 +8,21 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..conformal import bh_screen, conformal_threshold, min_calibration_size, pvalues
-from ..representation import arithmetic
 from ..validation import check_params
 
-__all__ = ["BaseDetector", "on_device"]
+__all__ = ["BaseDetector", "ArithmeticWarning", "on_device"]
+
+
+class ArithmeticWarning(UserWarning):
+    """Scores made in another arithmetic than the detector's fitted statistics: its
+    threshold and p-values compare numbers of two arithmetics. ``fitted`` and ``scored``
+    name them; ``how`` says what to do (default: score in the fit's)."""
+
+    def __init__(self, fitted: str, scored: str, how: str | None = None):
+        super().__init__(f"the ID statistics were fitted in {fitted} and these scores are in {scored}: thresholds "
+                         "and p-values assume one arithmetic (the shipped thresholds' ID acceptance moved by up to "
+                         f"0.013 in benchmarks/results/precision); {how or f'score in {fitted}'}")
+        self.fitted, self.scored = fitted, scored
 
 
 def on_device(model, device):
@@ -169,8 +180,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self.threshold_source_ = state.get("threshold_source", "")
         self.calibration_scores_ = np.sort(np.asarray(state["calibration"], dtype=np.float64))
         self.align_px_ = state.get("align_px")
-        # files from before the record: fp32 (all were), or what the precision parameter ran on a CPU
-        self.arithmetic_ = state.get("arithmetic") or arithmetic(getattr(self, "precision", "fp32"), "cpu")
+        self.arithmetic_ = state["arithmetic"]
         return self
 
     def _fitted_arrays(self) -> dict:

@@ -1,6 +1,7 @@
 """CDMDetector: every single-forward-pass CDM score behind the scikit-learn API."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from ..models import has_class_head, has_rotation_head
 from ..representation import PRECISIONS, Representation, arithmetic, represent
 from ..training import TrainConfig, fit_model
 from ..validation import Any, Bool, Choice, Device, Int, Pair, Real
-from .base import BaseDetector, on_device
+from .base import ArithmeticWarning, BaseDetector, on_device
 from .scores import MAX_BANK, SCORERS, Complexity, FeatureGauss, FeatureKNN, Fused, Profile, Upright, profile_levels
 
 __all__ = ["CDMDetector", "trained_on"]
@@ -231,10 +232,12 @@ class CDMDetector(BaseDetector):
             if self.model is None:
                 raise ValueError("fit_representation needs a model (model=...); fit(X) trains one")
             self.model_ = self._load_model(None)
-        wanted = arithmetic(self.precision, next(self.model_.parameters()).device.type)
+        device_type = next(self.model_.parameters()).device.type
+        wanted = arithmetic(self.precision, device_type)
         if rep.precision != wanted:  # statistics and threshold would claim an arithmetic they were not made in
-            raise ValueError(f"the representation was computed in {rep.precision} and this detector's precision is "
-                             f"{self.precision}: compute it in {self.precision} or set precision={rep.precision!r}")
+            raise ValueError(f"the representation ran in {rep.precision} and this detector's precision "
+                             f"{self.precision!r} runs in {wanted} on {device_type}: make the representation in "
+                             f"{wanted} on the model's device, or give the detector the precision it ran in")
         if len(rep) > 1 and bool((rep.images == rep.images[:1]).all()):
             raise ValueError(f"the {len(rep)} fitting images are all the same image: ID statistics need varied "
                              "in-distribution images")
@@ -302,10 +305,14 @@ class CDMDetector(BaseDetector):
         return tuple(getattr(self, k) for k in self._FIXED_AT_FIT)
 
     def score_representation(self, rep: Representation) -> np.ndarray:
-        """Score a precomputed :class:`Representation` without running the network."""
+        """Score a precomputed :class:`Representation` without running the network; an
+        :class:`ArithmeticWarning` when it ran in another arithmetic than the fit's."""
         check_is_fitted(self, "scorer_")
         fitted = getattr(self, "_fitted_for", self._score_params())
         if fitted != self._score_params():
             changed = [k for k, a, b in zip(self._FIXED_AT_FIT, fitted, self._score_params()) if a != b]
             raise NotFittedError(f"{', '.join(changed)} changed since fit (set_params); call fit again")
+        fitted_in = getattr(self, "arithmetic_", None)  # None: no statistics (prepare)
+        if fitted_in is not None and rep.precision != fitted_in:
+            warnings.warn(ArithmeticWarning(fitted_in, rep.precision), stacklevel=2)
         return np.asarray(self.scorer_.score(rep), dtype=np.float64)

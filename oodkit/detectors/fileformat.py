@@ -147,7 +147,7 @@ def check_entry(path, name: str, e, arrays: dict) -> np.ndarray:
         raise DetectorFileError(f"{path}: detector {name!r} has align_px {align!r}; an image size is needed")
     from ..representation import PRECISIONS
 
-    if e.get("arithmetic", "fp32") not in PRECISIONS:
+    if "arithmetic" in e and e["arithmetic"] not in PRECISIONS:
         raise DetectorFileError(f"{path}: detector {name!r} has arithmetic {e.get('arithmetic')!r}; one of "
                                 f"{', '.join(PRECISIONS)} is needed")
     off = e.get("offset")

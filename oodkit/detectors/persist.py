@@ -49,7 +49,7 @@ def _load_detectors(path, device, progress) -> dict:
             raise DetectorFileError(f"{path}: unknown parameters {sorted(unknown)} for {e['class']}")
         det = cls(model=models[e["model"]], **{**params, "device": device, "progress": progress})
         state = {"offset": float(e["offset"]), "threshold_source": e.get("threshold_source", "contamination"),
-                 "calibration": calibration, "align_px": e.get("align_px"), "arithmetic": e.get("arithmetic"),
+                 "calibration": calibration, "align_px": e.get("align_px"), "arithmetic": e.get("arithmetic", "fp32"),  # files from before the record: all fp32
                  "arrays": {k: arrays[f"{e['key']}/{k}"] for k in e["state"]}}
         try:
             det.set_state(state, models[e["model"]])

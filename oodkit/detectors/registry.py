@@ -24,6 +24,14 @@ def detector_class(name: str, kind: str | None = None) -> type:
 DETECTORS = {name: (detector_class(name), d.params) for name, d in TABLE.items()}
 
 
+def check_precision(cls, name: str, precision: str) -> None:
+    """A detector of a family without a ``precision`` parameter (the diffusion family runs
+    its own passes, in fp32) is refused another arithmetic rather than silently run in fp32."""
+    if precision != "fp32" and "precision" not in cls().get_params():
+        raise ValueError(f"precision {precision} applies to the detectors that read a CDM's one pass; {name} runs "
+                         "its own passes in fp32: use fp32 for it (a file of its own)")
+
+
 def make_detector(name: str, **params):
     """A detector from the registry, e.g. ``make_detector("profile", model="cdm.pt")``
     (a ``@KIND`` suffix, which only chooses among a benchmark's models, is accepted).
@@ -50,4 +58,5 @@ def make_detector(name: str, **params):
     kind = getattr(model, "kind", None) or kinds[0]
     cls = FAMILIES[info.family_for(kind)]
     accepted = cls().get_params()
+    check_precision(cls, name, params.get("precision", "fp32"))
     return cls(**{**{k: v for k, v in params.items() if k in accepted}, **info.params})

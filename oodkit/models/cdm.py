@@ -229,14 +229,16 @@ class CDM(nn.Module):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log p_data(x)`` by Eq. 10 in one forward pass: (B,) nats, float64 (input as
         :meth:`log_prob_levels`)."""
-        x = self._input(x)
+        return self._log_prob(self._input(x))
+
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return eq10_levels(self.logits(x), log_std_normal(x), [0])[:, 0]
 
     @torch.no_grad()
     def bpd(self, x: torch.Tensor) -> torch.Tensor:
         """Bits per dimension of 8-bit data: ``-log p(x) / (d ln 2) + 7`` (B,), float64."""
-        x = self._input(x)
-        return bits_per_dim(self.log_prob(x), x[0].numel())
+        x = self._input(x)  # checked once
+        return bits_per_dim(self._log_prob(x), x[0].numel())
 
     @torch.no_grad()
     def noise_posterior(self, x: torch.Tensor) -> torch.Tensor:
