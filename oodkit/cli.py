@@ -647,12 +647,6 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
     m = load_model(model, device=device)
     m.reference = model  # the file records the name or path as given
     names = _split_list(detectors) or model_default_detectors([m])
-    full = load_dataset(data_spec, "train", data_root, download, holdout=True)
-    keep = np.arange(len(full))
-    ds = full  # the same arrays bench reads: a copy could change the memory layout and the last float bits
-    if max_train is not None and len(full) > max_train:
-        keep = np.sort(np.random.default_rng(seed).choice(len(full), max_train, replace=False))
-        ds = full.subset(keep)
     flow = Flow(batch_size, device, seed, progress=not quiet, precision=precision)
     if max_bank is not None:
         from .detectors import CDMDetector
@@ -662,6 +656,14 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
         except ValueError as e:
             raise UserError(f"--max-bank {max_bank}: {e} (0 keeps every image)") from None
         flow.max_bank = max_bank or None
+    for n in names:  # every detector's own refusals (a name, a precision it cannot run in) before the data is read
+        flow.make(n, m)
+    full = load_dataset(data_spec, "train", data_root, download, holdout=True)
+    keep = np.arange(len(full))
+    ds = full  # the same arrays bench reads: a copy could change the memory layout and the last float bits
+    if max_train is not None and len(full) > max_train:
+        keep = np.sort(np.random.default_rng(seed).choice(len(full), max_train, replace=False))
+        ds = full.subset(keep)
     dets = flow.fit({n: m for n in names}, align(ds.tensor(), m, align_px), align_px=align_px)
     x_val = None
     if calibrate_on:

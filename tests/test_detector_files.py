@@ -289,8 +289,8 @@ def test_the_arithmetic_recorded_is_the_one_that_ran(tmp_path, monkeypatch):
     r = run("score", "--detector", "gpu.npz", "--data", "letters", "--quiet", "--device", "cpu", "--out", "g.csv")
     assert r.exit_code == 0 and "fitted in tf32 and these scores are in fp32" in r.output, r.output
 
-    for args in (["fit", "--model", "m.pt", "--data", "digits-0to4", "--detectors", "itd@cdm,loglik", "--max-train",
-                  "40", "--precision", "bf16", "--out", "itd.npz"],
+    for args in (["fit", "--model", "m.pt", "--data", "npz:nowhere.npz", "--detectors", "itd@cdm,loglik", "--max-train",
+                  "40", "--precision", "bf16", "--out", "itd.npz"],  # refused before the data is looked for
                  ["score", "--model", "ddpm.pt", "--data", "letters", "--precision", "bf16", "--out", "d.csv"]):
         r = run(*args, "--quiet", "--device", "cpu")
         assert r.exit_code == 2 and "runs its own passes in fp32" in r.output, r.output
