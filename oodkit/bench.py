@@ -30,7 +30,7 @@ from .conformal import cross_calibrated_rates
 from .pretrained import cache_root, list_models, load_model
 from .data import DataNotFound, as_images, conform, load_dataset
 from .data.images import fingerprint, image_hashes, jpeg_roundtrip
-from .data.registry import ood_group, source_of
+from .data.registry import ood_group, parse_classes, source_of
 from .data.sources import ImageSet
 from .detectors import TABLE, detector_kinds, model_default_detectors
 from .detectors.table import head_requirement
@@ -38,7 +38,7 @@ from .detectors.fileformat import VERSION as DETECTOR_FORMAT
 from .distributed import rank_world
 from .pipeline import Flow
 from .metrics import bootstrap_intervals, check_bootstrap, ood_metrics
-from .report import console_table, write_results
+from .report import console_table, threshold_note, write_results
 from .training import TrainConfig, fit_model
 
 __all__ = ["SUITES", "BenchSpec", "BenchPlan", "parse_spec", "run_bench", "run_plan", "model_cache_dir", "load_sets", "resolve_models",
@@ -73,9 +73,17 @@ def parse_spec(spec: str) -> BenchSpec:
     if "-vs-" not in spec:
         raise ValueError(f"benchmark {spec!r}: write IN-vs-OUT[,OUT...] or a suite ({', '.join(SUITES)})")
     id_name, _, rest = spec.partition("-vs-")
+    id_name = id_name.strip()
     oods = [o.strip() for o in rest.split(",") if o.strip()]
     if not id_name or not oods:
         raise ValueError(f"benchmark {spec!r}: need an in-distribution set and at least one OOD set")
+    seen = {}
+    for o in oods:  # one set twice would be dropped, or counted twice in the means
+        base, classes = parse_classes(o)
+        key = (base, tuple(classes) if classes else None)
+        if key in seen:
+            raise ValueError(f"benchmark {spec!r}: OOD set {o!r} named twice ({seen[key]!r})")
+        seen[key] = o
     return BenchSpec(id_name, oods)
 
 
@@ -384,6 +392,9 @@ class BenchPlan:
         check_model_request(self.model, self.net, self.steps, self.T, self.image_size)
         if self.detectors is not None:
             check_detectors(list(self.detectors), self.model is not None)
+        if not str(self.output_dir).strip():
+            raise ValueError("--output-dir is empty: name a folder (an unset variable would write into, and clean, "
+                             "the current one)")
         out = Path(self.output_dir)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--output-dir {out} is a file, not a folder")
@@ -473,5 +484,7 @@ def run_plan(plan: BenchPlan, progress: bool = False, echo=print) -> pd.DataFram
     echo("")
     echo(console_table(df))
     echo("")
+    if threshold_note(df):
+        echo(threshold_note(df))
     echo(f"wrote {out.resolve()}/: results.csv, results.md, results.json, scores.npz, roc.png, histograms.png")
     return df

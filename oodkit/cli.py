@@ -193,6 +193,15 @@ def _not_an_input(out: Path, what: str, *inputs) -> None:
                 raise UserError(f"{what} {out} is the {name} this command reads: give another output name")
 
 
+def _named_folder(value):
+    """``--output-dir``: an empty value (an unset shell variable) would mean the current
+    folder, whose old results the run would clean away."""
+    if not str(value).strip():
+        raise click.BadParameter("is empty: name a folder (an unset variable would write into, and clean, the "
+                                 "current one)")
+    return Path(value)
+
+
 def _replaces_a_detector_file(out: Path) -> None:
     """``oodkit fit --out``: an existing file is replaced only when it is a detector file."""
     if not Path(out).is_file():
@@ -316,7 +325,7 @@ POS = click.IntRange(min=1)
 # sizes beyond these cannot be allocated on any machine oodkit runs on: refused before any work
 BATCH = click.IntRange(1, 1_000_000)
 SIZE = click.IntRange(1, 4096)
-LEVELS = click.IntRange(1, 100_000)
+LEVELS = click.IntRange(2, 100_000)  # one level is no diffusion: Eq. 10 and itd need T >= 2
 NONNEG = click.IntRange(min=0)
 # representation.PRECISIONS' names (tests/test_detector_files.py checks), spelled out so that --help needs no torch
 PRECISION_CHOICES = ("fp32", "tf32", "bf16")
@@ -530,7 +539,8 @@ def _command_line() -> str:
 @data_root_option
 @download_option
 @click.option("--detectors", default=None, help=DETECTORS_HELP)
-@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("oodkit-results"), show_default=True)
+@click.option("--output-dir", type=click.Path(), default="oodkit-results", show_default=True,
+              callback=lambda ctx, param, v: _named_folder(v))
 @click.option("--net", default=None, help="Preset for a model trained here (the digits suite: tiny, others: small).")
 @click.option("--steps", type=POS, default=None, help="Training steps for a model trained here.")
 @click.option("-T", "--T", "T", type=LEVELS, default=None, help="Noise levels for a model trained here (1000).")

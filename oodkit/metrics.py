@@ -89,13 +89,20 @@ def ood_metrics(scores_id, scores_ood) -> dict[str, float]:
 # Fewer resamples put a 95 % percentile interval's ends on single draws (with 1, the
 # "interval" is one resample and may exclude the estimate itself).
 MIN_BOOTSTRAP = 100
+# More resamples move a 95 % interval's ends by less than its own Monte-Carlo error at 1,000
+# and cost time and memory in proportion (index arrays of resamples x images).
+MAX_BOOTSTRAP = 100_000
 
 
 def check_bootstrap(n_boot: int) -> None:
-    """Refuse a resample count that cannot give a 95 % interval (0: no intervals)."""
+    """Refuse a resample count that cannot give a 95 % interval (0: no intervals), or that
+    would cost far more than an interval needs."""
     if n_boot != 0 and n_boot < MIN_BOOTSTRAP:
         raise ValueError(f"--bootstrap {n_boot}: a 95 % interval needs at least {MIN_BOOTSTRAP} resamples "
                          "(0: no intervals)")
+    if n_boot > MAX_BOOTSTRAP:
+        raise ValueError(f"--bootstrap {n_boot}: at most {MAX_BOOTSTRAP:,} resamples (1,000 already put a 95 % "
+                         "interval's ends within their Monte-Carlo error)")
 
 
 def bootstrap_intervals(scores_id, scores_ood, n_boot: int = 1000, level: float = 0.95, seed: int = 0,

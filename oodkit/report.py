@@ -104,14 +104,22 @@ def markdown_table(df: pd.DataFrame, meta: dict | None = None) -> str:
             lines.append(f"| {row['ood']} | " + " | ".join(_fmt(row, c) for c in cols) + " |")
         for label, vals in _means(block, cols).iloc[len(block):].iterrows():
             lines.append(f"| {vals['ood']} | " + " | ".join(f"{vals[c]:.4f}" for c in cols) + " |")
-    blank = [c for c in THRESHOLD_COLUMNS if c in df and df[c].isna().all()]
-    if blank and "n_id" in df:
-        from .conformal import min_calibration_size
-
-        lines.append(f"\n{' and '.join(blank)}: nan, because {int(df['n_id'].iloc[0])} ID test images are too few to "
-                     f"split into two halves of {min_calibration_size(0.95)} for a threshold at 0.95 "
-                     "(cross-calibrated on the ID test images; see oodkit.conformal.cross_calibrated_rates)")
+    note = threshold_note(df)
+    if note:
+        lines.append(f"\n{note}")
     return "\n".join(lines) + "\n"
+
+
+def threshold_note(df: pd.DataFrame) -> str | None:
+    """Why the threshold columns are empty, when they all are (too few ID test images)."""
+    blank = [c for c in THRESHOLD_COLUMNS if c in df and df[c].isna().all()]
+    if not blank or "n_id" not in df:
+        return None
+    from .conformal import min_calibration_size
+
+    return (f"{' and '.join(blank)}: nan, because {int(df['n_id'].iloc[0])} ID test images are too few to split "
+            f"into two halves of {min_calibration_size(0.95)} for a threshold at 0.95 (cross-calibrated on the ID "
+            "test images; see oodkit.conformal.cross_calibrated_rates)")
 
 
 def write_results(out: Path, rows, scores, pairs, meta: dict, plots: bool = True, clean: bool = False) -> None:

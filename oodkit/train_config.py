@@ -35,6 +35,11 @@ class TrainConfig:
         for name, ok, want in checks:
             if not ok:
                 raise ValueError(f"{name} must be {want}, got {getattr(self, name)!r}")
+        if self.warmup > self.steps:
+            import warnings
+
+            warnings.warn(f"the warm-up of {self.warmup} steps is longer than the run ({self.steps} steps): the "
+                          f"learning rate never reaches {self.lr:g}; lower the warm-up", stacklevel=2)
         return self
 
     @classmethod

@@ -296,7 +296,7 @@ def test_a_full_disk_or_a_name_too_long_is_one_line_naming_the_path(run, tmp_pat
 
 @pytest.mark.parametrize("args, message", [
     (["bench", "digits[0-999999999]-vs-noise"], "classes are labels 0..99999"),
-    (["train", "--data", "digits", "--out", "x.pt", "-T", "1000000000"], "1000000000 is not in the range 1<=x<=100000"),
+    (["train", "--data", "digits", "--out", "x.pt", "-T", "1000000000"], "1000000000 is not in the range 2<=x<=100000"),
     (["train", "--data", "digits", "--out", "x.pt", "--batch-size", "10000000000"], "is not in the range"),
     (["train", "--data", "digits", "--out", "x.pt", "--image-size", "100000"], "is not in the range 1<=x<=4096"),
 ])
@@ -576,3 +576,43 @@ def test_small_things_audit_4_found(run, tmp_path, tiny_models):
     assert r.exit_code == 0, r.output
     assert pd.read_csv(tmp_path / "b" / "results.csv")["id_accepted@0.95"].isna().all()
     assert "too few to split into two halves of 19" in (tmp_path / "b" / "results.md").read_text()
+
+
+def test_what_audit_5_found_first(run, tmp_path):
+    """A fitted kNN detector (the default fused) could not be pickled (a lambda held the
+    search); a CDMDetector given a DDPM checkpoint raised a raw AttributeError; a huge
+    --bootstrap ran the whole model stage and then blamed --batch-size; -T 1 made models
+    whose itd failed with 'empty integration span'."""
+    import pickle
+
+    from oodkit.detectors import CDMDetector
+
+    x = load_dataset("digits-0to4", "train").images[:80]
+    det = CDMDetector(fixed_model(seed=0)).fit(x)
+    back = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(back.score_samples(x[:20]), det.score_samples(x[:20]))
+    r = run("train", "--kind", "ddpm", "--data", "digits-0to4", "--net", "tiny", "--steps", "2", "-T", "20",
+            "--out", "ddpm.pt", "--quiet", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    with pytest.raises(ValueError, match="ddpm.pt is a ddpm model; CDMDetector needs a cdm"):
+        CDMDetector("ddpm.pt", score="loglik").fit(x)
+    _one_line_error(run("bench", "digits-0to4-vs-digits-5to9", "--model", "digits-0to4", "--bootstrap", "99999999999",
+                        "--quiet"), "--bootstrap")
+    _one_line_error(run("train", "--data", "digits-0to4", "--net", "tiny", "--steps", "2", "-T", "1", "--out", "t.pt"),
+                    "-T")
+
+
+def test_what_audit_5_found_next(run, tmp_path):
+    """An OOD set named twice was dropped or counted twice in the means; an empty
+    --output-dir wrote into (and cleaned) the current folder; a warm-up longer than the run
+    kept the learning rate below --lr without a word; the threshold columns left empty for
+    a small test set said nothing on the console."""
+    bench = ["bench", "--model", "digits-0to4", "--detectors", "loglik", "--bootstrap", "0", "--quiet"]
+    for spec in ("digits-0to4-vs-digits-5to9,digits-5to9", "digits[0-4]-vs-digits[5-9],digits[ 5-9 ]"):
+        _one_line_error(run(*bench[:1], spec, *bench[1:], "--output-dir", "o"), "named twice")
+    _one_line_error(run(*bench[:1], "digits-0to4-vs-letters", *bench[1:], "--output-dir", ""), "--output-dir")
+    r = run("train", "--data", "digits-0to4", "--net", "tiny", "--steps", "3", "--warmup", "100", "--out", "t.pt",
+            "--quiet", "--device", "cpu")
+    assert r.exit_code == 0 and "warm-up" in r.output and "never reaches" in r.output, r.output
+    r = run(*bench[:1], "digits-0to4-vs-letters", *bench[1:], "--max-test", "20", "--output-dir", "small")
+    assert r.exit_code == 0 and "too few to split" in r.output, r.output

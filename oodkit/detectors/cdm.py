@@ -84,7 +84,7 @@ class CDMDetector(BaseDetector):
     # every parameter's type and range, checked at fit and when a detector file is read
     _constraints = {
         "model": Any(), "score": Any(),  # score: checked against the scorers with its own message
-        "net": Choice(("tiny", "compact", "small", "paper")), "steps": Int(1), "T": Int(1, 100_000),
+        "net": Choice(("tiny", "compact", "small", "paper")), "steps": Int(1), "T": Int(2, 100_000),
         "schedule": Choice(("uniform", "linear", "cosine")), "image_size": Int(1, 4096, none=True),
         "batch_size": Int(1, 1_000_000), "n_levels": Int(1, 100_000), "density": Choice(("knn", "gmm")),
         "n_neighbors": Int(1, 100_000), "n_components": Int(1, 100_000),
@@ -143,7 +143,11 @@ class CDMDetector(BaseDetector):
             return fit_model(x, net=self.net, T=self.T, schedule=self.schedule, config=cfg, out=self.model_out,
                              device=self.device, progress=self.progress)
         if isinstance(self.model, (str, Path)):
-            return load_model(self.model, device=self.device)
+            model = load_model(self.model, device=self.device)
+            if not hasattr(model, "logits"):
+                raise ValueError(f"{self.model} is a {getattr(model, 'kind', type(model).__name__)} model; "
+                                 "CDMDetector needs a cdm (make_detector picks the detector class of a model's kind)")
+            return model
         if isinstance(self.model, torch.nn.Module) and hasattr(self.model, "logits"):
             return on_device(self.model, self.device)
         raise TypeError(f"model must be a checkpoint path, a CDM or None, got {type(self.model).__name__}")

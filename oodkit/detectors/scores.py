@@ -141,6 +141,17 @@ def profile_levels(schedule_T: int, alpha_bar: np.ndarray, n_levels: int) -> np.
 MAX_BANK = 100_000
 
 
+class SklearnSearch:
+    """``search(q, k)``: (len(q), k) indices of the k nearest bank rows, by scikit-learn
+    (an object, not a closure, so that a fitted detector pickles)."""
+
+    def __init__(self, bank: np.ndarray, n_neighbors: int):
+        self.nn = NearestNeighbors(n_neighbors=n_neighbors).fit(bank)
+
+    def __call__(self, q: np.ndarray, k: int) -> np.ndarray:
+        return self.nn.kneighbors(q, n_neighbors=k)[1]
+
+
 class KNNBank:
     """The distance from a row to its ``k``-th nearest ID training row, over a bank of at
     most ``max_bank`` training rows (None: all). A larger training set is subsampled for
@@ -172,8 +183,7 @@ class KNNBank:
     def set_bank(self, bank: np.ndarray):
         self.bank_ = bank
         if self.search_device is None:
-            nn = NearestNeighbors(n_neighbors=self.k + 1).fit(bank)
-            self.search_ = lambda q, k: nn.kneighbors(q, n_neighbors=k)[1]
+            self.search_ = SklearnSearch(bank, self.k + 1)
         else:
             self.search_ = TorchSearch(bank, self.search_device)
         return self
