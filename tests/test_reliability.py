@@ -616,3 +616,22 @@ def test_what_audit_5_found_next(run, tmp_path):
     assert r.exit_code == 0 and "warm-up" in r.output and "never reaches" in r.output, r.output
     r = run(*bench[:1], "digits-0to4-vs-letters", *bench[1:], "--max-test", "20", "--output-dir", "small")
     assert r.exit_code == 0 and "too few to split" in r.output, r.output
+
+
+def test_api_edges_audit_5_found():
+    """save_detectors of nothing wrote a file load_detectors refused, and with its
+    arguments swapped raised a raw AttributeError; model.sample passed a negative or
+    fractional count and fractional steps on to torch."""
+    from oodkit import load_model
+    from oodkit.detectors import make_detector
+    from oodkit.detectors.persist import save_detectors
+
+    det = make_detector("loglik", model=fixed_model(seed=0)).fit(load_dataset("digits-0to4", "train").images[:60])
+    with pytest.raises(ValueError, match="no detectors to save"):
+        save_detectors("e.npz", {})
+    with pytest.raises(TypeError, match=r"save_detectors\(path, \{name: detector\}\)"):
+        save_detectors({"loglik": det}, "x.npz")
+    m = load_model("digits-0to4")
+    for n, steps, match in ((-1, 5, "n must be"), (2.5, 5, "n must be"), (1, 10.0, "steps must be")):
+        with pytest.raises(ValueError, match=match):
+            m.sample(n, steps=steps)

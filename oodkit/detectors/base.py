@@ -105,8 +105,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                              "it did were left out)")
             return
         warnings.warn(f"the network was trained on {int(seen.sum())} of these {len(seen)} images: their scores are "
-                      f"optimistic, so the default threshold accepts fewer than {1 - c:g} of fresh ID images; set it "
-                      "with calibrate() on held-out ID images (oodkit fit --calibrate-on)", stacklevel=3)
+                      f"optimistic, so the default threshold accepts fewer than {100 * (1 - c):g} % of fresh ID "
+                      "images; set it with calibrate() on held-out ID images (oodkit fit --calibrate-on)", stacklevel=3)
         self._set_offset(train_scores, "fitting images, which the network trained on (optimistic)")
 
     def calibrate(self, X_val, tpr: float = 0.95):

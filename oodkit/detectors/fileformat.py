@@ -54,6 +54,11 @@ def save_detectors(path, detectors: dict, embed_model: bool = False) -> Path:
     detector hands over what it learned through ``get_state()``."""
     from ..atomic import atomic_write
 
+    if not isinstance(detectors, dict):
+        raise TypeError(f"save_detectors(path, {{name: detector}}): the detectors come second, as a dict; got "
+                        f"{type(detectors).__name__}")
+    if not detectors:
+        raise ValueError("no detectors to save: a detector file holds at least one")
     header, arrays, models = {"format": FORMAT, "version": VERSION, "detectors": {}}, {}, {}
     for i, (name, det) in enumerate(detectors.items()):
         if not hasattr(det, "offset_"):

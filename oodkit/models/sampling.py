@@ -2,6 +2,7 @@
 CDM (eps from Theorem 3.1) and the DDPM baseline share them."""
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import torch
@@ -22,10 +23,10 @@ def eta_for(method: str) -> float:
 
 def sampling_levels(T: int, steps: int | None) -> list[int]:
     """Decreasing levels ``T = t_0 > t_1 > ... > 0`` visited by the sampler."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1):
+        raise ValueError(f"steps must be a positive whole number (or None: every level), got {steps!r}")
     if steps is None or steps >= T:
         return list(range(T, 0, -1)) + [0]
-    if steps < 1:
-        raise ValueError(f"steps must be positive, got {steps}")
     lv = torch.linspace(T, 0, steps + 1).round().long().tolist()
     return sorted(set(lv), reverse=True)
 
@@ -48,6 +49,9 @@ def sample_loop(
     ``eta = 0`` is deterministic DDIM. Starts from ``N(0, I)`` at level T and returns
     images at level 0 in [-1, 1] (clipped when ``clip``), shape ``shape``.
     """
+    n = shape[0]
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"n must be a whole number of images, 0 or more, got {n!r}")
     device = torch.device(device)
     ab = schedule.alpha_bar.to(device)
     x = torch.randn(shape, generator=generator, device="cpu").to(device)
