@@ -253,7 +253,7 @@ def check_detectors(names, model_given: bool):
         if not model_given and ("cdm" not in kinds or need):
             what = need[0] if need else f"{' or '.join(kinds)} model"
             raise ValueError(f"detector {name} needs a {what}; pass one with --model "
-                             "(none given: a CDM without one would be trained)")
+                             "(none given: the pretrained model of the ID set, or one trained here, is a plain CDM)")
 
 
 def assign_detectors(names, loaded) -> dict:

@@ -186,7 +186,8 @@ def test_bench_gives_class_scores_to_the_model_with_the_class_head():
     plain, labelled = _model(num_labels=0), _model(num_labels=3)
     got = assign_detectors(["msp", "loglik"], [(plain, "a.pt"), (labelled, "b.pt")])
     assert got["msp"][1] == "b.pt" and got["loglik"][1] == "a.pt"
-    with pytest.raises(ValueError, match="msp needs a model with a class head"):
+    with pytest.raises(ValueError, match="msp needs a model with a class head.*the pretrained model of the ID set, "
+                                         "or one trained here, is a plain CDM"):  # not "would be trained"
         check_detectors(["msp"], model_given=False)
     with pytest.raises(ValueError, match="energy needs a model with a class head.*none of the given"):
         assign_detectors(["energy"], [(plain, "a.pt")])
