@@ -325,6 +325,7 @@ POS = click.IntRange(min=1)
 # sizes beyond these cannot be allocated on any machine oodkit runs on: refused before any work
 BATCH = click.IntRange(1, 1_000_000)
 SIZE = click.IntRange(1, 4096)
+NET_SIZE = click.IntRange(8, 64)  # nn.unet.IMAGE_SIZES, the input sides the nets take (a test checks the copy)
 LEVELS = click.IntRange(2, 100_000)  # one level is no diffusion: Eq. 10 and itd need T >= 2
 NONNEG = click.IntRange(min=0)
 # representation.PRECISIONS' names (tests/test_detector_files.py checks), spelled out so that --help needs no torch
@@ -368,7 +369,8 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 @data_root_option
 @download_option
 @click.option("--net", default="small", show_default=True, help="UNet preset: tiny, compact, small or paper.")
-@click.option("--image-size", type=SIZE, default=None, help="Resize images to this square size (default: native).")
+@click.option("--image-size", type=NET_SIZE, default=None,
+              help="Resize images to this square size (default: native).")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Convert images to 1 or 3 channels.")
 @click.option("--schedule", type=click.Choice(["uniform", "linear", "cosine"]), default="uniform", show_default=True)
 @click.option("-T", "--T", "T", type=LEVELS, default=1000, show_default=True,
@@ -544,7 +546,7 @@ def _command_line() -> str:
 @click.option("--net", default=None, help="Preset for a model trained here (the digits suite: tiny, others: small).")
 @click.option("--steps", type=POS, default=None, help="Training steps for a model trained here.")
 @click.option("-T", "--T", "T", type=LEVELS, default=None, help="Noise levels for a model trained here (1000).")
-@click.option("--image-size", type=SIZE, default=None, help="Model input size for a model trained here.")
+@click.option("--image-size", type=NET_SIZE, default=None, help="Model input size for a model trained here.")
 @click.option("--batch-size", type=BATCH, default=256, show_default=True, help="Scoring batch size.")
 @click.option("--jpeg-ood", type=click.IntRange(1, 100), default=None,
               help="Pass OOD sets from other sources through JPEG at this quality (75 matches the "

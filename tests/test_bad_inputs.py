@@ -73,7 +73,7 @@ CASES = [
     ("train-ema-neg", TRAIN + ["--out", "x.pt", "--ema-decay", "-0.1"], "Invalid value for '--ema-decay'"),
     ("train-lr-nan", TRAIN + ["--out", "x.pt", "--lr", "nan"], "not a finite number"),
     ("train-grad-clip-nan", TRAIN + ["--out", "x.pt", "--grad-clip", "nan"], "not a finite number"),
-    ("train-image-size-4", TRAIN + ["--out", "x.pt", "--image-size", "4"], "image_size must lie in"),
+    ("train-image-size-4", TRAIN + ["--out", "x.pt", "--image-size", "4"], "4 is not in the range 8<=x<=64"),
     ("train-net-unknown", TRAIN + ["--out", "x.pt", "--net", "nosuch"], "--net 'nosuch'"),
     # -- bench: values out of range, empty lists
     ("bench-jpeg-0", BENCH + ["--jpeg-ood", "0"], "Invalid value for '--jpeg-ood'"),

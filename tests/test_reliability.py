@@ -298,7 +298,7 @@ def test_a_full_disk_or_a_name_too_long_is_one_line_naming_the_path(run, tmp_pat
     (["bench", "digits[0-999999999]-vs-noise"], "classes are labels 0..99999"),
     (["train", "--data", "digits", "--out", "x.pt", "-T", "1000000000"], "1000000000 is not in the range 2<=x<=100000"),
     (["train", "--data", "digits", "--out", "x.pt", "--batch-size", "10000000000"], "is not in the range"),
-    (["train", "--data", "digits", "--out", "x.pt", "--image-size", "100000"], "is not in the range 1<=x<=4096"),
+    (["train", "--data", "digits", "--out", "x.pt", "--image-size", "100000"], "is not in the range 8<=x<=64"),
 ])
 def test_sizes_that_cannot_be_allocated_are_refused_at_once(run, args, message):
     r = run(*args)
@@ -635,3 +635,20 @@ def test_api_edges_audit_5_found():
     for n, steps, match in ((-1, 5, "n must be"), (2.5, 5, "n must be"), (1, 10.0, "steps must be")):
         with pytest.raises(ValueError, match=match):
             m.sample(n, steps=steps)
+
+
+def test_an_image_size_the_nets_cannot_take_is_refused_before_the_data_is_read(run):
+    """Audit 5: --image-size promised 1..4096 and the nets take 8..64; 65 was refused only
+    after the data set had been read and resized."""
+    from oodkit.cli import NET_SIZE
+    from oodkit.detectors import CDMDetector
+    from oodkit.nn.unet import IMAGE_SIZES
+
+    assert (NET_SIZE.min, NET_SIZE.max) == IMAGE_SIZES
+    for size in ("65", "7"):
+        r = run("train", "--data", "npz:nowhere.npz", "--image-size", size, "--out", "t.pt")
+        assert r.exit_code == 2 and "is not in the range 8<=x<=64" in r.output, r.output
+        r = run("bench", "digits-0to4-vs-letters", "--image-size", size, "--steps", "2")
+        assert r.exit_code == 2 and "is not in the range 8<=x<=64" in r.output, r.output
+    with pytest.raises(ValueError, match="image_size must be"):
+        CDMDetector(image_size=65).fit(load_dataset("digits-0to4", "train").images[:20])

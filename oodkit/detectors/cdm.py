@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..pretrained import load_model
 from ..data.images import ImageInputError, as_images, conform
 from ..models import has_class_head, has_rotation_head
+from ..nn.unet import IMAGE_SIZES
 from ..representation import PRECISIONS, Representation, arithmetic, represent
 from ..training import TrainConfig, fit_model
 from ..validation import Any, Bool, Choice, Device, Int, Pair, Real
@@ -85,7 +86,7 @@ class CDMDetector(BaseDetector):
     _constraints = {
         "model": Any(), "score": Any(),  # score: checked against the scorers with its own message
         "net": Choice(("tiny", "compact", "small", "paper")), "steps": Int(1), "T": Int(2, 100_000),
-        "schedule": Choice(("uniform", "linear", "cosine")), "image_size": Int(1, 4096, none=True),
+        "schedule": Choice(("uniform", "linear", "cosine")), "image_size": Int(*IMAGE_SIZES, none=True),
         "batch_size": Int(1, 1_000_000), "n_levels": Int(1, 100_000), "density": Choice(("knn", "gmm")),
         "n_neighbors": Int(1, 100_000), "n_components": Int(1, 100_000),
         "max_bank": Int(2, none=True), "resize": Bool(),

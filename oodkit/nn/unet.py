@@ -71,11 +71,15 @@ def unet_from_preset(preset: str, **overrides) -> "UNet":
     return UNet(UNetConfig(**{**PRESETS[preset], **overrides}))
 
 
+IMAGE_SIZES = (8, 64)  # the smallest and largest input side the nets take
+
+
 def _check_size(cfg) -> int:
     """The number of resolution levels, after refusing an image size the net cannot take."""
     levels = len(cfg.ch_mult)
-    if not 8 <= cfg.image_size <= 64:
-        raise ValueError(f"image_size must lie in 8..64, got {cfg.image_size}")
+    lo, hi = IMAGE_SIZES
+    if not lo <= cfg.image_size <= hi:
+        raise ValueError(f"image_size must lie in {lo}..{hi}, got {cfg.image_size}")
     if cfg.image_size % 2 ** (levels - 1):
         raise ValueError(
             f"image_size {cfg.image_size} is not divisible by 2**{levels - 1} "
