@@ -252,8 +252,6 @@ def represent(model, x: torch.Tensor, batch_size: int = 256, device=None, progre
     (:data:`PRECISIONS`; default full fp32). ``shard=False``: this process runs every
     batch itself, also under torchrun (when the processes score different images)."""
     device = next(model.parameters()).device
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     # keyed by the arithmetic that runs: tf32 on a CPU is the fp32 pass, not a second one
     key = FeatureCache.key(model, x) + (arithmetic(precision, device.type),) if cache is not None else None
     if key is not None and cache.get(model, key) is not None:

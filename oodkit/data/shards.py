@@ -13,6 +13,7 @@ Read whole here (:func:`read_npz_any`, :func:`read_tar`) or a piece at a time th
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import zipfile
 import zlib
@@ -48,7 +49,8 @@ def folder_reads(kind: str, folder: Path, path: Path) -> bool:
     """Whether a ``KIND:folder`` data set reads the file at ``path`` (existing or not):
     ``npz:`` its ``.npz`` shards, ``tar:`` its tar shards, ``folder:`` the images at any
     depth; hidden names never."""
-    folder, path = Path(folder).resolve(), Path(path).resolve()
+    # normalised, not resolved: a shard that is a link to a file elsewhere is still one of the folder's
+    folder, path = Path(os.path.abspath(folder)), Path(os.path.abspath(path))
     if not path.is_relative_to(folder) or path == folder:
         return False
     rel = path.relative_to(folder).parts
@@ -61,8 +63,7 @@ def folder_reads(kind: str, folder: Path, path: Path) -> bool:
 
 # -- npz shards ------------------------------------------------------------------------
 def npz_files(path: Path) -> list:
-    files = sorted(regular_file(p, "npz shard") for p in path.iterdir()
-                   if p.suffix == ".npz" and not p.name.startswith("."))
+    files = sorted(regular_file(p, "npz shard") for p in path.iterdir() if folder_reads("npz", path, p))
     if not files:
         raise DataNotFound(f"no .npz shards in {path}")
     return files
@@ -98,8 +99,7 @@ def _tar_files(path: Path) -> list:
         raise DataNotFound(f"no such file or folder: {path}")
     if not path.is_dir():
         return [regular_file(path, "tar shard")]  # a pipe would be waited on forever
-    files = sorted(regular_file(p, "tar shard") for p in path.iterdir()
-                   if p.name.endswith(TAR_SUFFIXES) and not p.name.startswith("."))
+    files = sorted(regular_file(p, "tar shard") for p in path.iterdir() if folder_reads("tar", path, p))
     if not files:
         raise DataNotFound(f"no .tar shards in {path}")
     return files
