@@ -30,7 +30,7 @@ from .conformal import cross_calibrated_rates
 from .pretrained import cache_root, list_models, load_model
 from .data import DataNotFound, as_images, conform, load_dataset
 from .data.images import fingerprint, image_hashes, jpeg_roundtrip
-from .data.registry import ood_group, parse_classes, source_of
+from .data.registry import ood_group, selection, source_of
 from .data.sources import ImageSet
 from .detectors import TABLE, detector_kinds, model_default_detectors
 from .detectors.table import head_requirement
@@ -79,8 +79,7 @@ def parse_spec(spec: str) -> BenchSpec:
         raise ValueError(f"benchmark {spec!r}: need an in-distribution set and at least one OOD set")
     seen = {}
     for o in oods:  # one set twice would be dropped, or counted twice in the means
-        base, classes = parse_classes(o)
-        key = (base, tuple(classes) if classes else None)
+        key = selection(o)
         if key in seen:
             raise ValueError(f"benchmark {spec!r}: OOD set {o!r} named twice ({seen[key]!r})")
         seen[key] = o
@@ -233,6 +232,12 @@ def check_model_request(model, net=None, steps=None, T=None, image_size=None) ->
     paths = [p.strip() for p in given if p.strip()]
     if model is not None and not paths:
         raise ValueError(f"--model {model!r} names no checkpoint")
+    seen = {}
+    for p in paths:  # one model twice would be loaded, passed over the images and reported twice
+        key = os.path.normpath(os.path.expanduser(p))
+        if key in seen:
+            raise ValueError(f"--model: {p!r} named twice ({seen[key]!r})")
+        seen[key] = p
     if model is not None and any(v is not None for v in (net, steps, T, image_size)):
         raise ValueError("--net, --steps, -T and --image-size set a model trained here; drop them with --model")
     if net is not None and net not in PRESETS:

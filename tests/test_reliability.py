@@ -652,3 +652,23 @@ def test_an_image_size_the_nets_cannot_take_is_refused_before_the_data_is_read(r
         assert r.exit_code == 2 and "is not in the range 8<=x<=64" in r.output, r.output
     with pytest.raises(ValueError, match="image_size must be"):
         CDMDetector(image_size=65).fit(load_dataset("digits-0to4", "train").images[:20])
+
+
+def test_one_thing_named_two_ways(run):
+    """Two spellings of one set (the registered view ``digits-5to9`` and ``digits[5-9]``)
+    were both scored and counted twice in the means; ``--model a,a`` loaded and scored one
+    checkpoint twice under one name."""
+    from oodkit.bench import check_model_request
+    from oodkit.data.registry import selection
+
+    assert selection("digits-5to9") == selection("digits[5-9]") == selection("digits[9+5-8]") == \
+        ("digits", (5, 6, 7, 8, 9))
+    assert selection("digits-5to9[5+6]") == ("digits", (5, 6))
+    assert selection("digits") == ("digits", None) and selection("cifar10[0-5]") == ("cifar10", (0, 1, 2, 3, 4, 5))
+    bench = ["bench", "--model", "digits-0to4", "--detectors", "loglik", "--bootstrap", "0", "--quiet"]
+    _one_line_error(run(bench[0], "digits-0to4-vs-digits-5to9,digits[5-9]", *bench[1:], "--output-dir", "o"),
+                    "named twice")
+    with pytest.raises(ValueError, match="named twice"):
+        check_model_request("digits-0to4, digits-0to4")
+    with pytest.raises(ValueError, match="named twice"):
+        check_model_request(["a.pt", "./a.pt"])

@@ -54,14 +54,25 @@ GROUPS: dict[tuple[str, str], str] = {
 }
 SYNTHETIC = ("noise", "constant")
 # registered sets that are class views of another set: they share its pixels and encoding
-VIEWS: dict[str, str] = {"digits-0to4": "digits", "digits-5to9": "digits"}
+VIEWS: dict[str, tuple[str, tuple]] = {"digits-0to4": ("digits", tuple(range(5))),
+                                       "digits-5to9": ("digits", tuple(range(5, 10)))}
 
 
 def source_of(name: str) -> str:
     """The data set whose pixels ``name`` reads: ``cifar10[6-9]`` -> ``cifar10``,
     ``digits-5to9`` -> ``digits``; any other spec is its own source."""
-    base = parse_classes(name)[0]
-    return VIEWS.get(base, base)
+    return selection(name)[0]
+
+
+def selection(name: str) -> tuple[str, tuple | None]:
+    """``(source, classes)``: which images ``name`` reads, the same for every spelling
+    (``digits-5to9``, ``digits[5-9]``, ``digits[9+5-8]`` -> ``("digits", (5, 6, 7, 8, 9))``);
+    classes None for all of them."""
+    base, classes = parse_classes(name)
+    source, view = VIEWS.get(base, (base, None))
+    if view is not None:
+        classes = view if classes is None else [c for c in classes if c in view]
+    return source, None if classes is None else tuple(sorted(classes))
 
 
 def ood_group(id_name: str, ood_name: str) -> str:
@@ -114,8 +125,7 @@ def parse_classes(spec: str) -> tuple[str, list | None]:
 
 PACKAGED = {
     "digits": lambda split: sources.digits(split),
-    "digits-0to4": lambda split: sources.digits(split, classes=range(5), name="digits-0to4"),
-    "digits-5to9": lambda split: sources.digits(split, classes=range(5, 10), name="digits-5to9"),
+    **{view: (lambda split, view=view: sources.digits(split, classes=VIEWS[view][1], name=view)) for view in VIEWS},
     "sample-patches": lambda split: sources.sample_patches(split),
     "letters": lambda split: sources.letters(split),
 }
