@@ -108,7 +108,7 @@ class Flow:
             if det.reads_representation:
                 out[name] = det.score_representation(self.representation(det.model_, x, desc))
             else:
-                out[name] = np.asarray(det.score_samples(x, shard=self.shard), dtype=np.float64)
+                out[name] = np.asarray(det.score_images(x, shard=self.shard), dtype=np.float64)
         return out
 
     def calibrate(self, detectors: dict, x_val: torch.Tensor, tpr: float) -> None:

@@ -271,13 +271,13 @@ def test_calibrate_converts_the_held_out_images_once(monkeypatch):
     """calibrate scored the images and then asked which the network had seen, and each
     step converted the whole array again (as_images + conform: twice the time and memory
     for a large calibration set)."""
-    import oodkit.detectors.cdm as cdm
+    import oodkit.detectors.base as base
 
     x = load_dataset("digits-0to4", "test").images
     det = make_detector("loglik", model=fixed_model(seed=0)).fit(as_images(x[:200]))
     calls = []
-    real = cdm.as_images
-    monkeypatch.setattr(cdm, "as_images", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = base.as_images
+    monkeypatch.setattr(base, "as_images", lambda *a, **k: calls.append(1) or real(*a, **k))
     det.calibrate(x[200:], tpr=0.9)
     assert len(calls) == 1
     expected = det.score_samples(x[200:])

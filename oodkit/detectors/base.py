@@ -7,6 +7,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ..data import ImageInputError, as_images, conform
 from ..conformal import bh_screen, conformal_threshold, min_calibration_size, pvalues
 from ..validation import check_params
 
@@ -77,6 +78,23 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                 resolve_device(self.device)
             except ValueError as e:
                 raise ValueError(f"{type(self).__name__} parameter device {e}") from None
+
+    def _model_images(self, X, model):
+        """``X`` as the model's input, uint8 or float (N, C, H, W): converted by
+        ``layout`` / ``value_range``, then brought through the alignment the detector was
+        fitted under (``align_px_``, as ``oodkit score --detector`` does), else resized
+        when ``resize`` allows it. Every image a detector scores or fits goes through here."""
+        x = as_images(X, layout=self.layout, value_range=self.value_range)
+        c, h, w = model.image_shape
+        align_px = getattr(self, "align_px_", None)
+        if align_px is not None:
+            return conform(x, h, c, ref_size=align_px)
+        if tuple(x.shape[1:]) != (c, h, w):
+            if not self.resize:
+                raise ImageInputError(f"images are {tuple(x.shape[1:])} (C, H, W) but the model takes {(c, h, w)}; "
+                                      "pass resize=True or align them with oodkit.data.conform")
+            x = conform(x, h, c)
+        return x
 
     def _set_offset(self, train_scores: np.ndarray, source: str = "training images (out-of-sample scores)") -> None:
         c = check_contamination(self.contamination)

@@ -10,7 +10,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ..pretrained import load_model
-from ..data.images import ImageInputError, as_images, conform
+from ..data.images import as_images, conform
 from ..models import has_class_head, has_rotation_head
 from ..nn.unet import IMAGE_SIZES
 from ..representation import PRECISIONS, Representation, arithmetic, represent
@@ -123,18 +123,6 @@ class CDMDetector(BaseDetector):
         self.precision = precision
 
     # -- helpers ----------------------------------------------------------------------
-    def _images(self, X, model) -> torch.Tensor:
-        x = as_images(X, layout=self.layout, value_range=self.value_range)
-        c, h, w = model.image_shape
-        if tuple(x.shape[1:]) != (c, h, w):
-            if not self.resize:
-                raise ImageInputError(
-                    f"images are {tuple(x.shape[1:])} (C, H, W) but the model takes {(c, h, w)}; "
-                    "pass resize=True or align them with oodkit.data.conform"
-                )
-            x = conform(x, h, c)
-        return x
-
     def _load_model(self, X):
         if self.model is None:
             x = as_images(X, layout=self.layout, value_range=self.value_range)
@@ -200,7 +188,7 @@ class CDMDetector(BaseDetector):
     def representation(self, X) -> Representation:
         """One cached forward pass over ``X`` (after fit)."""
         check_is_fitted(self, "model_")
-        return self._pass(self._images(X, self.model_))
+        return self._pass(self._model_images(X, self.model_))
 
     def _pass(self, x: torch.Tensor, desc: str = "forward") -> Representation:
         """The forward pass of converted images ``x`` in this detector's arithmetic."""
@@ -225,7 +213,8 @@ class CDMDetector(BaseDetector):
         says so; :meth:`calibrate` on held-out ID images gives the guarantee."""
         self._check_params()
         self.model_ = self._load_model(X)
-        x = self._images(X, self.model_)
+        self.align_px_ = None  # fit reads X as given; a Flow records the alignment it fitted under
+        x = self._model_images(X, self.model_)
         return self.fit_representation(self._pass(x, "forward (fit)"), seen=trained_on(self.model_, x))
 
     def fit_representation(self, rep: Representation, seen=None):
@@ -237,6 +226,7 @@ class CDMDetector(BaseDetector):
             if self.model is None:
                 raise ValueError("fit_representation needs a model (model=...); fit(X) trains one")
             self.model_ = self._load_model(None)
+        self.align_px_ = None  # the representation's images are as given; a Flow records its alignment after
         device_type = next(self.model_.parameters()).device.type
         wanted = arithmetic(self.precision, device_type)
         if rep.precision != wanted:  # statistics and threshold would claim an arithmetic they were not made in
@@ -298,7 +288,7 @@ class CDMDetector(BaseDetector):
         """:meth:`BaseDetector.calibrate`, converting ``X_val`` once for the pass and the
         check of which images the network trained on."""
         check_is_fitted(self, "offset_")
-        x = self._images(X_val, self.model_)
+        x = self._model_images(X_val, self.model_)
         return self.calibrate_scores(self.score_representation(self._pass(x, "forward (calibration)")), tpr,
                                      seen=trained_on(self.model_, x))
 

@@ -11,7 +11,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ..pretrained import load_model
-from ..data.images import ImageInputError, as_images, batches, conform, fingerprint, to_float
+from ..data.images import batches, fingerprint, to_float
 from ..distributed import shared_batches
 from ..itd import discrete_denoiser, itd_nll
 from ..representation import full_fp32
@@ -78,16 +78,6 @@ class DiffusionDetector(BaseDetector):
         return {"elbo": min(self.n_terms or self.model_.T, self.model_.T), "itd": self.n_points, "recon": len(self.recon_levels),
                 "msp": 1, "energy": 1}[self.score]
 
-    def _images(self, X):
-        x = as_images(X, layout=self.layout, value_range=self.value_range)
-        c, h, w = self.model_.image_shape
-        if tuple(x.shape[1:]) != (c, h, w):
-            if not self.resize:
-                raise ImageInputError(f"images are {tuple(x.shape[1:])} (C, H, W) but the model takes {(c, h, w)}; "
-                                      "pass resize=True or align them with oodkit.data.conform")
-            x = conform(x, h, c)
-        return x
-
     def _check_params(self):
         super()._check_params()
         levels = self.recon_levels
@@ -116,12 +106,13 @@ class DiffusionDetector(BaseDetector):
 
     def fit(self, X, y=None):
         self.prepare()
+        self.align_px_ = None  # fit reads X as given; a Flow records the alignment it fitted under
         # the threshold from a bounded, seeded subsample: these scores cost up to T passes
-        x = self._images(X)
+        x = self._model_images(X, self.model_)
         if x.shape[0] > self.n_offset:
             keep = np.sort(np.random.default_rng(self.seed).choice(x.shape[0], self.n_offset, replace=False))
             x = x[torch.from_numpy(keep)]
-        self._set_offset(self.score_samples(x))
+        self._set_offset(self.score_images(x))
         return self
 
     def _restore(self, arrays: dict, model) -> None:
@@ -132,7 +123,12 @@ class DiffusionDetector(BaseDetector):
         shared out over the processes and gathered back (the same numbers as one process);
         ``shard=False``: this process scores all of ``X`` (images of its own)."""
         check_is_fitted(self, "model_")
-        x = self._images(X)
+        return self.score_images(self._model_images(X, self.model_), shard)
+
+    def score_images(self, x: torch.Tensor, shard: bool = True) -> np.ndarray:
+        """:meth:`score_samples` of images already brought to the model's input (uint8 or
+        float (N, C, H, W), aligned as the detector was fitted): what a Flow hands over."""
+        check_is_fitted(self, "model_")
         # the parameters are part of the key: set_params after fit must not return stale scores
         key = (fingerprint(x), repr(sorted((k, v) for k, v in self.get_params().items() if k != "model")))
         if key not in self._cache:
