@@ -205,6 +205,9 @@ def _with_flags(frames, flagged: dict, columns: list):
             frame[col.removesuffix("_pvalue") + "_flagged"] = np.where(mask[start : start + len(frame)], "True",
                                                                          "False")
         start += len(frame)
+        if columns and list(frame.columns) != columns:  # a row under another part's header would be a wrong answer
+            raise ValueError(f"the scored chunks have different columns ({', '.join(columns)} against "
+                             f"{', '.join(frame.columns)}): the data's parts differ in what they hold")
         columns[:] = list(frame.columns)
         yield frame
 

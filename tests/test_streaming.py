@@ -425,3 +425,31 @@ def test_a_data_error_mid_run_says_where_the_scored_chunks_are_kept(tmp_path, de
     r = CliRunner().invoke(main, ["score", *args, "--quiet"])
     assert r.exit_code == 2 and "differ in size" in r.output and "chunks kept in" in r.output, r.output
     assert len([ln for ln in r.output.splitlines() if ln.startswith("Error")]) == 1
+
+
+@pytest.mark.parametrize("kind", ["npz", "tar", "tar-in-one"])
+def test_shards_with_and_without_labels_are_refused_before_scoring(tmp_path, detector_file, kind):
+    """Scored in chunks, a shard with labels beside one without shifted every later column
+    of the CSV by one (the bpd under 'label', exit 0) and broke Parquet with a pyarrow
+    traceback; one tar shard cut in chunks could do the same. Read whole it was refused."""
+    a = RNG.integers(0, 256, (12, 8, 8), dtype=np.uint8)
+    d = tmp_path / "mixed"
+    d.mkdir()
+    if kind == "npz":
+        np.savez(d / "a.npz", images=a[:6], labels=np.zeros(6, int))
+        np.savez(d / "b.npz", images=a[6:])
+    elif kind == "tar":
+        _tar(d / "a.tar", a[:6], labels=np.zeros(6, int))
+        _tar(d / "b.tar", a[6:])
+    else:
+        _tar(d / "a.tar", a[:6], extra=[(f"s/{i:04d}.png", _png_bytes(a[i])) for i in range(6, 12)] +
+             [(f"s/{i:04d}.cls", b"1") for i in range(6, 12)])
+    spec = f"{kind[:3]}:{d}"
+    with pytest.raises(ValueError, match="some .* have labels and some do not"):
+        plan_chunks(spec, size=4)
+    for out in ("s.csv", "s.parquet"):
+        r = CliRunner().invoke(main, ["score", "--detector", str(detector_file), "--data", spec, "--chunk", "4",
+                                      "--out", str(tmp_path / out), "--quiet"])
+        assert r.exit_code != 0 and "have labels and some do not" in r.output and "Traceback" not in r.output, \
+            r.output
+        assert not (tmp_path / out).exists()

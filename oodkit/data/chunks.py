@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .registry import load_dataset
-from .shards import TarShards, npz_count, npz_files
+from .shards import TarShards, npz_count, npz_files, npz_labelled, one_labelling
 from .sources import FolderListing, ImageSet, read_npz
 
 __all__ = ["Chunk", "plan_chunks"]
@@ -90,6 +90,7 @@ def plan_chunks(spec: str, split: str = "test", root=None, download: bool = Fals
                        stamp=lambda a, b: file_stamp(listing.files[a:b]))
     if kind == "npz" and raw and path.is_dir():
         files = npz_files(path)
+        one_labelling(path.name, [npz_labelled(p) for p in files])
         return _shards([(p, npz_count(p)) for p in files], size, lambda i: read_npz(files[i], path.name))
     if kind == "tar" and raw:
         plan = TarShards(path, resize)

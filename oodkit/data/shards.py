@@ -24,7 +24,7 @@ import numpy as np
 from ..validation import regular_file
 from .sources import IMAGE_EXTS, DataNotFound, ImageSet, decode_image, first_size, read_npz, stack_pixels
 
-__all__ = ["read_npz_any", "read_tar", "concat", "npz_files", "npz_count", "TarShards"]
+__all__ = ["read_npz_any", "read_tar", "concat", "npz_files", "npz_count", "npz_labelled", "one_labelling", "TarShards"]
 
 
 def concat(sets: list, name: str) -> ImageSet:
@@ -35,11 +35,17 @@ def concat(sets: list, name: str) -> ImageSet:
     colour = any(s.channels == 3 for s in sets)
     images = np.concatenate([np.repeat(s.images, 3, -1) if colour and s.channels == 1 else s.images for s in sets])
     labelled = [s.labels is not None for s in sets]
-    if any(labelled) and not all(labelled):
-        raise ValueError(f"{name}: some shards have labels and some do not")
+    one_labelling(name, labelled)
     labels = np.concatenate([s.labels for s in sets]) if all(labelled) else None
     paths = [p for s in sets for p in s.paths] if all(s.paths is not None for s in sets) else None
     return ImageSet(images, labels, name, paths)
+
+
+def one_labelling(name, labelled: list, what: str = "shards") -> None:
+    """Refuse a set whose parts (shards, or samples of one shard) are labelled in part: its
+    rows would not share one set of columns."""
+    if any(labelled) and not all(labelled):
+        raise ValueError(f"{name}: some {what} have labels and some do not")
 
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -83,6 +89,15 @@ def npz_count(path: Path) -> int:
     if not shape:
         raise ValueError(f"{path}: 'images' must be (N, H, W[, C]), got a scalar")
     return int(shape[0])
+
+
+def npz_labelled(path: Path) -> bool:
+    """Whether an ``.npz`` shard holds a ``labels`` array (nothing loaded)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "labels.npy" in z.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"cannot read {path}: not an .npz archive of images ({e})") from None
 
 
 def read_npz_any(path, name=None) -> ImageSet:
@@ -158,8 +173,6 @@ def _read_tar_range(path: Path, samples: list, side: int, first, name: str) -> I
             arrays.append(decode_image(io.BytesIO(t.extractfile(image).read()), label, side, first))
             if cls is not None:
                 labels.append(_label(t.extractfile(cls).read(), f"{path.name}/{cls}"))
-    if labels and len(labels) != len(samples):
-        raise ValueError(f"{path}: some samples have a .cls label and some do not")
     return ImageSet(stack_pixels(arrays), np.array(labels) if labels else None, name,
                     paths=[f"{path}/{key}" for key, _, _ in samples])
 
@@ -172,6 +185,9 @@ class TarShards:
         path = Path(path)
         self.name = path.name.split(".", 1)[0]
         self.shards = [(p, _samples(p)) for p in _tar_files(path)]
+        for p, samples in self.shards:  # checked before any is read: chunks of one set share their columns
+            one_labelling(p, [cls is not None for _, _, cls in samples], "samples")
+        one_labelling(self.name, [samples[0][2] is not None for _, samples in self.shards if samples])
         self.first, self.side = None, resize
         if resize is None:
             p, samples = self.shards[0]
