@@ -672,3 +672,37 @@ def test_one_thing_named_two_ways(run):
         check_model_request("digits-0to4, digits-0to4")
     with pytest.raises(ValueError, match="named twice"):
         check_model_request(["a.pt", "./a.pt"])
+
+
+def test_loaders_that_reorder_or_batch_grey_images_are_read_as_given():
+    """Samplers that shuffle other than ``shuffle=True`` (SubsetRandomSampler,
+    WeightedRandomSampler, a DistributedSampler, which also keeps a share) gave scores in
+    a shuffled order without a word; a DataLoader of 2-D grey images read each batch of B
+    as one image with B channels (40 scores for 120 images)."""
+    import torch
+    from torch.utils.data import (DataLoader, Dataset, DistributedSampler, SequentialSampler, SubsetRandomSampler,
+                                  TensorDataset, WeightedRandomSampler)
+
+    from oodkit.data import ImageInputError
+
+    x = torch.from_numpy(load_dataset("digits-0to4", "test").images[:20]).permute(0, 3, 1, 2)
+    ds = TensorDataset(x)
+    for sampler in (SubsetRandomSampler(range(20)), WeightedRandomSampler(torch.ones(20), 20),
+                    DistributedSampler(ds, num_replicas=2, rank=0)):
+        for loader in (DataLoader(ds, batch_size=4, sampler=sampler), DataLoader(ds, batch_size=None, sampler=sampler)):
+            with pytest.raises(ImageInputError, match="order") as e:
+                as_images(loader)
+            assert "\n" not in str(e.value)
+    assert torch.equal(as_images(DataLoader(ds, batch_size=4, sampler=SequentialSampler(ds))), x)
+
+    class Grey(Dataset):  # (H, W) images, as many datasets give grey ones
+        def __len__(self):
+            return 20
+
+        def __getitem__(self, i):
+            return x[i, 0].numpy()
+
+    for batch in (1, 3, 4, 7):
+        assert torch.equal(as_images(DataLoader(Grey(), batch_size=batch)), x), batch
+    assert torch.equal(as_images(DataLoader(Grey(), batch_size=None)), x)
+    assert torch.equal(as_images(Grey()), x)

@@ -28,6 +28,8 @@ def _from_iterable(X) -> tuple[torch.Tensor, bool]:
 
     from .sources import pil_pixels
 
+    # a batching DataLoader yields batches: (B, H, W) is B grey images, not one of B channels
+    batched = isinstance(X, torch.utils.data.DataLoader) and X.batch_sampler is not None
     items, any_numpy = [], False
     for item in X:
         if isinstance(item, (tuple, list)):
@@ -47,7 +49,7 @@ def _from_iterable(X) -> tuple[torch.Tensor, bool]:
             item = torch.from_numpy(item)
         if not isinstance(item, torch.Tensor):
             raise ImageInputError(f"cannot read an image from a {type(item).__name__}")
-        items.append(item if item.ndim == 4 else item[None])
+        items.append(item if item.ndim == 4 or (batched and item.ndim == 3) else item[None])
     if not items:
         raise ImageInputError("got no images")
     shapes = {tuple(i.shape[1:]) for i in items}
@@ -157,6 +159,11 @@ def _checked_range(value_range, name: str):
     return value_range
 
 
+# torch's samplers that draw, shuffle or share out (a DistributedSampler keeps one process's share)
+_REORDERING = (torch.utils.data.RandomSampler, torch.utils.data.SubsetRandomSampler,
+               torch.utils.data.WeightedRandomSampler, torch.utils.data.DistributedSampler)
+
+
 def _tensor(X, name: str):
     """``X`` as a CPU tensor, and whether it came as torch (which decides ambiguous layouts)."""
     if isinstance(X, np.generic) or (isinstance(X, np.ndarray) and X.ndim == 0):
@@ -171,9 +178,10 @@ def _tensor(X, name: str):
         raise ImageInputError(f"{name}: a pandas {type(X).__name__} is not a batch of images; pass an array "
                               "(N, H, W), (N, C, H, W) or (N, H, W, C)")
     sampler = getattr(getattr(X, "batch_sampler", None), "sampler", getattr(X, "sampler", None))
-    if isinstance(sampler, torch.utils.data.RandomSampler):
-        raise ImageInputError(f"{name}: a shuffled DataLoader gives scores in an order no one can match to its images; "
-                              "pass shuffle=False")
+    if isinstance(sampler, _REORDERING):
+        raise ImageInputError(f"{name}: a shuffled DataLoader (its sampler is a {type(sampler).__name__}) gives scores "
+                              "in an order no one can match to its images; pass shuffle=False and no sampler, or the "
+                              "Dataset itself (under torchrun oodkit shares out the images)")
     if hasattr(X, "__iter__") or hasattr(X, "__getitem__"):
         x, any_numpy = _from_iterable(X)
         return x, not any_numpy
