@@ -213,13 +213,6 @@ def channels_last_pass(device, precision: str = "fp32") -> bool:
     return device.type == "cpu" and precision != "bf16"
 
 
-# Convolution kernels choose their algorithm by batch size: on the CPUs measured, oneDNN
-# ran batches of fewer than about 16 rows another way, which moved logits of ~1e3 nats by
-# 5e-4, so an image's score depended on whether it fell into a short last batch. Short
-# batches are padded to this many rows (at most 15 extra images a pass).
-MIN_ROWS = 16
-
-
 def _passes(model, x: torch.Tensor, batch_size: int, progress: bool, desc: str, shard: bool = True) -> list:
     """(logits, log N(x), features or None) per batch of ``x``, in order. Under
     ``torchrun`` each process runs every world-th batch and the batches are gathered back:
@@ -231,11 +224,9 @@ def _passes(model, x: torch.Tensor, batch_size: int, progress: bool, desc: str, 
         # pixels cross to the device as uint8 (a quarter of the bytes of float32) and are
         # converted there: the same elementwise arithmetic, so the same floats
         xf = to_float(xb.to(device, non_blocking=xb.is_pinned()))
-        n = xf.shape[0]
-        # rows are independent (GroupNorm), so repeating the last one changes no other row
-        xp = torch.cat([xf, xf[-1:].expand(MIN_ROWS - n, *xf.shape[1:])]) if n < MIN_ROWS else xf
-        f, h = model.logits(xp, return_features=True) if with_features else (model.logits(xp), None)
-        return f[:n].float().cpu(), log_std_normal(xf).cpu(), h[:n].float().cpu() if h is not None else None
+        f, h = model.inference_logits(xf, return_features=True) if with_features else \
+            (model.inference_logits(xf), None)
+        return f.float().cpu(), log_std_normal(xf).cpu(), h.float().cpu() if h is not None else None
 
     return shared_batches(run, list(batches(x, batch_size)), shard, progress, desc)
 

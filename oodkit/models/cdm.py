@@ -27,6 +27,12 @@ __all__ = ["CDM", "log_std_normal", "eq10_levels", "bits_per_dim"]
 
 LOG_2PI = math.log(2 * math.pi)
 
+# Convolution kernels choose their algorithm by batch size: on the CPUs measured, oneDNN
+# ran batches of fewer than about 16 rows another way, which moved logits of ~1e3 nats by
+# 5e-4, so an image's score depended on whether it fell into a short batch. Inference pads
+# short batches to this many rows (at most 15 extra images a pass).
+MIN_ROWS = 16
+
 
 def log_std_normal(x: torch.Tensor) -> torch.Tensor:
     """``log N(x; 0, I)`` per image in nats, float64 (B,)."""
@@ -213,6 +219,16 @@ class CDM(nn.Module):
         f = torch.cumsum(raw, dim=1)
         return (f, feats.float()) if return_features else f
 
+    def inference_logits(self, x: torch.Tensor, return_features: bool = False):
+        """:meth:`logits` with a short batch padded to :data:`MIN_ROWS` rows, so that an
+        image's numbers do not depend on the batch it is in (no gradients kept)."""
+        n = x.shape[0]
+        with torch.no_grad():
+            # rows are independent (GroupNorm), so repeating the last one changes no other row
+            xp = torch.cat([x, x[-1:].expand(MIN_ROWS - n, *x.shape[1:])]) if 0 < n < MIN_ROWS else x
+            out = self.logits(xp, return_features=return_features)
+        return (out[0][:n], out[1][:n]) if return_features else out[:n]
+
     @staticmethod
     def levels_from_logits(logits: torch.Tensor, log_gauss: torch.Tensor) -> torch.Tensor:
         """Eq. 10 on cached logits: ``log p_t(x)`` (B, T+2) in nats, float64."""
@@ -223,7 +239,7 @@ class CDM(nn.Module):
         """``log p_t(x)`` for every level t = 0..T+1: (B, T+2) in nats, float64. ``x``: float
         (B, C, H, W) in [-1, 1], or uint8 pixels in any layout :func:`oodkit.as_images` reads."""
         x = self._input(x)
-        return self.levels_from_logits(self.logits(x), log_std_normal(x))
+        return self.levels_from_logits(self.inference_logits(x), log_std_normal(x))
 
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,7 +248,7 @@ class CDM(nn.Module):
         return self._log_prob(self._input(x))
 
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return eq10_levels(self.logits(x), log_std_normal(x), [0])[:, 0]
+        return eq10_levels(self.inference_logits(x), log_std_normal(x), [0])[:, 0]
 
     @torch.no_grad()
     def bpd(self, x: torch.Tensor) -> torch.Tensor:
@@ -243,7 +259,7 @@ class CDM(nn.Module):
     @torch.no_grad()
     def noise_posterior(self, x: torch.Tensor) -> torch.Tensor:
         """``p(t | x)`` under a uniform prior over levels: (B, T+2), rows sum to 1."""
-        return torch.softmax(self.logits(x).double(), dim=1)
+        return torch.softmax(self.inference_logits(x).double(), dim=1)
 
     # -- Theorem 3.1 ------------------------------------------------------------------
     def logits_and_eps(self, x_t: torch.Tensor, t: torch.Tensor, create_graph: bool = False):
