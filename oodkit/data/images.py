@@ -135,6 +135,9 @@ def as_images(X, name: str = "X", *, layout: str | None = None, value_range: tup
     ``value_range``: ``(-1, 1)`` (accepts data that merely happen to be non-negative),
     ``(0, 1)`` or ``(0, 255)`` (both converted to [-1, 1]). Values outside the declared
     range, NaN and inf are refused. Every refusal is a one-line :class:`ImageInputError`.
+    Floats that all lie on the 256 levels of 8-bit pixels (within ``LEVEL_TOLERANCE``:
+    ``x / 127.5 - 1`` and ``x * (2/255) - 1`` differ by a float32 step) are returned as
+    those pixels, so images converted from 8-bit data score exactly as the pixels do.
 
     Returns uint8 (N, C, H, W) or float32 (N, C, H, W) in [-1, 1], C in 1 or 3.
     """
@@ -217,7 +220,9 @@ def _pixels(x: torch.Tensor, value_range, name: str) -> torch.Tensor:
     """uint8 pixels, or float32 in [-1, 1], by the value rules of :func:`as_images`."""
     if x.is_floating_point():
         # checked in the input's own precision: float64 beyond float32's range is not "inf"
-        return _floats(x if x.dtype == torch.float64 else x.float(), value_range, name).float().contiguous()
+        x = _floats(x if x.dtype == torch.float64 else x.float(), value_range, name)
+        pixels = _on_levels(x)
+        return pixels if pixels is not None else x.float().contiguous()
     if value_range not in (None, (0.0, 255.0)):
         raise ImageInputError(
             f"{name}: {x.dtype} images are pixels 0..255; value_range={value_range} applies to float images only"
@@ -232,6 +237,25 @@ def _pixels(x: torch.Tensor, value_range, name: str) -> torch.Tensor:
             raise ImageInputError(f"{name}: integer images must hold 8-bit pixels 0..255")
         return x.to(torch.uint8).contiguous()
     raise ImageInputError(f"{name}: unsupported image dtype {x.dtype}; pass uint8 pixels or floats in [-1, 1]")
+
+
+# How far a float may sit from an 8-bit level and still be that pixel: conversions of one
+# pixel (x / 127.5 - 1, x * (2/255) - 1, x / 255 * 2 - 1, in float32) differ by a few 1e-8,
+# while the levels are 2/255 = 0.0078 apart.
+LEVEL_TOLERANCE = 1e-5
+
+
+def _on_levels(x: torch.Tensor, chunk: int = 1 << 22):
+    """uint8 pixels when every value of float ``x`` in [-1, 1] lies on one of the 256
+    levels ``2k/255 - 1`` (images converted from 8-bit pixels, by whichever formula), so
+    that they score exactly as the pixels do; else None."""
+    flat = x.reshape(-1)
+    for i in range(0, flat.numel(), chunk):  # a few temporaries of one chunk, not of the whole set
+        part = flat[i : i + chunk].double()
+        k = ((part + 1) * 127.5).round()
+        if ((k * (2.0 / 255.0) - 1) - part).abs().max() > LEVEL_TOLERANCE:
+            return None
+    return to_uint8(x).contiguous()
 
 
 def check_float_images(x: torch.Tensor, name: str = "x", pixels: bool = True) -> torch.Tensor:
