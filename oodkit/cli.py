@@ -170,14 +170,14 @@ def _not_an_input(out: Path, what: str, *inputs) -> None:
     """Refuse an output that names one of the command's input files, or that an input
     folder would read (it would be lost or mixed in): a checkpoint, or a data spec of any
     path kind (``npz:``, ``folder:``, ``tar:``, with ``{split}`` standing for each split)."""
-    from .data.registry import path_kind
+    from .data.registry import expand_spec, path_kind
     from .data.shards import folder_reads
 
     out = Path(out)
     for name, value in inputs:
         if value is None:
             continue
-        text = str(value)
+        text = expand_spec(os.path.expanduser(str(value)))
         kind = path_kind(text)
         text = text.split(":", 1)[1] if kind else text
         for path in {Path(text.replace("{split}", split)) for split in ("train", "test")}:
@@ -305,7 +305,15 @@ def _config_value(path, key, param, v):
     return v
 
 
-config_option = click.option("--config", type=click.Path(dir_okay=False), default=None, is_eager=True,
+class UserPath(click.Path):
+    """A path with ``~`` made the home folder: a shell leaves it alone after ``=`` or in
+    quotes (``--out='~/s.csv'``), and a config file never expands it."""
+
+    def convert(self, value, param, ctx):
+        return super().convert(os.path.expanduser(value) if isinstance(value, str) else value, param, ctx)
+
+
+config_option = click.option("--config", type=UserPath(dir_okay=False), default=None, is_eager=True,
                              expose_value=False, callback=_load_config,
                              help="TOML file of settings for this command (flags override it).")
 
@@ -353,7 +361,7 @@ def main(debug):
 
 
 data_root_option = click.option(
-    "--data-root", type=click.Path(path_type=Path), default=None,
+    "--data-root", type=UserPath(path_type=Path), default=None,
     help="Folder with torchvision's files or <name>_<split>.npz arrays (default $OODKIT_DATA or ./data).",
 )
 download_option = click.option("--download", is_flag=True, help="Let torchvision download missing data sets.")
@@ -410,10 +418,10 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 @click.option("--noise-batch", type=POS, default=None,
               help="cdm --class-head / --rotation-head / --contrastive-head: images of each process's batch the noise-level loss uses "
                    "(default: all); the rest of the compute goes to the head losses.")
-@click.option("--init", "init", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--init", "init", type=UserPath(path_type=Path, dir_okay=False), default=None,
               help="Start from this checkpoint's weights (a fine-tune: same kind, --net and data shape); "
                    "a new class head starts fresh.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint file to write.")
+@click.option("--out", type=UserPath(path_type=Path), required=True, help="Checkpoint file to write.")
 @click.option("--resume", is_flag=True, help="Continue from --out, bit-for-bit (the run's settings must match).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out checkpoint.")
 @device_option
@@ -541,7 +549,7 @@ def _command_line() -> str:
 @data_root_option
 @download_option
 @click.option("--detectors", default=None, help=DETECTORS_HELP)
-@click.option("--output-dir", type=click.Path(), default="oodkit-results", show_default=True,
+@click.option("--output-dir", type=UserPath(), default="oodkit-results", show_default=True,
               callback=lambda ctx, param, v: _named_folder(v))
 @click.option("--net", default=None, help="Preset for a model trained here (the digits suite: tiny, others: small).")
 @click.option("--steps", type=POS, default=None, help="Training steps for a model trained here.")
@@ -624,7 +632,7 @@ def _calibration_set(full, keep, data_spec, spec, split, limit, data_root, downl
 @click.option("--align-px", type=SIZE, default=None,
               help="Bring images through this size first (the smaller side of an OOD pair, as `oodkit bench` "
                    "does); recorded in the file and applied by `score --detector`.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Detector file to write (.npz).")
+@click.option("--out", type=UserPath(path_type=Path), required=True, help="Detector file to write (.npz).")
 @click.option("--embed-model", is_flag=True, help="Store the model's weights in the detector file.")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="fp32", show_default=True,
               help="The network's arithmetic for fitting and calibrating: " + PRECISION_HELP + " Recorded in the "
@@ -696,7 +704,7 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
 
 @main.command()
 @click.option("--model", default=None, help="Trained checkpoint, or a pretrained name (see `oodkit models`).")
-@click.option("--detector", "detector_file", type=click.Path(path_type=Path), default=None,
+@click.option("--detector", "detector_file", type=UserPath(path_type=Path), default=None,
               help="Detector file from `oodkit fit`, or a pretrained name (its shipped detectors); no training set needed.")
 @click.option("--data", "data_spec", required=True,
               help="Data set name, npz:PATH, tar:PATH or folder:PATH ({split} in PATH names one file per split).")
@@ -712,7 +720,7 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
                    "training set, when it can be found).")
 @data_root_option
 @download_option
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.option("--out", type=UserPath(path_type=Path), required=True,
               help="CSV file to write (Parquet for a .parquet name; needs pyarrow).")
 @click.option("--chunk", type=POS, default=10000, show_default=True,
               help="Read and score this many images at a time (rounded up to whole batches; npz and tar shards: at "

@@ -80,7 +80,7 @@ def resolve_model(ref, index_path=None) -> Path:
     """A checkpoint path for ``ref``: an existing path as is, else a registered name
     (bundled, or downloaded and verified once). Anything else is returned unchanged,
     so that loading it reports "not found" with the registered names."""
-    path = Path(ref)
+    path = Path(ref).expanduser()
     rec = _index(index_path).get(str(ref))
     if path.is_file() or rec is None:  # a file wins; a folder of the same name does not hide a model
         return path
@@ -104,7 +104,7 @@ def bundled_detectors(ref, index_path=None) -> Path | None:
     checked against its recorded SHA-256. None for a path, an unknown name or a model
     shipped without one."""
     rec = _index(index_path).get(str(ref))
-    if rec is None or Path(ref).is_file() or not rec.get("detectors"):
+    if rec is None or Path(ref).expanduser().is_file() or not rec.get("detectors"):
         return None
     path = PRETRAINED_DIR / rec["detectors"]["file"]
     if not path.is_file():

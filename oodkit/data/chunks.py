@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .registry import load_dataset
+from .registry import expand_spec, load_dataset
 from .shards import TarShards, npz_count, npz_files, npz_labelled, one_labelling
 from .sources import FolderListing, ImageSet, read_npz
 
@@ -82,6 +82,7 @@ def plan_chunks(spec: str, split: str = "test", root=None, download: bool = Fals
     (None: a shard or a folder per chunk, and a set loaded whole in one chunk)."""
     if size is not None and size < 1:
         raise ValueError(f"chunk size must be a positive number of images, got {size}")
+    spec = expand_spec(spec)
     kind, _, raw = spec.partition(":")
     path = Path(raw.format(split=split)) if raw and "{split}" in raw else Path(raw)
     if kind == "folder" and raw and path.is_dir():

@@ -98,6 +98,13 @@ def path_kind(spec: str) -> str | None:
     return kind if sep and kind in PATH_KINDS else None
 
 
+def expand_spec(spec: str) -> str:
+    """A ``KIND:PATH`` spec with ``~`` in its path made the home folder (a shell leaves a
+    ``~`` after ``:`` alone); other specs unchanged."""
+    kind = path_kind(spec)
+    return f"{kind}:{os.path.expanduser(spec.split(':', 1)[1])}" if kind else spec
+
+
 def parse_classes(spec: str) -> tuple[str, list | None]:
     """``"cifar10[0-5]"`` -> ("cifar10", [0..5]); ``"mnist[1+3+5]"`` -> ("mnist", [1, 3, 5]);
     a plain name or a ``KIND:PATH`` spec -> (spec, None). Ranges are inclusive; ``+``
@@ -135,7 +142,7 @@ SYNTHETIC_N = 1000
 
 def default_root() -> Path:
     """``$OODKIT_DATA`` if set, else ``./data``."""
-    return Path(os.environ.get("OODKIT_DATA") or "data")  # set but empty: the default, not the working folder
+    return Path(os.environ.get("OODKIT_DATA") or "data").expanduser()  # set but empty: the default, not the working folder
 
 
 def _holdout(ds: ImageSet, split: str) -> ImageSet:
@@ -161,6 +168,7 @@ def load_dataset(
     mixed sizes is refused without it); ``num_workers``: DataLoader workers decoding it."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    spec = expand_spec(spec)
     base, classes = parse_classes(spec)
     if classes is not None:  # NAME[0-5]: a held-out-class split of a labelled set
         ds = load_dataset(base, split, root, download, like, holdout, resize, num_workers)
@@ -170,7 +178,7 @@ def load_dataset(
         if missing:
             raise ValueError(f"{spec}: {base} ({split}) has no class {missing[0]}")
         return ds.subset(np.flatnonzero(np.isin(ds.labels, classes)), name=spec)
-    root = Path(root) if root is not None else default_root()
+    root = Path(root).expanduser() if root is not None else default_root()
     from . import shards
 
     folder = functools.partial(sources.read_folder, resize=resize, num_workers=num_workers)
@@ -228,7 +236,7 @@ def sources_synthetic():
 def list_datasets(root=None) -> list[dict]:
     """Every registered name and every ``<name>_<split>.npz`` under ``root``, with the
     splits found locally ("built-in" for data that needs no files)."""
-    root = Path(root) if root is not None else default_root()
+    root = Path(root).expanduser() if root is not None else default_root()
     rows = []
     npz_names: dict[str, list] = {}
     if root.is_dir():
