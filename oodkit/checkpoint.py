@@ -76,6 +76,15 @@ def save_checkpoint(path, model, ema_state_dict=None, train_state=None, data=Non
     return atomic_write(path, buf.getvalue())
 
 
+def _is_npz(path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return bool(names) and all(n.endswith(".npy") for n in names)
+
+
 def load_checkpoint(path) -> dict:
     """Read and validate a checkpoint dict; raises :class:`CheckpointError` with a
     one-line reason for anything that is not a sound oodkit checkpoint."""
@@ -89,6 +98,9 @@ def load_checkpoint(path) -> dict:
         raise CheckpointError(f"cannot read {path}: {_reason(e)}") from None
     if not zipfile.is_zipfile(path):  # torch.save always writes a zip archive
         raise CheckpointError(f"cannot read {path}: truncated or not a checkpoint (not a torch archive)")
+    if _is_npz(path):  # numpy's archives are zips too, and detector files are numpy's
+        raise CheckpointError(f"{path} is a numpy .npz archive, not a model checkpoint: a detector file from "
+                              "`oodkit fit` is read with --detector (oodkit.load_detector)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError as e:

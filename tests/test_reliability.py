@@ -757,12 +757,21 @@ def test_what_audit_6_found_a_new_user_meets(run, tmp_path):
                     "folder:plainfolder")
     _one_line_error(run("score", "--model", "digits-0to4", "--data", "mnist", "--data-root", ".", "--out", "s.csv"),
                     "--data-root")
+    from oodkit.metrics import MAX_BOOTSTRAP, MIN_BOOTSTRAP
+
     r = run("bench", "--help")
-    assert "x>=0" not in r.output and "--bootstrap" in r.output
+    assert "x>=0" not in r.output and f"{MIN_BOOTSTRAP}..{MAX_BOOTSTRAP:,}" in " ".join(r.output.split())
     model = load_model("digits-0to4")
-    with pytest.raises(ValueError) as e:
-        model.log_prob(torch.rand(4, 1, 8, 8) + 0.1)
-    assert "value_range" not in str(e.value) and "2 * x" in str(e.value)
+    x01 = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    for method in ("log_prob", "bpd", "log_prob_levels"):  # the advice of each refusal, followed, works
+        f = getattr(model, method)
+        with pytest.raises(ValueError, match=r"value_range=\(0, 1\)"):
+            f(x01)
+        assert torch.equal(f(x01, value_range=(0, 1)), f(x01 * 2 - 1))
+        with pytest.raises(ValueError, match=r"value_range=\(0, 255\)"):
+            f(x01 * 255)
+        torch.testing.assert_close(f(x01 * 255, value_range=(0, 255)), f(x01 * 2 - 1), rtol=1e-6, atol=1e-9)
+        assert torch.equal(f(x01, value_range=(-1, 1)), f(x01.numpy(), value_range=(-1, 1)))
 
 
 def test_calibrating_on_training_images_of_a_model_that_does_not_record_them_is_refused(run, tmp_path):

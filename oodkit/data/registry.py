@@ -220,13 +220,26 @@ def _from_root(spec: str, split: str, root: Path, download: bool) -> ImageSet:
             )
             raise DataNotFound(
                 f"{spec} ({split}) not found: looked for {npz} and torchvision's files "
-                f"({sources._tv_hint(spec)}) under {root}; {how}, or save its images there as "
+                f"({sources._tv_hint(spec)}) under {root} (the data root: --data-root, else $OODKIT_DATA, else "
+                f"./data); {how}, or save its images there as "
                 f"{npz.name} with numpy.savez (images: uint8 (N, H, W, C), labels: int (N,))"
             ) from None
-    raise DataNotFound(
-        f"unknown data set {spec!r}: not registered (see `oodkit datasets`) and no {npz}; "
-        "use a registered name, npz:PATH or folder:PATH"
-    )
+    raise DataNotFound(f"unknown data set {spec!r}: not registered (see `oodkit datasets`) and no {npz}; "
+                       + _path_hint(spec))
+
+
+def _path_hint(spec: str) -> str:
+    """What to write for a name that is a file or folder here: its path kind prefixed."""
+    from .shards import TAR_SUFFIXES
+
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix.lower() == ".npz":
+        return f"to read the file {spec}, write npz:{spec}"
+    if path.is_file() and spec.lower().endswith(TAR_SUFFIXES):
+        return f"to read the tar shard {spec}, write tar:{spec}"
+    if path.is_dir():
+        return f"to read the folder {spec}, write folder:{spec} (images), npz:{spec} or tar:{spec} (shards)"
+    return "use a registered name, npz:PATH, tar:PATH or folder:PATH"
 
 
 def sources_synthetic():

@@ -22,12 +22,22 @@ from .scores import MAX_BANK, SCORERS, Complexity, FeatureGauss, FeatureKNN, Fus
 __all__ = ["CDMDetector", "trained_on"]
 
 
+def _training_hashes(model):
+    return (getattr(model, "data_info", None) or {}).get("image_hashes")
+
+
+def records_training_images(model) -> bool:
+    """Whether the model recorded which images it trained on (oodkit 0.3 on), so that
+    :func:`trained_on` can tell them apart."""
+    return _training_hashes(model) is not None
+
+
 def trained_on(model, x) -> np.ndarray | None:
     """(N,) bool: which images of ``x`` (at the model's size) the model recorded training
     on; None when it recorded nothing (models trained before oodkit 0.3)."""
     from ..data.images import image_hashes
 
-    known = (getattr(model, "data_info", None) or {}).get("image_hashes")
+    known = _training_hashes(model)
     if known is None:
         return None
     return np.isin(image_hashes(x), np.asarray(known))

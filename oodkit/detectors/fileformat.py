@@ -49,6 +49,12 @@ def _model_entry(det, embed: bool, arrays: dict, key: str, base: Path) -> dict:
     return {"embedded": key}
 
 
+def check_detector_name(path) -> None:
+    """Refuse a detector file name that hides what it is (it is an .npz archive)."""
+    if Path(path).suffix.lower() != ".npz" and not Path(path).is_dir():  # a folder is refused as one
+        raise ValueError(f"{path}: a detector file is an .npz archive; name it {Path(path).stem}.npz")
+
+
 def save_detectors(path, detectors: dict, embed_model: bool = False) -> Path:
     """Write fitted detectors ``{name: detector}`` to ``path`` (.npz), atomically. Each
     detector hands over what it learned through ``get_state()``."""
@@ -59,6 +65,7 @@ def save_detectors(path, detectors: dict, embed_model: bool = False) -> Path:
                         f"{type(detectors).__name__}")
     if not detectors:
         raise ValueError("no detectors to save: a detector file holds at least one")
+    check_detector_name(path)
     header, arrays, models = {"format": FORMAT, "version": VERSION, "detectors": {}}, {}, {}
     for i, (name, det) in enumerate(detectors.items()):
         if not hasattr(det, "offset_"):

@@ -185,13 +185,16 @@ class CDM(nn.Module):
                             "oodkit.data.images.to_float(oodkit.as_images(x)); log_prob, bpd and log_prob_levels "
                             "take them as they are")
 
-    def _input(self, x) -> torch.Tensor:
+    def _input(self, x, value_range=None) -> torch.Tensor:
         """Float (B, C, H, W) tensors as given (not copied), checked: finite, and for a
         model that records its training images (a checkpoint) in [-1, 1] by the rules of
         :func:`oodkit.as_images`; uint8 pixels, arrays and any layout it reads ((N, H, W, C)
-        included) become float in [-1, 1] on the model's device."""
+        included), and floats of a declared ``value_range``, become float in [-1, 1] on
+        the model's device."""
         from ..data.images import as_images, check_float_images, to_float
 
+        if value_range is not None:
+            return to_float(as_images(x, value_range=value_range)).to(next(self.parameters()).device)
         if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim == 4:
             # a model trained on images takes them in [-1, 1]; one built in code may model any
             # finite data (the analytic Gaussian of the exactness tests)
@@ -235,25 +238,28 @@ class CDM(nn.Module):
         return eq10_levels(logits, log_gauss)
 
     @torch.no_grad()
-    def log_prob_levels(self, x: torch.Tensor) -> torch.Tensor:
+    def log_prob_levels(self, x: torch.Tensor, value_range=None) -> torch.Tensor:
         """``log p_t(x)`` for every level t = 0..T+1: (B, T+2) in nats, float64. ``x``: float
-        (B, C, H, W) in [-1, 1], or uint8 pixels in any layout :func:`oodkit.as_images` reads."""
-        x = self._input(x)
+        (B, C, H, W) in [-1, 1], or uint8 pixels in any layout :func:`oodkit.as_images` reads;
+        ``value_range``: ``(0, 1)`` or ``(0, 255)`` for floats in that range, ``(-1, 1)``
+        for [-1, 1] floats that happen to hold no negative value (as :func:`oodkit.as_images`)."""
+        x = self._input(x, value_range)
         return self.levels_from_logits(self.inference_logits(x), log_std_normal(x))
 
     @torch.no_grad()
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, value_range=None) -> torch.Tensor:
         """``log p_data(x)`` by Eq. 10 in one forward pass: (B,) nats, float64 (input as
         :meth:`log_prob_levels`)."""
-        return self._log_prob(self._input(x))
+        return self._log_prob(self._input(x, value_range))
 
     def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return eq10_levels(self.inference_logits(x), log_std_normal(x), [0])[:, 0]
 
     @torch.no_grad()
-    def bpd(self, x: torch.Tensor) -> torch.Tensor:
-        """Bits per dimension of 8-bit data: ``-log p(x) / (d ln 2) + 7`` (B,), float64."""
-        x = self._input(x)  # checked once
+    def bpd(self, x: torch.Tensor, value_range=None) -> torch.Tensor:
+        """Bits per dimension of 8-bit data: ``-log p(x) / (d ln 2) + 7`` (B,), float64
+        (input as :meth:`log_prob_levels`)."""
+        x = self._input(x, value_range)  # checked once
         return bits_per_dim(self._log_prob(x), x[0].numel())
 
     @torch.no_grad()
