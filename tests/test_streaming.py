@@ -453,3 +453,17 @@ def test_shards_with_and_without_labels_are_refused_before_scoring(tmp_path, det
         assert r.exit_code != 0 and "have labels and some do not" in r.output and "Traceback" not in r.output, \
             r.output
         assert not (tmp_path / out).exists()
+
+
+def test_npz_shards_of_two_image_sizes_are_refused_before_scoring(tmp_path, detector_file):
+    """Scored in chunks, a folder of 32x32 RGB and 8x8 grey shards was scored as one set
+    (each chunk resized on its own); read whole, fit refused it. The headers say it first."""
+    d = tmp_path / "sizes"
+    d.mkdir()
+    np.savez(d / "a.npz", images=RNG.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
+    np.savez(d / "b.npz", images=RNG.integers(0, 256, (4, 8, 8), dtype=np.uint8))
+    with pytest.raises(ValueError, match="differ in image size"):
+        plan_chunks(f"npz:{d}")
+    r = CliRunner().invoke(main, ["score", "--detector", str(detector_file), "--data", f"npz:{d}", "--out",
+                                  str(tmp_path / "s.csv"), "--quiet"])
+    assert r.exit_code == 2 and "differ in image size" in r.output and not (tmp_path / "s.csv").exists(), r.output

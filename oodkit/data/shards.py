@@ -24,14 +24,21 @@ import numpy as np
 from ..validation import regular_file
 from .sources import IMAGE_EXTS, DataNotFound, ImageSet, decode_image, first_size, read_npz, stack_pixels
 
-__all__ = ["read_npz_any", "read_tar", "concat", "npz_files", "npz_count", "npz_labelled", "one_labelling", "TarShards"]
+__all__ = ["read_npz_any", "read_tar", "concat", "npz_files", "npz_shape", "npz_labelled", "one_labelling", "one_size",
+           "TarShards"]
+
+
+def one_size(name, shapes: list) -> None:
+    """Refuse shards whose images ``(N, H, W[, C])`` differ in H x W (channels may differ:
+    grey ones are repeated to RGB)."""
+    if len({tuple(s[1:3]) for s in shapes}) > 1:
+        sizes = sorted({f"{s[2]}x{s[1]}" for s in shapes})
+        raise ValueError(f"{name}: shards differ in image size ({', '.join(sizes)}); make them one size")
 
 
 def concat(sets: list, name: str) -> ImageSet:
     """ImageSets (same size) joined in order; grey ones repeated to RGB when any is colour."""
-    if len({s.images.shape[1:3] for s in sets}) > 1:
-        sizes = sorted({f"{s.images.shape[2]}x{s.images.shape[1]}" for s in sets})
-        raise ValueError(f"{name}: shards differ in image size ({', '.join(sizes)}); make them one size")
+    one_size(name, [s.images.shape for s in sets])
     colour = any(s.channels == 3 for s in sets)
     images = np.concatenate([np.repeat(s.images, 3, -1) if colour and s.channels == 1 else s.images for s in sets])
     labelled = [s.labels is not None for s in sets]
@@ -75,8 +82,8 @@ def npz_files(path: Path) -> list:
     return files
 
 
-def npz_count(path: Path) -> int:
-    """Images in an ``.npz`` shard, from the ``images`` array's header (nothing loaded)."""
+def npz_shape(path: Path) -> tuple:
+    """The shape of an ``.npz`` shard's ``images`` array, from its header (nothing loaded)."""
     try:
         with zipfile.ZipFile(path) as z, z.open("images.npy") as f:
             version = np.lib.format.read_magic(f)
@@ -88,7 +95,7 @@ def npz_count(path: Path) -> int:
         raise ValueError(f"cannot read {path}: not an .npz archive of images ({e})") from None
     if not shape:
         raise ValueError(f"{path}: 'images' must be (N, H, W[, C]), got a scalar")
-    return int(shape[0])
+    return tuple(int(n) for n in shape)
 
 
 def npz_labelled(path: Path) -> bool:
