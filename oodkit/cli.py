@@ -765,8 +765,12 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
     if fit_data is not None and detector_file is not None:
         raise UserError("--fit-data fits a --model's ID statistics; a --detector file carries its own")
     if fdr is not None and detector_file is None:
-        raise UserError("--fdr screens against a detector file's calibration scores: fit one with `oodkit fit` "
-                        "and pass it with --detector")
+        from .pretrained import bundled_detectors
+
+        shipped = fit_data is None and bundled_detectors(model) is not None
+        raise UserError("--fdr screens against a detector file's calibration scores: "
+                        + (f"pass --detector {model} (the detectors shipped with it carry them)" if shipped else
+                           "fit one with `oodkit fit` and pass it with --detector"))
     _data_options_apply(data_spec, resize, num_workers)
     _writable_file(out, "--out")
     _not_an_input(out, "--out", ("--model checkpoint", model), ("--detector file", detector_file),
@@ -783,7 +787,7 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
         precision = precision or "fp32"
         scorer = model_scorer(model, fit_data, data_root, download, batch_size, device, not quiet, precision)
         note = (f"; ID statistics fitted on {scorer.source}" if scorer.source
-                else "; no ID data: detectors that fit ID statistics left out"
+                else "; no ID data: detectors that fit ID statistics left out (give it with --fit-data)"
                 if any(TABLE[n].fitted for n in model_default_detectors([scorer.model]))
                 else "; its detectors fit no ID statistics, so no thresholds")
     scorer.identity.update(data=data_spec, split=split, resize=resize)

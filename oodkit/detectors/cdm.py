@@ -152,8 +152,7 @@ class CDMDetector(BaseDetector):
         raise TypeError(f"model must be a checkpoint path, a CDM or None, got {type(self.model).__name__}")
 
     def _make_scorer(self, model):
-        if self.score not in SCORERS:
-            raise ValueError(f"unknown score {self.score!r}; choose one of {sorted(SCORERS)}")
+        self._check_score()
         levels = profile_levels(model.T, model.schedule.alpha_bar.numpy(), self.n_levels)
         if self.score == "profile":
             return Profile(levels, self.density, self.n_neighbors, self.n_components, self.seed, self.max_bank,
@@ -206,10 +205,15 @@ class CDMDetector(BaseDetector):
                          precision=self.precision)
 
     # -- the estimator contract ---------------------------------------------------------
+    def _check_score(self):
+        if self.score not in SCORERS:
+            raise ValueError(f"unknown score {self.score!r}; choose one of {', '.join(sorted(SCORERS))} "
+                             "(profile-gmm is score='profile', density='gmm'; make_detector takes every "
+                             "detector name of oodkit.detectors.TABLE)")
+
     def _check_params(self):
         super()._check_params()
-        if self.score not in SCORERS:
-            raise ValueError(f"unknown score {self.score!r}; choose one of {sorted(SCORERS)}")
+        self._check_score()
         if self.max_bank is not None and self.max_bank <= self.n_neighbors:
             raise ValueError(f"max_bank={self.max_bank} must exceed n_neighbors={self.n_neighbors}")
 

@@ -215,4 +215,5 @@ def load_model_entry(entry: dict, arrays: dict, base: Path, device):
         raise DetectorFileError(f"the detector's model {changed} has changed since the detector was fitted "
                                 "(SHA-256 differs): refit the detector")
     raise DetectorFileError(f"the detector's model {entry['ref']} is not found (looked at "
-                            f"{', '.join(str(c) for c in looked)})")
+                            f"{', '.join(str(c) for c in looked)}): put it back there, or fit with "
+                            "`oodkit fit --embed-model` to carry it in the file")

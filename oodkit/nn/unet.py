@@ -66,6 +66,9 @@ PRESETS = {
 
 
 def unet_from_preset(preset: str, **overrides) -> "UNet":
+    """A UNet of a named size (``PRESETS``: tiny, compact, small, paper), with any
+    :class:`UNetConfig` field overridden (``in_channels``, ``image_size``,
+    ``num_classes`` for a CDM's T+2 outputs, ``time_conditioning`` for a DDPM)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown network preset {preset!r}; choose one of {sorted(PRESETS)}")
     return UNet(UNetConfig(**{**PRESETS[preset], **overrides}))
