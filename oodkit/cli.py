@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ._version import __version__
-from .train_config import TrainConfig
+from .train_config import MAX_SEED, TrainConfig
 
 
 class UserError(click.ClickException):
@@ -215,12 +215,14 @@ def _replaces_a_detector_file(out: Path) -> None:
                         "(`oodkit fit` replaces only its own files)") from None
 
 
-def _setting_names(command) -> dict:
+def _setting_names(command, aliases: bool = True) -> dict:
     """``{name: parameter}`` of a command's settings: a setting is named as its option
-    (data = ... for --data, dashes or underscores) or as its parameter."""
+    (data = ... for --data, dashes or underscores) or as its parameter; ``aliases=False``:
+    not by an option's older spellings (train's --model for --kind), which a file's
+    top-level keys, meant for every command, must not reach."""
     params = {p.name: p for p in command.params}
     for p in command.params:
-        for opt in getattr(p, "opts", []):
+        for opt in getattr(p, "opts", [])[: None if aliases else 1]:
             params.setdefault(opt.lstrip("-").replace("-", "_"), p)
     return params
 
@@ -261,16 +263,26 @@ def _load_config(ctx, param, value):
     # ... beside the top-level settings, which apply to every command (the table wins); other commands'
     # tables are theirs
     top = {k: v for k, v in data.items() if k not in commands}
-    params = _setting_names(ctx.command)
     resolved = {}
-    for key, v in {**top, **table}.items():
-        name = key.replace("-", "_")
-        if name not in params or name == "config":
-            owners = [c for c in sorted(commands) if name in _setting_names(main.commands[c])] if key in top else []
-            hint = (" (top-level settings apply to every command: put it under "
-                    f"{' or '.join(f'[{c}]' for c in owners)})" if owners else "")
-            raise click.BadParameter(f"{value}: unknown setting {key!r} for `oodkit {ctx.info_name}`{hint}")
-        resolved[params[name].name] = _config_value(value, key, params[name], v)
+    for level, aliases in ((top, False), (table, True)):  # the table's settings win over the top level's
+        params, keys = _setting_names(ctx.command, aliases), {}
+        for key, v in level.items():
+            name = key.replace("-", "_")
+            if name not in params or name == "config":
+                owners = [c for c in sorted(commands) if name in _setting_names(main.commands[c], False)] \
+                    if level is top else []
+                hint = (" (top-level settings apply to every command: put it under "
+                        f"{' or '.join(f'[{c}]' for c in owners)})" if owners else "")
+                raise click.BadParameter(f"{value}: unknown setting {key!r} for `oodkit {ctx.info_name}`{hint}")
+            param = params[name].name
+            if param in keys:  # the last would win without a word
+                raise click.BadParameter(f"{value}: {keys[param]!r} and {key!r} set the same option; keep one")
+            keys[param] = key
+            resolved[param] = _config_value(value, key, params[name], v)
+    if not resolved:
+        tables = [f"[{c}]" for c in sorted(commands & set(data))]
+        click.echo(f"Warning: {value} sets nothing for `oodkit {ctx.info_name}`"
+                   + (f" (it has {', '.join(tables)})" if tables else "") + "; running with the defaults", err=True)
     ctx.default_map = {**(ctx.default_map or {}), **resolved}
     return value
 
@@ -336,6 +348,7 @@ SIZE = click.IntRange(1, 4096)
 NET_SIZE = click.IntRange(8, 64)  # nn.unet.IMAGE_SIZES, the input sides the nets take (a test checks the copy)
 LEVELS = click.IntRange(2, 100_000)  # one level is no diffusion: Eq. 10 and itd need T >= 2
 NONNEG = click.IntRange(min=0)
+SEED = click.IntRange(0, MAX_SEED)
 # representation.PRECISIONS' names (tests/test_detector_files.py checks), spelled out so that --help needs no torch
 PRECISION_CHOICES = ("fp32", "tf32", "bf16")
 PRECISION_HELP = ("fp32 (what reported bits/dim use), tf32 (CUDA only) or bf16 (faster on GPUs and on CPUs with "
@@ -393,7 +406,7 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
 @click.option("--hflip", is_flag=True, help="Random horizontal flips.")
 @click.option("--no-amp", is_flag=True, help="Train in float32 (default: bf16 autocast where the CPU or GPU runs bf16 natively).")
 @click.option("--save-every", type=NONNEG, default=TrainConfig.save_every, show_default=True, help="Checkpoint every N steps (0: at the end).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--var-type", type=click.Choice(["beta", "posterior"]), default="beta", show_default=True,
               help="ddpm/joint: the reverse process's fixed variance (for the ELBO).")
 @click.option("--cdl-weight", type=Finite(0, 1e3), default=0.0, show_default=True,
@@ -419,8 +432,8 @@ device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1, 
               help="cdm --class-head / --rotation-head / --contrastive-head: images of each process's batch the noise-level loss uses "
                    "(default: all); the rest of the compute goes to the head losses.")
 @click.option("--init", "init", type=UserPath(path_type=Path, dir_okay=False), default=None,
-              help="Start from this checkpoint's weights (a fine-tune: same kind, --net and data shape); "
-                   "a new class head starts fresh.")
+              help="Start from this checkpoint's weights, or a pretrained model's (a name of `oodkit models`; "
+                   "a fine-tune: same kind, --net and data shape); a new head starts fresh.")
 @click.option("--out", type=UserPath(path_type=Path), required=True, help="Checkpoint file to write.")
 @click.option("--resume", is_flag=True, help="Continue from --out, bit-for-bit (the run's settings must match).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out checkpoint.")
@@ -468,8 +481,21 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
     if noise_batch is not None and noise_batch > batch_size:
         raise UserError(f"--noise-batch {noise_batch} is larger than --batch-size {batch_size}")
     if init is not None and not init.is_file():
-        raise UserError(f"--init: no checkpoint at {init}")
+        from .pretrained import resolve_model
+
+        init = resolve_model(str(init))  # a pretrained name: its weights file
+        if not init.is_file():
+            raise UserError(f"--init: no checkpoint at {init} (give a checkpoint path or a pretrained name, see "
+                            "`oodkit models`)")
     _not_an_input(out, "--out", ("--init checkpoint", init), ("--data file", data_spec))
+    if out.exists() and overwrite:
+        from .checkpoint import CheckpointError, load_checkpoint
+
+        try:
+            load_checkpoint(out)
+        except CheckpointError as e:  # --overwrite replaces a checkpoint, not whatever file has its name
+            raise UserError(f"--overwrite: {out} is not an oodkit checkpoint ({e}); remove it or give another "
+                            "--out") from None
     device = _device(device)
     ds = load_dataset(data_spec, "train", root=data_root, download=download, holdout=True)
     x = ds.tensor()
@@ -564,7 +590,7 @@ def _command_line() -> str:
 # metrics.MIN_BOOTSTRAP / MAX_BOOTSTRAP, spelled out so that --help needs no scikit-learn (a test checks the copy)
 @click.option("--bootstrap", type=int, default=1000, show_default=True, metavar="N",
               help="Bootstrap resamples for the 95 % intervals: 0 (none) or 100..100,000.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @config_option
@@ -642,7 +668,7 @@ def _calibration_set(full, keep, data_spec, spec, split, limit, data_root, downl
 @data_root_option
 @download_option
 @click.option("--batch-size", type=BATCH, default=256, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @config_option

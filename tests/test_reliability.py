@@ -787,3 +787,42 @@ def test_calibrating_on_training_images_of_a_model_that_does_not_record_them_is_
     r = run("fit", "--model", "m.pt", "--data", "digits-0to4", "--detectors", "loglik", "--calibrate-on",
             "digits-0to4", "--out", "d.npz", "--quiet", "--device", "cpu")
     assert r.exit_code == 0, r.output
+
+
+def test_what_audit_6_found_in_train_and_config_files(run, tmp_path):
+    """Two keys of a config file for one option (kind and model, batch_size and batch-size):
+    the last won, and a DDPM was trained where the file also said cdm; --seed -1 or 2**70
+    ended in a numpy / torch traceback after the data was read; a config that sets nothing
+    for the command ran with defaults without a word; a shared file's top-level `model`
+    reached train as its old spelling of --kind; train --overwrite replaced any file; a
+    pretrained name given to --init was "no checkpoint" (it is now its weights file)."""
+    from oodkit import TrainConfig
+
+    Path("k.toml").write_text('[train]\nkind = "cdm"\nmodel = "ddpm"\n')
+    Path("b.toml").write_text('[train]\nbatch_size = 8\nbatch-size = 16\n')
+    train = ["train", "--data", "digits-0to4", "--net", "tiny", "--steps", "1", "--warmup", "0", "--out", "k.pt",
+             "--quiet", "--device", "cpu"]
+    for toml in ("k.toml", "b.toml"):
+        _one_line_error(run(*train, "--config", toml), "set the same option")
+    for seed in ("-1", str(2**70)):
+        r = run(*train, "--seed", seed)
+        assert r.exit_code == 2 and "--seed" in r.output and "Traceback" not in r.output, r.output
+    Path("s.toml").write_text("seed = -1\n")
+    r = run(*train, "--config", "s.toml")
+    assert r.exit_code == 2 and "seed" in r.output, r.output
+    for cfg in (dict(seed=-1), dict(steps=1.5), dict(steps=True), dict(hflip="no"), dict(lr="0.1"),
+                dict(batch_size=8.0)):
+        with pytest.raises(ValueError, match=next(iter(cfg))):
+            TrainConfig(**cfg).validate()
+    Path("other.toml").write_text('[train]\nsteps = 3\n')
+    r = run("score", "--model", "digits-0to4", "--data", "digits-5to9", "--out", "s.csv", "--quiet", "--config",
+            "other.toml")
+    assert r.exit_code == 0 and "sets nothing for `oodkit score`" in r.output, r.output
+    Path("shared.toml").write_text('model = "digits-0to4"\n')
+    _one_line_error(run(*train, "--config", "shared.toml"), "unknown setting 'model' for `oodkit train`")
+    Path("notes.txt").write_text("my notes")
+    _one_line_error(run(*train[:-5], "--out", "notes.txt", "--overwrite"), "not an oodkit checkpoint")
+    assert Path("notes.txt").read_text() == "my notes"
+    _one_line_error(run(*train[:-5], "--init", "no-such-model", "--out", "i.pt"), "pretrained name")
+    r = run(*train[:-5], "--init", "digits-0to4", "--out", "i.pt", "--quiet", "--device", "cpu")
+    assert r.exit_code == 0 and Path("i.pt").is_file(), r.output  # a pretrained name is its weights file

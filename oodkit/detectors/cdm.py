@@ -10,6 +10,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ..pretrained import load_model
+from ..train_config import MAX_SEED
 from ..data.images import as_images, conform
 from ..models import has_class_head, has_rotation_head
 from ..nn.unet import IMAGE_SIZES
@@ -101,7 +102,7 @@ class CDMDetector(BaseDetector):
         "n_neighbors": Int(1, 100_000), "n_components": Int(1, 100_000),
         "max_bank": Int(2, none=True), "resize": Bool(),
         "layout": Choice(("nhwc", "nchw"), none=True), "value_range": Pair(), "contamination": Real(0, 0.5, True),
-        "device": Device(), "seed": Int(0, 2**63 - 1), "progress": Bool(), "model_out": Any(),
+        "device": Device(), "seed": Int(0, MAX_SEED), "progress": Bool(), "model_out": Any(),
         "precision": Choice(tuple(PRECISIONS)),
     }
 

@@ -11,6 +11,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ..pretrained import load_model
+from ..train_config import MAX_SEED
 from ..data.images import batches, fingerprint, to_float
 from ..distributed import shared_batches
 from ..itd import discrete_denoiser, itd_nll
@@ -49,7 +50,7 @@ class DiffusionDetector(BaseDetector):
         "model": Any(), "score": Any(), "n_terms": Int(1, 100_000, none=True), "n_points": Int(1, 100_000),
         "recon_levels": Any(), "clip_denoised": Bool(), "n_offset": Int(1), "batch_size": Int(1, 1_000_000),
         "resize": Bool(), "layout": Choice(("nhwc", "nchw"), none=True), "value_range": Pair(),
-        "contamination": Real(0, 0.5, True), "device": Device(), "seed": Int(0, 2**63 - 1), "progress": Bool(),
+        "contamination": Real(0, 0.5, True), "device": Device(), "seed": Int(0, MAX_SEED), "progress": Bool(),
     }
 
     def __init__(self, model=None, score="elbo", *, n_terms=None, n_points=64, recon_levels=(100, 300, 500),
