@@ -826,3 +826,34 @@ def test_what_audit_6_found_in_train_and_config_files(run, tmp_path):
     _one_line_error(run(*train[:-5], "--init", "no-such-model", "--out", "i.pt"), "pretrained name")
     r = run(*train[:-5], "--init", "digits-0to4", "--out", "i.pt", "--quiet", "--device", "cpu")
     assert r.exit_code == 0 and Path("i.pt").is_file(), r.output  # a pretrained name is its weights file
+
+
+def test_a_detector_changed_after_fit_refuses_to_score_until_refitted(tiny_models):
+    """DiffusionDetector scored on after set_params (score, n_points, seed, contamination)
+    against its old threshold, and took batch_size=0 to a raw range() error; CDMDetector's
+    fit_representation kept the first model after set_params(model=...) (fused scores of
+    -61,000); a CDMDetector that trained its own model ignored changed training settings."""
+    from sklearn.exceptions import NotFittedError
+
+    from oodkit.representation import represent
+
+    x = load_dataset("digits-0to4", "train").images[:80]
+    det = make_detector("itd", model=tiny_models["ddpm"], n_points=4, n_offset=40).fit(x)
+    assert det.n_features_in_ == 64
+    det.score_samples(x[:3])
+    for change in (dict(score="recon"), dict(n_points=5), dict(seed=1), dict(contamination=0.1)):
+        bad = make_detector("itd", model=tiny_models["ddpm"], n_points=4, n_offset=40).fit(x).set_params(**change)
+        with pytest.raises(NotFittedError, match=f"{next(iter(change))} changed since fit"):
+            bad.score_samples(x[:3])
+    with pytest.raises(ValueError, match="batch_size"):
+        det.set_params(batch_size=0).score_samples(x[:3])
+
+    m1, m2 = fixed_model(seed=0), fixed_model(seed=1)
+    det = CDMDetector(model=m1, score="loglik").fit(x)
+    det.set_params(model=m2).fit_representation(represent(m2, as_images(x), cache=None))
+    assert det.model_ is m2
+    np.testing.assert_array_equal(det.score_samples(x[:5]), CDMDetector(model=m2, score="loglik").fit(x)
+                                  .score_samples(x[:5]))
+    own = CDMDetector(model=None, score="loglik", net="tiny", steps=2, T=10).fit(x)
+    with pytest.raises(NotFittedError, match="steps changed since fit"):
+        own.set_params(steps=5).score_samples(x[:3])

@@ -79,6 +79,27 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             except ValueError as e:
                 raise ValueError(f"{type(self).__name__} parameter device {e}") from None
 
+    # the parameters a fitted detector answers for (subclasses name theirs): scoring after
+    # set_params changed one refuses until fit runs again
+    _FIXED_AT_FIT: tuple = ()
+
+    def _fixed_params(self) -> tuple:
+        return tuple(getattr(self, k) for k in self._FIXED_AT_FIT)
+
+    def _remember_fit(self) -> None:
+        self._fitted_for = self._fixed_params()
+
+    def _check_unchanged(self) -> None:
+        """Before scoring: the parameters are still valid, and those it was fitted under unchanged."""
+        self._check_params()
+        now = self._fixed_params()
+        fitted = getattr(self, "_fitted_for", now)
+        if fitted != now:
+            from sklearn.exceptions import NotFittedError
+
+            changed = [k for k, a, b in zip(self._FIXED_AT_FIT, fitted, now) if a != b]
+            raise NotFittedError(f"{', '.join(changed)} changed since fit (set_params); call fit again")
+
     def _model_images(self, X, model):
         """``X`` as the model's input, uint8 or float (N, C, H, W): converted by
         ``layout`` / ``value_range``, then brought through the alignment the detector was
@@ -199,6 +220,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self.calibration_scores_ = np.sort(np.asarray(state["calibration"], dtype=np.float64))
         self.align_px_ = state.get("align_px")
         self.arithmetic_ = state["arithmetic"]
+        self.n_features_in_ = int(np.prod(model.image_shape))
+        self._remember_fit()
         return self
 
     def _fitted_arrays(self) -> dict:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ..pretrained import load_model
@@ -227,7 +226,7 @@ class CDMDetector(BaseDetector):
         network scores its own training images too well. With too few of those, a warning
         says so; :meth:`calibrate` on held-out ID images gives the guarantee."""
         self._check_params()
-        self.model_ = self._load_model(X)
+        self.model_, self._model_of = self._load_model(X), self.model
         self.align_px_ = None  # fit reads X as given; a Flow records the alignment it fitted under
         x = self._model_images(X, self.model_)
         return self.fit_representation(self._pass(x, "forward (fit)"), seen=trained_on(self.model_, x))
@@ -237,10 +236,11 @@ class CDMDetector(BaseDetector):
         forward pass of this detector's model, shared by every detector on it).
         ``seen``: (N,) bool, the images the network was trained on (see :meth:`fit`)."""
         self._check_params()
-        if not hasattr(self, "model_"):
+        if not hasattr(self, "model_") or getattr(self, "_model_of", self.model) is not self.model:
             if self.model is None:
                 raise ValueError("fit_representation needs a model (model=...); fit(X) trains one")
             self.model_ = self._load_model(None)
+            self._model_of = self.model
         self.align_px_ = None  # the representation's images are as given; a Flow records its alignment after
         device_type = next(self.model_.parameters()).device.type
         wanted = arithmetic(self.precision, device_type)
@@ -253,7 +253,7 @@ class CDMDetector(BaseDetector):
                              "in-distribution images")
         self.scorer_ = self._make_scorer(self.model_).fit(rep)
         self.arithmetic_ = rep.precision
-        self._fitted_for = self._score_params()
+        self._remember_fit()
         train_scores = self.scorer_.train_score(rep) if hasattr(self.scorer_, "train_score") else self.scorer_.score(rep)
         self._set_offset_unseen(np.asarray(train_scores, dtype=np.float64), seen)
         self.n_features_in_ = int(np.prod(self.model_.image_shape))
@@ -280,18 +280,17 @@ class CDMDetector(BaseDetector):
         if dim is not None and dim != getattr(model.net, "feature_channels", dim):
             raise ValueError(f"was fitted on {dim} features and its model gives {model.net.feature_channels}: "
                              "refit it with `oodkit fit`")
-        self._fitted_for = self._score_params()
-        self.n_features_in_ = int(np.prod(model.image_shape))
 
     def prepare(self):
         """Load the model and make a score that fits no ID statistics ready to use without
         :meth:`fit` (no threshold then: ``predict`` needs fit or a detector file)."""
         self._check_params()
-        self.model_ = self._load_model(None)
+        self.model_, self._model_of = self._load_model(None), self.model
         scorer = self._make_scorer(self.model_)
         if hasattr(scorer, "get_state"):
             raise ValueError(f"the {self.score} score fits ID statistics: call fit with ID training images")
-        self.scorer_, self._fitted_for = scorer, self._score_params()
+        self.scorer_ = scorer
+        self._remember_fit()
         self.n_features_in_ = int(np.prod(self.model_.image_shape))
         return self
 
@@ -307,21 +306,15 @@ class CDMDetector(BaseDetector):
         return self.calibrate_scores(self.score_representation(self._pass(x, "forward (calibration)")), tpr,
                                      seen=trained_on(self.model_, x))
 
-    # what a fitted detector answers for: scoring after set_params changed one refuses
+    # the training settings count too: they made the model when model=None
     _FIXED_AT_FIT = ("score", "n_levels", "density", "n_neighbors", "n_components", "seed", "max_bank", "model",
-                     "device", "contamination", "precision")
-
-    def _score_params(self) -> tuple:
-        return tuple(getattr(self, k) for k in self._FIXED_AT_FIT)
+                     "device", "contamination", "precision", "net", "steps", "T", "schedule", "image_size")
 
     def score_representation(self, rep: Representation) -> np.ndarray:
         """Score a precomputed :class:`Representation` without running the network; an
         :class:`ArithmeticWarning` when it ran in another arithmetic than the fit's."""
         check_is_fitted(self, "scorer_")
-        fitted = getattr(self, "_fitted_for", self._score_params())
-        if fitted != self._score_params():
-            changed = [k for k, a, b in zip(self._FIXED_AT_FIT, fitted, self._score_params()) if a != b]
-            raise NotFittedError(f"{', '.join(changed)} changed since fit (set_params); call fit again")
+        self._check_unchanged()
         fitted_in = getattr(self, "arithmetic_", None)  # None: no statistics (prepare)
         if fitted_in is not None and rep.precision != fitted_in:
             warnings.warn(ArithmeticWarning(fitted_in, rep.precision), stacklevel=2)

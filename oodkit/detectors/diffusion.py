@@ -103,6 +103,8 @@ class DiffusionDetector(BaseDetector):
                              f"got a {m.kind} model")
         self.model_ = m
         self._cache = {}
+        self.n_features_in_ = int(np.prod(m.image_shape))
+        self._remember_fit()
         return self
 
     def fit(self, X, y=None):
@@ -115,6 +117,9 @@ class DiffusionDetector(BaseDetector):
             x = x[torch.from_numpy(keep)]
         self._set_offset(self.score_images(x))
         return self
+
+    _FIXED_AT_FIT = ("model", "score", "n_terms", "n_points", "recon_levels", "clip_denoised", "n_offset", "seed",
+                     "contamination", "device")
 
     def _restore(self, arrays: dict, model) -> None:
         self._cache = {}
@@ -130,6 +135,7 @@ class DiffusionDetector(BaseDetector):
         """:meth:`score_samples` of images already brought to the model's input (uint8 or
         float (N, C, H, W), aligned as the detector was fitted): what a Flow hands over."""
         check_is_fitted(self, "model_")
+        self._check_unchanged()
         # the parameters are part of the key: set_params after fit must not return stale scores
         key = (fingerprint(x), repr(sorted((k, v) for k, v in self.get_params().items() if k != "model")))
         if key not in self._cache:
