@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..pretrained import load_model
 from ..train_config import MAX_SEED
+from ..models.cdm import pad_rows
 from ..data.images import batches, fingerprint, to_float
 from ..distributed import shared_batches
 from ..itd import discrete_denoiser, itd_nll
@@ -146,9 +147,11 @@ class DiffusionDetector(BaseDetector):
     def _compute(self, x: torch.Tensor, shard: bool = True) -> np.ndarray:
         m = self.model_
         device = next(m.parameters()).device
+        def run(xb):  # short batches padded as the CDM pass pads them: the noise is shared by the rows
+            return self._score_batch(m, to_float(pad_rows(xb)).to(device))[: xb.shape[0]]
+
         with full_fp32():
-            out = shared_batches(lambda xb: self._score_batch(m, to_float(xb).to(device)),
-                                 list(batches(x, self.batch_size)), shard, self.progress, self.score)
+            out = shared_batches(run, list(batches(x, self.batch_size)), shard, self.progress, self.score)
         return torch.cat(out).numpy()
 
     def _score_batch(self, m, xb: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,14 @@ LOG_2PI = math.log(2 * math.pi)
 MIN_ROWS = 16
 
 
+def pad_rows(x: torch.Tensor) -> torch.Tensor:
+    """A batch of fewer than :data:`MIN_ROWS` rows padded to that many with copies of its
+    last row (rows are independent under GroupNorm, so no other row changes); callers
+    keep the first ``len(x)`` rows of the result."""
+    n = x.shape[0]
+    return torch.cat([x, x[-1:].expand(MIN_ROWS - n, *x.shape[1:])]) if 0 < n < MIN_ROWS else x
+
+
 def log_std_normal(x: torch.Tensor) -> torch.Tensor:
     """``log N(x; 0, I)`` per image in nats, float64 (B,)."""
     x = x.reshape(x.shape[0], -1).double()
@@ -227,9 +235,7 @@ class CDM(nn.Module):
         image's numbers do not depend on the batch it is in (no gradients kept)."""
         n = x.shape[0]
         with torch.no_grad():
-            # rows are independent (GroupNorm), so repeating the last one changes no other row
-            xp = torch.cat([x, x[-1:].expand(MIN_ROWS - n, *x.shape[1:])]) if 0 < n < MIN_ROWS else x
-            out = self.logits(xp, return_features=return_features)
+            out = self.logits(pad_rows(x), return_features=return_features)
         return (out[0][:n], out[1][:n]) if return_features else out[:n]
 
     @staticmethod
