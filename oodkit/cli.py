@@ -74,6 +74,9 @@ def _friendly(fn):
                 PermissionError, IsADirectoryError, NotADirectoryError) as e:
             if _debug() or (type(e) is ValueError and not _raised_here(e)):
                 raise  # a ValueError from inside a library is a bug to report, not a mistake of the user's
+            if isinstance(e, OSError) and e.strerror:  # the system's own: its path and words, not "[Errno 13] ..."
+                advice = " (check its permissions, or write elsewhere)" if isinstance(e, PermissionError) else ""
+                raise UserError(f"{e.filename or ''}{': ' if e.filename else ''}{e.strerror}{advice}") from None
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(msg) from None
         except OSError as e:  # a full disk, a read-only folder, a name too long: one line naming the path
@@ -356,7 +359,30 @@ PRECISION_HELP = ("fp32 (what reported bits/dim use), tf32 (CUDA only) or bf16 (
                   "benchmarks/results/precision/).")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineGroup(click.Group):
+    """Click's own refusals (a missing option, a value out of range, a --config problem)
+    as one ``Error:`` line naming the help to read, like every other user error."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else " (see `oodkit --help`)"
+            click.echo(f"Error: {e.format_message()}{where}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        # without standalone mode click returns an exit's status (--help, --version) or the command's value
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="oodkit")
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
 def main(debug):

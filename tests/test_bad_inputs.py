@@ -1,5 +1,5 @@
 """The mistakes an audit tried, table-driven: each must end in exit status 2 with exactly
-one 'Error: ...' line (click may print 'Usage:' / 'Try ...' before a usage error), no
+one 'Error: ...' line, no
 traceback, and a message that names the problem. """
 from __future__ import annotations
 
@@ -234,3 +234,19 @@ def test_split_from_a_config_file_is_refused_for_a_single_file_too(run, folder):
     (folder / "split.toml").write_text('split = "train"\n')
     r = run(SCORE[:3] + ["--data", "npz:id_test_reversed.npz", "--config", "split.toml"] + SCORE[5:])
     assert r.exit_code == 2 and "without splits" in r.output, r.output
+
+
+def test_a_usage_error_is_one_line_too(tmp_path, monkeypatch):
+    """Click's own refusals (a missing option, a value out of range, a --config problem)
+    printed four lines (Usage:, Try ..., a blank, Error:); the README promises one."""
+    monkeypatch.chdir(tmp_path)
+    for args in (["score"], ["train", "--data", "digits", "--steps", "0", "--out", "x.pt"],
+                 ["bench", "digits", "--bootstrap", "x"], ["score", "--nope"], ["nosuchcommand"]):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2, (args, r.output)
+        lines = [ln for ln in r.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and "--help" in lines[0], (args, r.output)
+    r = CliRunner().invoke(main, ["score", "--help"])
+    assert r.exit_code == 0 and "Usage:" in r.output
+    r = CliRunner().invoke(main, ["--version"])
+    assert r.exit_code == 0 and "oodkit" in r.output

@@ -857,3 +857,19 @@ def test_a_detector_changed_after_fit_refuses_to_score_until_refitted(tiny_model
     own = CDMDetector(model=None, score="loglik", net="tiny", steps=2, T=10).fit(x)
     with pytest.raises(NotFittedError, match="steps changed since fit"):
         own.set_params(steps=5).score_samples(x[:3])
+
+
+def test_system_errors_read_as_a_path_and_words(run, monkeypatch):
+    """A PermissionError reached the user as "[Errno 1] Operation not permitted: 'imm/x.pt'";
+    flattened images (sklearn's load_digits().data) were told to add a batch axis."""
+    import oodkit.cli as cli
+    from oodkit.data import ImageInputError
+
+    def denied(value):
+        raise PermissionError(13, "Permission denied", "imm/x.pt")
+
+    monkeypatch.setattr(cli, "_device", denied)
+    _one_line_error(run("score", "--model", "digits-0to4", "--data", "digits-5to9", "--out", "s.csv"),
+                    "imm/x.pt: Permission denied (check its permissions, or write elsewhere)")
+    with pytest.raises(ImageInputError, match=r"x.reshape\(30, 8, 8\)"):
+        as_images(np.zeros((30, 64), np.uint8))

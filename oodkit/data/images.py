@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import warnings
 
 import numpy as np
@@ -194,8 +195,12 @@ def _tensor(X, name: str):
 def _nchw(x: torch.Tensor, layout, is_tensor: bool, name: str) -> torch.Tensor:
     """(N, C, H, W) with C in 1 or 3, by the layout rules of :func:`as_images`."""
     if x.ndim == 2:
+        n, d = x.shape
+        side = math.isqrt(d)
+        flat = (f", or {n} flattened images: x.reshape({n}, {side}, {side})" if side > 1 and side * side == d else
+                f", or {n} flattened images: reshape them to (N, H, W) or (N, H, W, C)")
         raise ImageInputError(
-            f"{name}: got shape {tuple(x.shape)}, one image without a batch axis; pass x[None] "
+            f"{name}: got shape {tuple(x.shape)}: one image without a batch axis (pass x[None]){flat} "
             "(images are (N, H, W), (N, C, H, W) or (N, H, W, C))"
         )
     if x.ndim == 3:
