@@ -1,6 +1,5 @@
 """The mistakes an audit tried, table-driven: each must end in exit status 2 with exactly
-one 'Error: ...' line, no
-traceback, and a message that names the problem. """
+one 'Error: ...' line, no traceback, and a message that names the problem."""
 from __future__ import annotations
 
 import os
