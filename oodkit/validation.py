@@ -103,6 +103,19 @@ class Device:
 
 
 @dataclass(frozen=True)
+class PathLike:
+    """None or a file path (str or os.PathLike)."""
+
+    def ok(self, v):
+        import os
+
+        return v is None or (isinstance(v, (str, os.PathLike)) and str(v) != "")
+
+    def __str__(self):
+        return "None or a file path"
+
+
+@dataclass(frozen=True)
 class Any:
     def ok(self, v):
         return True

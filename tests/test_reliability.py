@@ -873,3 +873,20 @@ def test_system_errors_read_as_a_path_and_words(run, monkeypatch):
                     "imm/x.pt: Permission denied (check its permissions, or write elsewhere)")
     with pytest.raises(ImageInputError, match=r"x.reshape\(30, 8, 8\)"):
         as_images(np.zeros((30, 64), np.uint8))
+
+
+def test_a_detector_that_trains_its_model_writes_it_only_where_it_may(tmp_path):
+    """model_out replaced any file (a text file became a checkpoint) and model_out=5 gave a
+    raw TypeError."""
+    x = load_dataset("digits-0to4", "train").images[:64]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(ValueError, match="not an oodkit checkpoint"):
+        CDMDetector(model=None, score="loglik", net="tiny", steps=1, T=10, model_out=notes).fit(x)
+    assert notes.read_text() == "mine"
+    with pytest.raises(ValueError, match="model_out must be None or a file path"):
+        CDMDetector(model=None, score="loglik", net="tiny", steps=1, T=10, model_out=5).fit(x)
+    out = tmp_path / "m.pt"
+    for _ in range(2):  # a model of an earlier fit is replaced
+        CDMDetector(model=None, score="loglik", net="tiny", steps=1, T=10, model_out=out).fit(x)
+    assert out.is_file()

@@ -15,7 +15,7 @@ from ..models import has_class_head, has_rotation_head
 from ..nn.unet import IMAGE_SIZES
 from ..representation import PRECISIONS, Representation, arithmetic, represent
 from ..training import TrainConfig, fit_model
-from ..validation import Any, Bool, Choice, Device, Int, Pair, Real
+from ..validation import Any, Bool, Choice, Device, Int, Pair, PathLike, Real
 from .base import ArithmeticWarning, BaseDetector, on_device
 from .scores import MAX_BANK, SCORERS, Complexity, FeatureGauss, FeatureKNN, Fused, Profile, Upright, profile_levels
 
@@ -101,7 +101,7 @@ class CDMDetector(BaseDetector):
         "n_neighbors": Int(1, 100_000), "n_components": Int(1, 100_000),
         "max_bank": Int(2, none=True), "resize": Bool(),
         "layout": Choice(("nhwc", "nchw"), none=True), "value_range": Pair(), "contamination": Real(0, 0.5, True),
-        "device": Device(), "seed": Int(0, MAX_SEED), "progress": Bool(), "model_out": Any(),
+        "device": Device(), "seed": Int(0, MAX_SEED), "progress": Bool(), "model_out": PathLike(),
         "precision": Choice(tuple(PRECISIONS)),
     }
 
@@ -138,6 +138,14 @@ class CDMDetector(BaseDetector):
             x = as_images(X, layout=self.layout, value_range=self.value_range)
             if self.image_size is not None:
                 x = conform(x, self.image_size, x.shape[1])
+            if self.model_out is not None and Path(self.model_out).exists():
+                from ..checkpoint import CheckpointError, load_checkpoint
+
+                try:  # a model of an earlier fit may be replaced; another file may not
+                    load_checkpoint(self.model_out)
+                except CheckpointError as e:
+                    raise ValueError(f"model_out {self.model_out} exists and is not an oodkit checkpoint ({e}): "
+                                     "give another path") from None
             cfg = TrainConfig(steps=self.steps, batch_size=min(64, self.batch_size), seed=self.seed)
             return fit_model(x, net=self.net, T=self.T, schedule=self.schedule, config=cfg, out=self.model_out,
                              device=self.device, progress=self.progress)
