@@ -857,6 +857,23 @@ def test_a_detector_changed_after_fit_refuses_to_score_until_refitted(tiny_model
     own = CDMDetector(model=None, score="loglik", net="tiny", steps=2, T=10).fit(x)
     with pytest.raises(NotFittedError, match="steps changed since fit"):
         own.set_params(steps=5).score_samples(x[:3])
+    given = CDMDetector(model=m1, score="loglik").fit(x)
+    given.set_params(steps=5, net="paper").score_samples(x[:3])  # training settings mean nothing beside a model
+    # the same through a detector file, and values that are equal in another spelling
+    import tempfile
+
+    from oodkit import load_detector
+
+    with tempfile.TemporaryDirectory() as d:
+        save_checkpoint(Path(d) / "m1.pt", m1)
+        CDMDetector(model=str(Path(d) / "m1.pt"), score="loglik").fit(x).save(Path(d) / "det.npz")
+        loaded = load_detector(Path(d) / "det.npz")
+        loaded.set_params(model=m2).fit_representation(represent(m2, as_images(x), cache=None))
+        assert loaded.model_ is m2
+        CDMDetector(model=Path(d) / "m1.pt", score="loglik").fit(x).set_params(
+            model=str(Path(d) / "m1.pt")).score_samples(x[:3])
+    recon = make_detector("recon", model=tiny_models["ddpm"], recon_levels=[5, 10], n_offset=40).fit(x)
+    recon.set_params(recon_levels=(5, 10)).score_samples(x[:3])
 
 
 def test_system_errors_read_as_a_path_and_words(run, monkeypatch):

@@ -26,6 +26,18 @@ class ArithmeticWarning(UserWarning):
         self.fitted, self.scored = fitted, scored
 
 
+def _comparable(v):
+    """A parameter value as compared for "changed since fit": a list is its tuple, a path
+    its string (a model object stays itself: the same object or not)."""
+    import os
+
+    if isinstance(v, list):
+        return tuple(v)
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    return v
+
+
 def on_device(model, device):
     """The user's model where it is, or a copy on ``device`` when one is asked for: a
     detector never moves a model it was given."""
@@ -83,8 +95,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     # set_params changed one refuses until fit runs again
     _FIXED_AT_FIT: tuple = ()
 
-    def _fixed_params(self) -> tuple:
-        return tuple(getattr(self, k) for k in self._FIXED_AT_FIT)
+    def _fixed_params(self) -> dict:
+        return {k: _comparable(getattr(self, k)) for k in self._FIXED_AT_FIT}
 
     def _remember_fit(self) -> None:
         self._fitted_for = self._fixed_params()
@@ -94,11 +106,22 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         self._check_params()
         now = self._fixed_params()
         fitted = getattr(self, "_fitted_for", now)
-        if fitted != now:
+        if isinstance(fitted, tuple):  # pickled before the record was keyed: the names it had, in order
+            fitted = dict(zip(self._FIXED_AT_FIT, fitted))
+        changed = [k for k in now if k in fitted and _comparable(fitted[k]) != now[k]]
+        if changed:
             from sklearn.exceptions import NotFittedError
 
-            changed = [k for k, a, b in zip(self._FIXED_AT_FIT, fitted, now) if a != b]
             raise NotFittedError(f"{', '.join(changed)} changed since fit (set_params); call fit again")
+
+    def _bind_model(self, model) -> None:
+        """``model_`` is ``model``, loaded for the ``model`` parameter as it is now (what a
+        later fit compares to know whether to load it again)."""
+        self.model_, self._model_of = model, self.model
+
+    def _model_is_current(self) -> bool:
+        return hasattr(self, "model_") and _comparable(getattr(self, "_model_of", self.model)) == \
+            _comparable(self.model)
 
     def _model_images(self, X, model):
         """``X`` as the model's input, uint8 or float (N, C, H, W): converted by
@@ -213,7 +236,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             self._check_params()
         except ValueError as err:
             raise ValueError(f": {err}") from None
-        self.model_ = model
+        self._bind_model(model)
         self._restore(state.get("arrays", {}), model)
         self.offset_ = float(state["offset"])
         self.threshold_source_ = state.get("threshold_source", "")

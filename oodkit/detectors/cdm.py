@@ -234,7 +234,7 @@ class CDMDetector(BaseDetector):
         network scores its own training images too well. With too few of those, a warning
         says so; :meth:`calibrate` on held-out ID images gives the guarantee."""
         self._check_params()
-        self.model_, self._model_of = self._load_model(X), self.model
+        self._bind_model(self._load_model(X))
         self.align_px_ = None  # fit reads X as given; a Flow records the alignment it fitted under
         x = self._model_images(X, self.model_)
         return self.fit_representation(self._pass(x, "forward (fit)"), seen=trained_on(self.model_, x))
@@ -244,11 +244,10 @@ class CDMDetector(BaseDetector):
         forward pass of this detector's model, shared by every detector on it).
         ``seen``: (N,) bool, the images the network was trained on (see :meth:`fit`)."""
         self._check_params()
-        if not hasattr(self, "model_") or getattr(self, "_model_of", self.model) is not self.model:
+        if not self._model_is_current():
             if self.model is None:
                 raise ValueError("fit_representation needs a model (model=...); fit(X) trains one")
-            self.model_ = self._load_model(None)
-            self._model_of = self.model
+            self._bind_model(self._load_model(None))
         self.align_px_ = None  # the representation's images are as given; a Flow records its alignment after
         device_type = next(self.model_.parameters()).device.type
         wanted = arithmetic(self.precision, device_type)
@@ -293,7 +292,7 @@ class CDMDetector(BaseDetector):
         """Load the model and make a score that fits no ID statistics ready to use without
         :meth:`fit` (no threshold then: ``predict`` needs fit or a detector file)."""
         self._check_params()
-        self.model_, self._model_of = self._load_model(None), self.model
+        self._bind_model(self._load_model(None))
         scorer = self._make_scorer(self.model_)
         if hasattr(scorer, "get_state"):
             raise ValueError(f"the {self.score} score fits ID statistics: call fit with ID training images")
@@ -314,9 +313,14 @@ class CDMDetector(BaseDetector):
         return self.calibrate_scores(self.score_representation(self._pass(x, "forward (calibration)")), tpr,
                                      seen=trained_on(self.model_, x))
 
-    # the training settings count too: they made the model when model=None
     _FIXED_AT_FIT = ("score", "n_levels", "density", "n_neighbors", "n_components", "seed", "max_bank", "model",
-                     "device", "contamination", "precision", "net", "steps", "T", "schedule", "image_size")
+                     "device", "contamination", "precision")
+    # what made the model when the detector trained its own (model=None); nothing otherwise
+    _TRAINING = ("net", "steps", "T", "schedule", "image_size", "batch_size")
+
+    def _fixed_params(self) -> dict:
+        fixed = super()._fixed_params()
+        return fixed if self.model is not None else {**fixed, **{k: getattr(self, k) for k in self._TRAINING}}
 
     def score_representation(self, rep: Representation) -> np.ndarray:
         """Score a precomputed :class:`Representation` without running the network; an

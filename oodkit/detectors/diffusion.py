@@ -102,7 +102,7 @@ class DiffusionDetector(BaseDetector):
         if m.kind not in kinds:
             raise ValueError(f"the {self.score} score needs a {' or '.join(kinds)} model, "
                              f"got a {m.kind} model")
-        self.model_ = m
+        self._bind_model(m)
         self._cache = {}
         self.n_features_in_ = int(np.prod(m.image_shape))
         self._remember_fit()
