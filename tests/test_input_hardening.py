@@ -316,3 +316,8 @@ def test_floats_on_the_8_bit_levels_score_as_the_pixels_they_are():
         np.testing.assert_array_equal(det.score_samples(x), want)
     off = (f32 / 127.5 - 1) * 0.999  # not on the levels: kept as floats
     assert as_images(off).dtype == torch.float32
+    model = det.model_  # the model's own methods, given a float tensor or an array of the same floats
+    t = torch.from_numpy(f32 / 127.5 - 1).permute(0, 3, 1, 2).contiguous()
+    want = model.log_prob(px)
+    for x in (t, t.numpy(), torch.from_numpy(f32).permute(0, 3, 1, 2) * (2 / 255) - 1):
+        assert torch.equal(model.log_prob(x), want)

@@ -226,7 +226,7 @@ def _pixels(x: torch.Tensor, value_range, name: str) -> torch.Tensor:
     if x.is_floating_point():
         # checked in the input's own precision: float64 beyond float32's range is not "inf"
         x = _floats(x if x.dtype == torch.float64 else x.float(), value_range, name)
-        pixels = _on_levels(x)
+        pixels = on_levels(x)
         return pixels if pixels is not None else x.float().contiguous()
     if value_range not in (None, (0.0, 255.0)):
         raise ImageInputError(
@@ -250,7 +250,7 @@ def _pixels(x: torch.Tensor, value_range, name: str) -> torch.Tensor:
 LEVEL_TOLERANCE = 1e-5
 
 
-def _on_levels(x: torch.Tensor, chunk: int = 1 << 22):
+def on_levels(x: torch.Tensor, chunk: int = 1 << 22):
     """uint8 pixels when every value of float ``x`` in [-1, 1] lies on one of the 256
     levels ``2k/255 - 1`` (images converted from 8-bit pixels, by whichever formula), so
     that they score exactly as the pixels do; else None."""

@@ -199,14 +199,17 @@ class CDM(nn.Module):
         :func:`oodkit.as_images`; uint8 pixels, arrays and any layout it reads ((N, H, W, C)
         included), and floats of a declared ``value_range``, become float in [-1, 1] on
         the model's device."""
-        from ..data.images import as_images, check_float_images, to_float
+        from ..data.images import as_images, check_float_images, on_levels, to_float
 
         if value_range is not None:
             return to_float(as_images(x, value_range=value_range)).to(next(self.parameters()).device)
         if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim == 4:
             # a model trained on images takes them in [-1, 1]; one built in code may model any
             # finite data (the analytic Gaussian of the exactness tests)
-            return check_float_images(x, pixels=bool(getattr(self, "data_info", None)))
+            pixels = bool(getattr(self, "data_info", None))
+            x = check_float_images(x, pixels=pixels)
+            levels = on_levels(x) if pixels else None  # images from 8-bit pixels: exactly those pixels
+            return x if levels is None else to_float(levels)
 
         return to_float(as_images(x)).to(next(self.parameters()).device)
 
