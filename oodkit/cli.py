@@ -359,27 +359,33 @@ PRECISION_HELP = ("fp32 (what reported bits/dim use), tf32 (CUDA only) or bf16 (
                   "benchmarks/results/precision/).")
 
 
-class _OneLineGroup(click.Group):
+@contextlib.contextmanager
+def _one_line_usage(path: str):
     """Click's own refusals (a missing option, a value out of range, a --config problem)
-    as one ``Error:`` line naming the help to read, like every other user error."""
+    as one ``Error:`` line naming the help to read, like every other user error (click
+    prints Usage, Try, a blank and Error). ``path``: the command named when the refusal
+    carries none."""
+    try:
+        yield
+    except getattr(click.exceptions, "NoArgsIsHelpError", ()):  # click 8.2 on; before, no error at all
+        raise  # `oodkit` alone: the help
+    except click.UsageError as e:
+        path = e.ctx.command_path if e.ctx is not None else path
+        raise UserError(f"{e.format_message()} (see `{path} --help`)") from None
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.UsageError as e:
-            where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else " (see `oodkit --help`)"
-            click.echo(f"Error: {e.format_message()}{where}", err=True)
-            sys.exit(e.exit_code)
-        except click.ClickException as e:
-            e.show()
-            sys.exit(e.exit_code)
-        except click.Abort:
-            click.echo("Aborted!", err=True)
-            sys.exit(1)
-        # without standalone mode click returns an exit's status (--help, --version) or the command's value
-        sys.exit(rv if isinstance(rv, int) else 0)
+
+class _OneLineGroup(click.Group):
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _one_line_usage(info_name or "oodkit"):
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx):
+        # the subcommand about to run, named before click takes its words off the context
+        held = vars(ctx).get("_protected_args", vars(ctx).get("protected_args", []))  # click 8.2 / 8.1
+        words = [*held, *ctx.args]
+        sub = next((w for w in words if w in self.commands), None)
+        with _one_line_usage(f"{ctx.command_path} {sub}" if sub else ctx.command_path):
+            return super().invoke(ctx)
 
 
 @click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})

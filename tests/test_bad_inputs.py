@@ -239,12 +239,16 @@ def test_a_usage_error_is_one_line_too(tmp_path, monkeypatch):
     """Click's own refusals (a missing option, a value out of range, a --config problem)
     printed four lines (Usage:, Try ..., a blank, Error:); the README promises one."""
     monkeypatch.chdir(tmp_path)
-    for args in (["score"], ["train", "--data", "digits", "--steps", "0", "--out", "x.pt"],
-                 ["bench", "digits", "--bootstrap", "x"], ["score", "--nope"], ["nosuchcommand"]):
-        r = CliRunner().invoke(main, args)
+    for args, path in ((["score"], "score"), (["train", "--data", "digits", "--steps", "0", "--out", "x.pt"], "train"),
+                       (["bench", "digits", "--bootstrap", "x"], "bench"), (["score", "--nope"], "score"),
+                       (["score", "--data"], "score"), (["nosuchcommand"], None), (["--bogus"], None)):
+        r = CliRunner().invoke(main, args, prog_name="oodkit")
         assert r.exit_code == 2, (args, r.output)
         lines = [ln for ln in r.output.splitlines() if ln.strip()]
-        assert len(lines) == 1 and lines[0].startswith("Error: ") and "--help" in lines[0], (args, r.output)
+        assert len(lines) == 1 and lines[0].startswith("Error: "), (args, r.output)
+        assert lines[0].endswith(f"(see `oodkit {path} --help`)" if path else "(see `oodkit --help`)"), r.output
+    r = CliRunner().invoke(main, [], prog_name="oodkit")  # the command alone: its help
+    assert "Usage: oodkit" in r.output and "Error" not in r.output
     r = CliRunner().invoke(main, ["score", "--help"])
     assert r.exit_code == 0 and "Usage:" in r.output
     r = CliRunner().invoke(main, ["--version"])
