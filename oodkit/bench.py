@@ -234,7 +234,7 @@ def check_model_request(model, net=None, steps=None, T=None, image_size=None) ->
         raise ValueError(f"--model {model!r} names no checkpoint")
     seen = {}
     for p in paths:  # one model twice would be loaded, passed over the images and reported twice
-        key = os.path.normpath(os.path.expanduser(p))
+        key = os.path.realpath(os.path.expanduser(p))  # a file named two ways is one file
         if key in seen:
             raise ValueError(f"--model: {p!r} named twice ({seen[key]!r})")
         seen[key] = p

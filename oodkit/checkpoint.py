@@ -26,7 +26,7 @@ from .atomic import atomic_write
 from .schedules import NoiseSchedule
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "load_initial_weights", "build_model", "CheckpointError",
-           "file_sha256"]
+           "file_sha256", "check_replaceable"]
 
 FORMAT = "oodkit"
 FORMAT_VERSION = 1
@@ -74,6 +74,21 @@ def save_checkpoint(path, model, ema_state_dict=None, train_state=None, data=Non
     buf = io.BytesIO()  # serialised in memory: a full disk then fails as an OSError of the write, not in torch
     torch.save(ckpt, buf)
     return atomic_write(path, buf.getvalue())
+
+
+def check_replaceable(path) -> None:
+    """Refuse to write a checkpoint over a file that is not one (a run's output may replace
+    an earlier checkpoint, of any version, never a file of the user's)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        with zipfile.ZipFile(path) as z:  # what torch.save writes: a zip holding a pickle of tensors
+            written_by_torch = any(n.endswith("/data.pkl") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError, IsADirectoryError):
+        written_by_torch = False
+    if not written_by_torch:
+        raise CheckpointError(f"{path} exists and is not a checkpoint: remove it or write elsewhere")
 
 
 def _is_npz(path) -> bool:

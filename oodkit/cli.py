@@ -75,7 +75,7 @@ def _friendly(fn):
             if _debug() or (type(e) is ValueError and not _raised_here(e)):
                 raise  # a ValueError from inside a library is a bug to report, not a mistake of the user's
             if isinstance(e, OSError) and e.strerror:  # the system's own: its path and words, not "[Errno 13] ..."
-                advice = " (check its permissions, or write elsewhere)" if isinstance(e, PermissionError) else ""
+                advice = " (check its permissions)" if isinstance(e, PermissionError) else ""
                 raise UserError(f"{e.filename or ''}{': ' if e.filename else ''}{e.strerror}{advice}") from None
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(msg) from None
@@ -520,14 +520,10 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
             raise UserError(f"--init: no checkpoint at {init} (give a checkpoint path or a pretrained name, see "
                             "`oodkit models`)")
     _not_an_input(out, "--out", ("--init checkpoint", init), ("--data file", data_spec))
-    if out.exists() and overwrite:
-        from .checkpoint import CheckpointError, load_checkpoint
+    if overwrite:
+        from .checkpoint import check_replaceable
 
-        try:
-            load_checkpoint(out)
-        except CheckpointError as e:  # --overwrite replaces a checkpoint, not whatever file has its name
-            raise UserError(f"--overwrite: {out} is not an oodkit checkpoint ({e}); remove it or give another "
-                            "--out") from None
+        check_replaceable(out)  # before the data is read; fit_model checks again
     device = _device(device)
     ds = load_dataset(data_spec, "train", root=data_root, download=download, holdout=True)
     x = ds.tensor()

@@ -199,16 +199,26 @@ def _join(parts: Path, n: int, out: Path, fdr: float | None) -> list:
 
 
 def _with_flags(frames, flagged: dict, columns: list):
+    """The parts with their ``_flagged`` columns; ``columns`` becomes the columns written."""
     start = 0
-    for frame in frames:
+    for frame in _same_columns(frames):
         for col, mask in flagged.items():
             frame[col.removesuffix("_pvalue") + "_flagged"] = np.where(mask[start : start + len(frame)], "True",
                                                                          "False")
         start += len(frame)
-        if columns and list(frame.columns) != columns:  # a row under another part's header would be a wrong answer
-            raise ValueError(f"the scored chunks have different columns ({', '.join(columns)} against "
-                             f"{', '.join(frame.columns)}): the data's parts differ in what they hold")
         columns[:] = list(frame.columns)
+        yield frame
+
+
+def _same_columns(frames):
+    """The parts, refused at the first whose columns differ from the first part's: a row
+    under another part's header would be a wrong answer."""
+    first = None
+    for frame in frames:
+        first = list(frame.columns) if first is None else first
+        if list(frame.columns) != first:
+            raise ValueError(f"the scored chunks have different columns ({', '.join(first)} against "
+                             f"{', '.join(frame.columns)}): the data's parts differ in what they hold")
         yield frame
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .distributed import maybe_init, rank_world
 from .train_config import TrainConfig
-from .checkpoint import CheckpointError, build_model, check_same_model, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, build_model, check_replaceable, check_same_model, load_checkpoint, save_checkpoint
 from .data.images import image_hashes, to_float
 from .devices import default_device
 from .schedules import NoiseSchedule
@@ -292,7 +292,9 @@ def train(
     labels = _checked_labels(model, images, labels, cfg, world)
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    out = Path(out) if out is not None else None
+    out = Path(out).expanduser() if out is not None else None
+    if out is not None and not resume:
+        check_replaceable(out)
     objective, ema, start, info = _start(model, opt, images, cfg, out, resume, data_info, device, world)
     use_amp = cfg.amp and bf16_supported(device)
     local = cfg.batch_size // world

@@ -332,7 +332,8 @@ def test_a_ddpm_refuses_a_net_that_ignores_the_noise_level():
 @pytest.mark.parametrize("name,kind", [("itd@cdm", "cdm"), ("recon", "ddpm"), ("elbo", "ddpm")])
 def test_diffusion_scores_do_not_depend_on_the_batch_size(tiny_models, name, kind):
     """itd@cdm moved by 6.6e-5 between batch 7 and batch 64: the diffusion detectors did not
-    pad short batches the way the CDM pass does, and convolutions pick their kernels by rows."""
+    pad short batches the way the CDM pass does, and convolutions pick their kernels by rows. On a CPU whose kernels
+    do not change with the batch size the old code passed as well."""
     from oodkit.data import load_dataset
     from oodkit.detectors import make_detector
 

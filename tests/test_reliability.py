@@ -672,6 +672,8 @@ def test_one_thing_named_two_ways(run):
         check_model_request("digits-0to4, digits-0to4")
     with pytest.raises(ValueError, match="named twice"):
         check_model_request(["a.pt", "./a.pt"])
+    with pytest.raises(ValueError, match="named twice"):
+        check_model_request(["a.pt", str(Path("a.pt").resolve())])
 
 
 def test_loaders_that_reorder_or_batch_grey_images_are_read_as_given():
@@ -821,7 +823,7 @@ def test_what_audit_6_found_in_train_and_config_files(run, tmp_path):
     Path("shared.toml").write_text('model = "digits-0to4"\n')
     _one_line_error(run(*train, "--config", "shared.toml"), "unknown setting 'model' for `oodkit train`")
     Path("notes.txt").write_text("my notes")
-    _one_line_error(run(*train[:-5], "--out", "notes.txt", "--overwrite"), "not an oodkit checkpoint")
+    _one_line_error(run(*train[:-5], "--out", "notes.txt", "--overwrite"), "exists and is not a checkpoint")
     assert Path("notes.txt").read_text() == "my notes"
     _one_line_error(run(*train[:-5], "--init", "no-such-model", "--out", "i.pt"), "pretrained name")
     r = run(*train[:-5], "--init", "digits-0to4", "--out", "i.pt", "--quiet", "--device", "cpu")
@@ -887,7 +889,7 @@ def test_system_errors_read_as_a_path_and_words(run, monkeypatch):
 
     monkeypatch.setattr(cli, "_device", denied)
     _one_line_error(run("score", "--model", "digits-0to4", "--data", "digits-5to9", "--out", "s.csv"),
-                    "imm/x.pt: Permission denied (check its permissions, or write elsewhere)")
+                    "imm/x.pt: Permission denied (check its permissions)")
     with pytest.raises(ImageInputError, match=r"x.reshape\(30, 8, 8\)"):
         as_images(np.zeros((30, 64), np.uint8))
 
@@ -898,8 +900,12 @@ def test_a_detector_that_trains_its_model_writes_it_only_where_it_may(tmp_path):
     x = load_dataset("digits-0to4", "train").images[:64]
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
-    with pytest.raises(ValueError, match="not an oodkit checkpoint"):
+    with pytest.raises(ValueError, match="exists and is not a checkpoint"):
         CDMDetector(model=None, score="loglik", net="tiny", steps=1, T=10, model_out=notes).fit(x)
+    with pytest.raises(ValueError, match="exists and is not a checkpoint"):  # the library's own training too
+        from oodkit import fit_model
+
+        fit_model(as_images(x), net="tiny", T=10, out=notes)
     assert notes.read_text() == "mine"
     with pytest.raises(ValueError, match="model_out must be None or a file path"):
         CDMDetector(model=None, score="loglik", net="tiny", steps=1, T=10, model_out=5).fit(x)

@@ -132,7 +132,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         c, h, w = model.image_shape
         align_px = getattr(self, "align_px_", None)
         if align_px is not None:
-            return conform(x, h, c, ref_size=align_px)
+            from ..pipeline import align  # the flow's one alignment (it imports the detectors)
+
+            return align(x, model, align_px)
         if tuple(x.shape[1:]) != (c, h, w):
             if not self.resize:
                 raise ImageInputError(f"images are {tuple(x.shape[1:])} (C, H, W) but the model takes {(c, h, w)}; "

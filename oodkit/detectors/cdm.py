@@ -138,14 +138,6 @@ class CDMDetector(BaseDetector):
             x = as_images(X, layout=self.layout, value_range=self.value_range)
             if self.image_size is not None:
                 x = conform(x, self.image_size, x.shape[1])
-            if self.model_out is not None and Path(self.model_out).exists():
-                from ..checkpoint import CheckpointError, load_checkpoint
-
-                try:  # a model of an earlier fit may be replaced; another file may not
-                    load_checkpoint(self.model_out)
-                except CheckpointError as e:
-                    raise ValueError(f"model_out {self.model_out} exists and is not an oodkit checkpoint ({e}): "
-                                     "give another path") from None
             cfg = TrainConfig(steps=self.steps, batch_size=min(64, self.batch_size), seed=self.seed)
             return fit_model(x, net=self.net, T=self.T, schedule=self.schedule, config=cfg, out=self.model_out,
                              device=self.device, progress=self.progress)
