@@ -467,3 +467,42 @@ def test_npz_shards_of_two_image_sizes_are_refused_before_scoring(tmp_path, dete
     r = CliRunner().invoke(main, ["score", "--detector", str(detector_file), "--data", f"npz:{d}", "--out",
                                   str(tmp_path / "s.csv"), "--quiet"])
     assert r.exit_code == 2 and "differ in image size" in r.output and not (tmp_path / "s.csv").exists(), r.output
+
+
+def test_tar_members_that_would_score_another_image_are_refused(tmp_path, monkeypatch):
+    """A link member named like an image made its row score the image it points to (and a
+    name given twice read the last member); a .cls without an image was dropped; a small
+    compressed member could expand to gigabytes before a decoder saw it; a .cls of 23
+    digits became -2**63."""
+    import oodkit.data.shards as shards
+
+    a = RNG.integers(0, 256, (3, 8, 8), dtype=np.uint8)
+
+    def shard(name, extra):
+        with tarfile.open(tmp_path / name, "w") as t:
+            for i in range(2):
+                info = tarfile.TarInfo(f"{i:04d}.png")
+                data = _png_bytes(a[i])
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+            for info, data in extra:
+                t.addfile(info, io.BytesIO(data) if data is not None else None)
+        return f"tar:{tmp_path / name}"
+
+    def member(name, data=None, kind=tarfile.REGTYPE, link=""):
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, link
+        info.size = len(data) if data is not None else 0
+        return info, data
+
+    cases = [(member("0000.png", kind=tarfile.SYMTYPE, link="0001.png"), "is a link"),
+             (member("0001.png", kind=tarfile.LNKTYPE, link="0000.png"), "is a link"),
+             (member("0001.png", _png_bytes(a[2])), "appears twice"),
+             (member("0009.cls", b"3"), "has a label (0009.cls) and no image"),
+             ([member("0000.cls", b"1"), member("0001.cls", b"99999999999999999999999")], "fit in 64 bits")]
+    for i, (extra, words) in enumerate(cases):
+        with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            read_tar(shard(f"c{i}.tar", extra if isinstance(extra, list) else [extra])[4:])
+    monkeypatch.setitem(shards.MAX_MEMBER_BYTES, "image", 50)
+    with pytest.raises(ValueError, match="more than a sample's 50"):
+        plan_chunks(shard("big.tar", []))

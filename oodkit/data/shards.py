@@ -129,10 +129,12 @@ def _tar_files(path: Path) -> list:
 
 def _samples(path: Path) -> list:
     """The samples of one tar shard in archive order: ``(key, image member, cls member
-    or None)``."""
+    or None)``, members as ``TarInfo``. Links, a member named twice, a label without an
+    image and a member too large for a sample are refused."""
     try:
         with tarfile.open(path) as t:
-            members = [m for m in t.getmembers() if m.isfile()]
+            every = t.getmembers()
+            members = [m for m in every if m.isfile()]
             # tarfile ends its listing quietly at a cut: a whole archive ends in zero blocks
             t.fileobj.seek(t.offset)
             end = t.fileobj.read(tarfile.BLOCKSIZE)
@@ -145,41 +147,66 @@ def _samples(path: Path) -> list:
         after = f"after member {members[-1].name!r}" if members else "at its start"
         raise ValueError(f"{path} is truncated: it stops {after} without the end-of-archive blocks; copy it again")
     groups: dict = {}
-    for m in members:
+    for m in every:
         base = m.name.rsplit("/", 1)[-1]
-        if base.startswith("."):
+        if base.startswith(".") or not _sample_part(m.name):
             continue
+        if not m.isfile():  # a link would make a row score another member's image
+            raise ValueError(f"{path}: member {m.name!r} is a {'link' if m.issym() or m.islnk() else 'special file'}; "
+                             "samples must be regular files (tar them with --dereference)")
+        if m.size > MAX_MEMBER_BYTES[_sample_part(m.name)]:
+            raise ValueError(f"{path}: member {m.name!r} holds {m.size:,} bytes, more than a sample's "
+                             f"{MAX_MEMBER_BYTES[_sample_part(m.name)]:,}")
         key = m.name[: len(m.name) - len(base)] + base.split(".", 1)[0]
         groups.setdefault(key, []).append(m)
     out = []
     for key, ms in groups.items():
-        images = [m for m in ms if Path(m.name).suffix.lower() in IMAGE_EXTS]
+        names = [m.name for m in ms]
+        if len(set(names)) < len(names):  # reading by name would give the last one
+            raise ValueError(f"{path}: member {next(n for n in names if names.count(n) > 1)!r} appears twice")
+        images = [m for m in ms if _sample_part(m.name) == "image"]
         if len(images) > 1:
             raise ValueError(f"{path}: sample {key!r} has {len(images)} images ({', '.join(m.name for m in images)}); "
                              "one per key")
-        cls = next((m for m in ms if m.name.endswith(".cls")), None)
-        if images:
-            out.append((key, images[0].name, None if cls is None else cls.name))
+        cls = [m for m in ms if _sample_part(m.name) == "cls"]
+        if not images:
+            raise ValueError(f"{path}: sample {key!r} has a label ({cls[0].name}) and no image")
+        out.append((key, images[0], cls[0] if cls else None))
     if not out:
         raise DataNotFound(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in {path}")
     return out
 
 
+# the members of a sample, by suffix, and the most bytes one may hold (a compressed shard
+# could otherwise expand a small file into gigabytes before an image decoder sees it)
+MAX_MEMBER_BYTES = {"image": 64 * 2**20, "cls": 64}
+
+
+def _sample_part(name: str) -> str | None:
+    """``"image"``, ``"cls"`` or None (a member a sample does not read) for a member name."""
+    if Path(name).suffix.lower() in IMAGE_EXTS:
+        return "image"
+    return "cls" if name.endswith(".cls") else None
+
+
 def _label(raw: bytes, where: str) -> int:
     try:
-        return int(raw.decode().strip())
+        value = int(raw.decode().strip())
     except (UnicodeDecodeError, ValueError):
         raise ValueError(f"{where}: a .cls member must hold one integer, got {raw[:20]!r}") from None
+    if not -2**63 <= value < 2**63:
+        raise ValueError(f"{where}: a class label must fit in 64 bits, got {value}")
+    return value
 
 
 def _read_tar_range(path: Path, samples: list, side: int, first, name: str) -> ImageSet:
     arrays, labels = [], []
     with tarfile.open(path) as t:
-        for key, image, cls in samples:
-            label = f"{path.name}/{image}"
+        for key, image, cls in samples:  # members as listed: by name, tarfile would search the whole archive
+            label = f"{path.name}/{image.name}"
             arrays.append(decode_image(io.BytesIO(t.extractfile(image).read()), label, side, first))
             if cls is not None:
-                labels.append(_label(t.extractfile(cls).read(), f"{path.name}/{cls}"))
+                labels.append(_label(t.extractfile(cls).read(), f"{path.name}/{cls.name}"))
     return ImageSet(stack_pixels(arrays), np.array(labels) if labels else None, name,
                     paths=[f"{path}/{key}" for key, _, _ in samples])
 
@@ -200,7 +227,7 @@ class TarShards:
             p, samples = self.shards[0]
             with tarfile.open(p) as t:
                 data = t.extractfile(samples[0][1]).read()
-            self.first, self.side = first_size(io.BytesIO(data), f"{p.name}/{samples[0][1]}", max_size)
+            self.first, self.side = first_size(io.BytesIO(data), f"{p.name}/{samples[0][1].name}", max_size)
 
     def read(self, i: int, start: int = 0, stop: int | None = None) -> ImageSet:
         p, samples = self.shards[i]
