@@ -294,3 +294,48 @@ def test_labels_must_be_integers(tmp_path, labels, ok):
     with pytest.raises(ValueError, match="labels must be integers") as e:
         load_dataset(f"npz:{tmp_path / 'lab.npz'}")
     assert "lab" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_npz_files_that_claim_more_than_they_hold_or_odd_labels_are_refused(tmp_path):
+    """A 1 KB shard whose header declared 10**14 images planned 10**10 chunks until memory
+    ran out; extra members of any size were read; two members of one name read the last;
+    labels of shape (N, 2) or () gave tracebacks, and 1e30, 1+5j or dates became wrong
+    class indices without an error."""
+    import io
+    import zipfile
+
+    from oodkit.data.chunks import plan_chunks
+    from oodkit.data.sources import read_npz
+
+    im = np.random.default_rng(0).integers(0, 256, (5, 8, 8), dtype=np.uint8)
+    (tmp_path / "hd").mkdir()
+    np.savez(tmp_path / "hd" / "a.npz", images=im)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "|u1", "fortran_order": False, "shape": (10**14, 8, 8)})
+    with zipfile.ZipFile(tmp_path / "hd" / "b.npz", "w") as z:
+        z.writestr("images.npy", head.getvalue() + im.tobytes())
+    with pytest.raises(ValueError, match="declares shape"):
+        plan_chunks(f"npz:{tmp_path / 'hd'}")
+    with zipfile.ZipFile(tmp_path / "two.npz", "w") as z:
+        for a in (im, im[:2]):
+            buf = io.BytesIO()
+            np.save(buf, a)
+            z.writestr("images.npy", buf.getvalue())
+    with pytest.raises(ValueError, match="appears twice"):
+        read_npz(tmp_path / "two.npz")
+    np.savez(tmp_path / "extra.npz", images=im, junk=np.zeros(3))
+    read = []
+    real = np.lib.npyio.NpzFile.__getitem__
+    np.lib.npyio.NpzFile.__getitem__ = lambda self, k: read.append(k) or real(self, k)
+    try:
+        read_npz(tmp_path / "extra.npz")
+    finally:
+        np.lib.npyio.NpzFile.__getitem__ = real
+    assert "junk" not in read
+    for labels, words in ((np.zeros((5, 2), int), "shape"), (np.array(3), "shape"),
+                          (np.array([1e30] * 5), "64 bits"), (np.array([1 + 5j] * 5), "integers"),
+                          (np.array(["2020-01-01"] * 5, dtype="datetime64[D]"), "integers"),
+                          (np.array([2**64 - 1] * 5, dtype=np.uint64), "64 bits")):
+        np.savez(tmp_path / "l.npz", images=im, labels=labels)
+        with pytest.raises(ValueError, match=words):
+            read_npz(tmp_path / "l.npz")

@@ -87,15 +87,20 @@ def npz_shape(path: Path) -> tuple:
     try:
         with zipfile.ZipFile(path) as z, z.open("images.npy") as f:
             version = np.lib.format.read_magic(f)
-            shape, _, _ = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0(f))
+            shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0(f))
+            stored = z.getinfo("images.npy").file_size - f.tell()  # the bytes after the header
     except KeyError:
         raise ValueError(f"{path} has no 'images' array") from None
     except (zipfile.BadZipFile, ValueError, OSError) as e:
         raise ValueError(f"cannot read {path}: not an .npz archive of images ({e})") from None
     if not shape:
         raise ValueError(f"{path}: 'images' must be (N, H, W[, C]), got a scalar")
-    return tuple(int(n) for n in shape)
+    shape = tuple(int(n) for n in shape)
+    if int(np.prod(shape, dtype=object)) * dtype.itemsize != stored:  # a header is a claim: the bytes are the images
+        raise ValueError(f"{path}: its 'images' header declares shape {shape} but the array holds {stored:,} bytes: "
+                         "the file is damaged; write it again with numpy.savez")
+    return shape
 
 
 def npz_labelled(path: Path) -> bool:

@@ -4,6 +4,7 @@ sets. Each returns an :class:`ImageSet` of uint8 (N, H, W, C) images."""
 from __future__ import annotations
 
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,13 @@ class DataNotFound(FileNotFoundError):
 def _integer_labels(labels, name: str) -> np.ndarray:
     """Labels as int64 (N,): integers, or numbers and texts that are whole numbers."""
     raw = np.asarray(labels)
+    if raw.ndim != 1:
+        raise ValueError(f"{name}: labels must be one class index per image, shape (N,), got shape {raw.shape}")
+    if raw.dtype.kind in "cmMV":  # complex, dates, raw bytes: no class index among them
+        raise ValueError(f"{name}: labels must be integers (class indices), got {raw.dtype}")
     if raw.dtype.kind in "biu":
+        if raw.dtype.kind == "u" and raw.size and raw.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"{name}: a class label must fit in 64 bits, got {raw.max()}")
         return raw.astype(np.int64)
     try:
         num = raw.astype(np.float64)
@@ -29,6 +36,8 @@ def _integer_labels(labels, name: str) -> np.ndarray:
     if not whole.all():
         bad = raw.flat[int(np.argmin(whole.ravel()))]
         raise ValueError(f"{name}: labels must be integers (class indices), got {raw.dtype} values such as {bad!r}")
+    if num.size and np.abs(num).max() >= 2.0**63:  # the cast would wrap to -2**63 with a warning at most
+        raise ValueError(f"{name}: a class label must fit in 64 bits, got {raw.flat[int(np.abs(num).argmax())]!r}")
     return num.astype(np.int64)
 
 
@@ -85,7 +94,7 @@ class ImageSet:
         return ImageSet(self.images[idx], None if self.labels is None else self.labels[idx], name or self.name, paths)
 
 
-def load_plain_npz(path, error=ValueError, what: str = "an .npz archive") -> dict:
+def load_plain_npz(path, error=ValueError, what: str = "an .npz archive", keys=None) -> dict:
     """Every array of an ``.npz`` file, read with ``allow_pickle=False``: a file that is
     not a zip archive, is damaged, or holds pickled objects raises ``error`` in one line
     (nothing in it is unpickled). ``what`` names the expected file in the message."""
@@ -98,8 +107,12 @@ def load_plain_npz(path, error=ValueError, what: str = "an .npz archive") -> dic
     if not zipfile.is_zipfile(path):
         raise error(f"cannot read {path}: not {what}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        with zipfile.ZipFile(path) as archive:  # numpy would read the last of two members of one name
+            names = archive.namelist()
+        if len(set(names)) < len(names):
+            raise error(f"cannot read {path}: member {next(n for n in names if names.count(n) > 1)!r} appears twice")
+        with np.load(path, allow_pickle=False) as z:  # ``keys``: only those are read (others may be any size)
+            return {k: z[k] for k in z.files if keys is None or k in keys}
     except (zipfile.BadZipFile, zlib.error) as e:
         raise error(f"cannot read {path}: damaged archive ({e})") from None
     except ValueError as e:  # object arrays need pickle: refused
@@ -115,9 +128,11 @@ def read_npz(path, name=None) -> ImageSet:
     path = Path(path)
     if not path.is_file():
         raise DataNotFound(f"no such file: {path}")
-    z = load_plain_npz(path)
+    z = load_plain_npz(path, keys=("images", "labels"))
     if "images" not in z:
-        raise ValueError(f"{path} has no 'images' array (has {sorted(z)})")
+        with zipfile.ZipFile(path) as archive:
+            names = sorted(n.removesuffix(".npy") for n in archive.namelist())
+        raise ValueError(f"{path} has no 'images' array (has {names})")
     images, labels = z["images"], z.get("labels")
     if images.dtype != np.uint8:
         raise ValueError(f"{path}: 'images' must be uint8 pixels, got {images.dtype}")
