@@ -164,11 +164,11 @@ def test_cli_reports_folder_problems_in_one_line(tmp_path, monkeypatch):
 
 
 def test_paths_are_kept_in_sorted_order_through_subsets(tmp_path):
-    names = ["b/2.png", "a/10.png", "a/1.png", "b/0.png", "c.png"]
+    names = ["b/2.png", "a/10.png", "a/1.png", "b/0.png", "c/x.png"]
     for n in names:
         _png(tmp_path / "p" / n, RNG.integers(0, 256, (4, 4), dtype=np.uint8))
     ds = read_folder(tmp_path / "p")
-    rel = [str(tmp_path / "p" / n) for n in ["a/1.png", "a/10.png", "b/0.png", "b/2.png", "c.png"]]
+    rel = [str(tmp_path / "p" / n) for n in ["a/1.png", "a/10.png", "b/0.png", "b/2.png", "c/x.png"]]
     assert ds.paths == rel
     for img, p in zip(ds.images, ds.paths):
         np.testing.assert_array_equal(img[..., 0], np.asarray(Image.open(p)))
@@ -252,3 +252,32 @@ def test_folder_decoded_by_dataloader_workers_equals_the_serial_read(tmp_path):
     # the workers are gone with the error: left to the garbage collector they kept decoding (and made
     # the next test's training 5x slower)
     assert not [p for p in multiprocessing.active_children() if p.is_alive()]
+
+
+def test_what_a_folder_cannot_say_is_refused_or_told(tmp_path):
+    """A loose image beside class folders became a class of its own; a name that is not
+    UTF-8 failed at the CSV with a codec error naming no file; a linked class folder was
+    skipped without a word."""
+    import os
+    import warnings
+
+    from PIL import Image
+
+    from oodkit.data.sources import read_folder
+
+    a = np.zeros((8, 8), np.uint8)
+    for rel in ("mix/loose.png", "mix/cat/a.png", "mix/dog/b.png", "ok/cat/a.png", "elsewhere/c.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(tmp_path / rel)
+    with pytest.raises(ValueError, match="both at its top"):
+        read_folder(tmp_path / "mix")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "ok" / "dog")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(read_folder(tmp_path / "ok")) == 1
+    assert any("linked folder" in str(w.message) for w in caught)
+    bad = os.fsencode(tmp_path / "ok" / "cat") + b"/caf\xe9.png"
+    with open(bad, "wb") as f:
+        Image.fromarray(a).save(f, format="PNG")
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        read_folder(tmp_path / "ok")

@@ -156,6 +156,10 @@ def _samples(path: Path) -> list:
         base = m.name.rsplit("/", 1)[-1]
         if base.startswith(".") or not _sample_part(m.name):
             continue
+        try:
+            m.name.encode("utf-8")
+        except UnicodeEncodeError:  # the output's path column could not hold it
+            raise ValueError(f"{path}: member name {ascii(m.name)} is not valid UTF-8: rename it") from None
         if not m.isfile():  # a link would make a row score another member's image
             raise ValueError(f"{path}: member {m.name!r} is a {'link' if m.issym() or m.islnk() else 'special file'}; "
                              "samples must be regular files (tar them with --dereference)")

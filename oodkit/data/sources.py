@@ -245,21 +245,37 @@ class FolderListing:
         path = Path(path)
         if not path.is_dir():
             raise DataNotFound(f"no such folder: {path}")
-        visible = [p for p in path.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+        entries = [p for p in path.rglob("*") if not any(part.startswith(".") for part in p.relative_to(path).parts)]
+        visible = [p for p in entries if p.is_file()]
         self.files = sorted(p for p in visible if p.suffix.lower() in IMAGE_EXTS)
         skipped = sorted(p for p in visible if p.suffix.lower() not in IMAGE_EXTS)
-        if skipped:
-            import warnings
+        # rglob does not enter linked folders; broken links and pipes are no files
+        unread = sorted(p for p in entries if (p.is_dir() and p.is_symlink()) or not (p.is_dir() or p.is_file()))
+        import warnings
 
+        if skipped:
             warnings.warn(f"{path}: skipped {len(skipped)} file(s) that are not images by their extension "
                           f"({', '.join(sorted(IMAGE_EXTS))}), e.g. {skipped[0].relative_to(path)}", stacklevel=3)
+        if unread:
+            warnings.warn(f"{path}: skipped {len(unread)} linked folder(s), broken link(s) or special file(s), e.g. "
+                          f"{unread[0].relative_to(path)}: copy what they hold into the folder to score it",
+                          stacklevel=3)
+        for p in self.files:  # a name that cannot be written to the output's path column
+            try:
+                str(p).encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"{path}: the file name {ascii(str(p.relative_to(path)))} is not valid UTF-8: "
+                                 "rename it") from None
         if not self.files:
             raise DataNotFound(f"no images ({', '.join(sorted(IMAGE_EXTS))}) under {path}")
         first, side = (None, resize) if resize else first_size(self.files[0], str(self.files[0]), max_size)
         self.root, self.name = path, name or path.name
         self.reader = _FolderImages(self.files, path, first, side)
         rel = [p.parent.relative_to(path).as_posix() for p in self.files]
+        if "." in rel and len(set(rel)) > 1:  # a loose image would silently be a class of its own
+            loose = next(p for p, r in zip(self.files, rel) if r == ".")
+            raise ValueError(f"{path}: images both at its top ({loose.name}) and in class folders: move the loose "
+                             "ones into a class folder, or score the class folders alone")
         classes = {c: i for i, c in enumerate(sorted(set(rel)))}
         # class folders give labels; a flat folder has none (not a column of zeros)
         self.labels = None if set(rel) == {"."} else np.array([classes[c] for c in rel])
