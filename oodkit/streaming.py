@@ -236,10 +236,25 @@ def write_table(frames, out, text: bool = False) -> None:
         else:
             with open(tmp, "w", newline="") as f:
                 for k, frame in enumerate(frames):
-                    frame.to_csv(f, index=False, header=k == 0)
+                    _inert(frame).to_csv(f, index=False, header=k == 0)
 
 
 TABLE_SUFFIXES = (".csv", ".parquet")
+# what a spreadsheet reads as the start of a formula (OWASP, CSV injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with each ``path`` that a spreadsheet would run as a formula (a file named
+    ``=cmd.png``) written after a ``'``, which spreadsheets show and do not run; Parquet
+    keeps paths as they are."""
+    if "path" not in frame.columns:
+        return frame
+    paths = frame["path"].astype(str)
+    risky = paths.str.startswith(FORMULA_STARTS)
+    if not risky.any():
+        return frame
+    return frame.assign(path=paths.where(~risky, "'" + paths))
 
 
 def check_format(out) -> None:

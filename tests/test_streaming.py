@@ -506,3 +506,22 @@ def test_tar_members_that_would_score_another_image_are_refused(tmp_path, monkey
     monkeypatch.setitem(shards.MAX_MEMBER_BYTES, "image", 50)
     with pytest.raises(ValueError, match="more than a sample's 50"):
         plan_chunks(shard("big.tar", []))
+
+
+def test_a_path_a_spreadsheet_would_run_is_written_inert(tmp_path, detector_file, monkeypatch):
+    """Files named =1+2.png, +cmd.png, -2+3.png or @SUM(A1).png gave CSV cells that a
+    spreadsheet runs as formulas; Parquet keeps the names as they are."""
+    d = tmp_path / "fx"
+    d.mkdir()
+    names = ["=1+2.png", "+cmd.png", "-2+3.png", "@SUM(A1).png", "plain.png"]
+    for n in names:
+        Image.fromarray(RNG.integers(0, 256, (8, 8), dtype=np.uint8)).save(d / n)
+    monkeypatch.chdir(d)  # folder:. gives the bare names
+    for out in ("s.csv", "s.parquet"):
+        r = CliRunner().invoke(main, ["score", "--detector", str(detector_file), "--data", "folder:.", "--out",
+                                      str(tmp_path / out), "--quiet"])
+        assert r.exit_code == 0, r.output
+    paths = pd.read_csv(tmp_path / "s.csv")["path"].tolist()
+    assert all(not p.startswith(("=", "+", "-", "@")) for p in paths) and "'=1+2.png" in paths, paths
+    assert "plain.png" in paths
+    assert sorted(pd.read_parquet(tmp_path / "s.parquet")["path"]) == sorted(names)
