@@ -30,7 +30,7 @@ from .conformal import cross_calibrated_rates
 from .pretrained import cache_root, list_models, load_model
 from .data import DataNotFound, as_images, conform, load_dataset
 from .data.images import fingerprint, image_hashes, jpeg_roundtrip
-from .data.registry import ood_group, selection, source_of
+from .data.registry import ood_group, path_kind, selection, source_of
 from .data.sources import ImageSet
 from .detectors import TABLE, detector_kinds, model_default_detectors
 from .detectors.table import head_requirement
@@ -77,6 +77,11 @@ def parse_spec(spec: str) -> BenchSpec:
     oods = [o.strip() for o in rest.split(",") if o.strip()]
     if not id_name or not oods:
         raise ValueError(f"benchmark {spec!r}: need an in-distribution set and at least one OOD set")
+    for a, b in zip(oods, oods[1:]):  # a comma in a file's name splits it into two sets
+        if path_kind(a) and not Path(a.split(":", 1)[1]).expanduser().exists() and \
+                Path(f"{a.split(':', 1)[1]},{b}").expanduser().exists():
+            raise ValueError(f"benchmark {spec!r}: commas separate the OOD sets, and {a},{b} is a file: rename it "
+                             "without the comma")
     seen = {}
     for o in oods:  # one set twice would be dropped, or counted twice in the means
         key = selection(o)

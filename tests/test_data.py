@@ -339,3 +339,38 @@ def test_npz_files_that_claim_more_than_they_hold_or_odd_labels_are_refused(tmp_
         np.savez(tmp_path / "l.npz", images=im, labels=labels)
         with pytest.raises(ValueError, match=words):
             read_npz(tmp_path / "l.npz")
+
+
+def test_names_and_members_that_hide_what_they_are(tmp_path, monkeypatch):
+    """A name with a path separator was looked up beside the data root; a comma in a file's
+    name split it into two OOD sets ("no such file: c"); tar members that are neither
+    images nor labels were dropped without the warning folder: gives."""
+    import io
+    import tarfile
+    import warnings
+
+    from PIL import Image
+
+    from oodkit.bench import parse_spec
+    from oodkit.data import DataNotFound
+    from oodkit.data.shards import read_tar
+
+    (tmp_path / "root").mkdir()
+    np.savez(tmp_path / "x_test.npz", images=np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(DataNotFound, match="no path separator"):
+        load_dataset("../x", "test", tmp_path / "root")
+    monkeypatch.chdir(tmp_path)
+    np.savez("c,d.npz", images=np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="rename it without the comma"):
+        parse_spec("digits-0to4-vs-npz:c,d.npz")
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(buf, format="PNG")
+    with tarfile.open("t.tar", "w") as t:
+        for name, data in (("0.png", buf.getvalue()), ("0.txt", b"caption")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(read_tar("t.tar")) == 1
+    assert any("skipped 1 member" in str(w.message) and "0.txt" in str(w.message) for w in caught)

@@ -207,6 +207,8 @@ def _from_path(raw: str, prefix: str, reader, split: str, holdout: bool) -> Imag
 
 def _from_root(spec: str, split: str, root: Path, download: bool) -> ImageSet:
     """A named set under the data root: ``<name>_<split>.npz``, else torchvision's files."""
+    if "/" in spec or os.sep in spec:  # a name is looked up under the root, never a path beside it
+        raise DataNotFound(f"unknown data set {spec!r}: a data set name has no path separator; " + _path_hint(spec))
     npz = root / f"{spec}_{split}.npz"
     if npz.is_file():
         return sources.read_npz(npz, name=spec)

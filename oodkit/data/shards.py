@@ -152,9 +152,11 @@ def _samples(path: Path) -> list:
         after = f"after member {members[-1].name!r}" if members else "at its start"
         raise ValueError(f"{path} is truncated: it stops {after} without the end-of-archive blocks; copy it again")
     groups: dict = {}
+    skipped = []
     for m in every:
         base = m.name.rsplit("/", 1)[-1]
         if base.startswith(".") or not _sample_part(m.name):
+            skipped += [m.name] if m.isfile() and not base.startswith(".") else []
             continue
         try:
             m.name.encode("utf-8")
@@ -183,6 +185,11 @@ def _samples(path: Path) -> list:
         out.append((key, images[0], cls[0] if cls else None))
     if not out:
         raise DataNotFound(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in {path}")
+    if skipped:  # as folder: says of the files it skips
+        import warnings
+
+        warnings.warn(f"{path}: skipped {len(skipped)} member(s) that are neither images "
+                      f"({', '.join(sorted(IMAGE_EXTS))}) nor .cls labels, e.g. {skipped[0]}", stacklevel=3)
     return out
 
 
