@@ -150,6 +150,9 @@ def load_sets(bs: BenchSpec, data_root=None, download=False, jpeg_ood=None, max_
         oods[name] = ood
     if not oods:
         raise DataNotFound(f"none of the OOD sets {bs.oods} could be loaded")
+    if jpeg_ood is not None and not any(jpeg_applies(bs.id, n, jpeg_ood) for n in oods):
+        echo(f"note: --jpeg-ood {jpeg_ood} re-encoded no OOD set: held-out classes of {bs.id} already share its "
+             "encoding")
     return Sets(bs, id_train, id_test, oods, skipped)
 
 
@@ -283,7 +286,19 @@ def assign_detectors(names, loaded) -> dict:
             raise ValueError(f"detector {name} needs a {' or '.join(detector_kinds(name))} model; "
                              f"got {', '.join(m.kind for m, _ in loaded)}")
         out[name] = fitting[0]
+    check_once_each([(name, model) for name, (model, _) in out.items()])
     return out
+
+
+def check_once_each(pairs) -> None:
+    """Refuse two names for one detector on one model (``fused`` and ``fused@cdm``, or a
+    name twice) among ``(name, model)`` pairs: it would run twice and be reported twice."""
+    seen = {}
+    for name, model in pairs:
+        key = (name.partition("@")[0], id(model))
+        if key in seen:
+            raise ValueError(f"detector {name} named twice ({seen[key]} runs the same on the same model)")
+        seen[key] = name
 
 
 # -- stage 3: scoring ------------------------------------------------------------------

@@ -713,6 +713,7 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
     from .pipeline import Flow, align
     from .pretrained import load_model
 
+    from .bench import check_once_each
     from .detectors.cdm import records_training_images
     from .detectors.fileformat import check_detector_name
 
@@ -734,6 +735,7 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
                         "images may be among them, and thresholds set on images the network saw accept fewer fresh "
                         "images than --tpr (0.929 for 0.95 measured on fashionmnist): use --calibrate-split test")
     names = _split_list(detectors) or model_default_detectors([m])
+    check_once_each([(n, m) for n in names])
     flow = Flow(batch_size, device, seed, progress=not quiet, precision=precision)
     if max_bank is not None:
         from .detectors import CDMDetector
@@ -894,11 +896,15 @@ def datasets(data_root):
     """List registered data sets and what is available locally."""
     from .data import default_root, list_datasets
 
-    if data_root is not None and not Path(data_root).is_dir():
-        raise UserError(f"--data-root {data_root} {'is not a folder' if Path(data_root).exists() else 'does not exist'}")
+    root = Path(data_root) if data_root is not None else default_root()
+    where = "--data-root" if data_root is not None else "the data root ($OODKIT_DATA or ./data)"
+    if root.exists() and not root.is_dir():  # a missing default root only means nothing is on disk yet
+        raise UserError(f"{where} {root} is not a folder")
+    if data_root is not None and not root.exists():
+        raise UserError(f"--data-root {data_root} does not exist")
     rows = list_datasets(data_root)
-    w = max(len(r["name"]) for r in rows)
-    a = max(len(r["available"]) for r in rows)
+    w = max(len(r["name"]) for r in [*rows, {"name": "name"}])
+    a = max(len(r["available"]) for r in [*rows, {"available": "available"}])
     click.echo(f"data root: {data_root or default_root()}")
     click.echo(f"{'name':<{w}}  {'available':<{a}}  description")
     for r in rows:

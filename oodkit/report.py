@@ -141,7 +141,20 @@ def write_results(out: Path, rows, scores, pairs, meta: dict, plots: bool = True
         title = f"ID: {meta['id']}"
         plot_roc(pairs, out / "roc.png", title, meta)
         plot_histograms(pairs, out / "histograms.png", title, meta)
-    atomic_write(out / "results.json", json.dumps({"meta": meta, "results": rows}, indent=1, default=float).encode())
+    atomic_write(out / "results.json", json.dumps(_json_safe({"meta": meta, "results": rows}), indent=1,
+                                                  default=float, allow_nan=False).encode())
+
+
+def _json_safe(v):
+    """``v`` with NaN and infinities as null: JSON has no such numbers, and strict readers
+    (jq, JavaScript) refuse the file that writes them."""
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    return v
 
 
 def _plt():

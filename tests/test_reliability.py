@@ -913,3 +913,30 @@ def test_a_detector_that_trains_its_model_writes_it_only_where_it_may(tmp_path):
     for _ in range(2):  # a model of an earlier fit is replaced
         CDMDetector(model=None, score="loglik", net="tiny", steps=1, T=10, model_out=out).fit(x)
     assert out.is_file()
+
+
+def test_what_audit_6_found_in_bench_outputs(run, monkeypatch):
+    """results.json held bare NaN (invalid JSON for strict readers); `fused@cdm,fused` ran one
+    detector twice under two names; --jpeg-ood on held-out classes of the ID set did nothing
+    without a word; datasets took a $OODKIT_DATA that is a file."""
+    import json
+
+    bench = ["bench", "digits-0to4-vs-digits-5to9", "--model", "digits-0to4", "--max-train", "100", "--quiet",
+             "--device", "cpu"]
+    r = run(*bench, "--max-test", "1", "--bootstrap", "0", "--detectors", "loglik", "--output-dir", "one")
+    assert r.exit_code == 0, r.output
+
+    def strict(c):
+        raise ValueError(f"not JSON: {c}")
+
+    json.loads(Path("one/results.json").read_text(), parse_constant=strict)
+    _one_line_error(run(*bench, "--bootstrap", "0", "--detectors", "fused@cdm,fused", "--output-dir", "dd"),
+                    "named twice")
+    _one_line_error(run("fit", "--model", "digits-0to4", "--data", "digits-0to4", "--detectors", "loglik,loglik@cdm",
+                        "--out", "d.npz"), "named twice")
+    r = run(*bench, "--max-test", "40", "--bootstrap", "0", "--detectors", "loglik", "--jpeg-ood", "75",
+            "--output-dir", "jp")
+    assert r.exit_code == 0 and "--jpeg-ood" in r.output and "no OOD set" in r.output, r.output
+    Path("afile").write_text("x")
+    monkeypatch.setenv("OODKIT_DATA", "afile")
+    _one_line_error(run("datasets"), "is not a folder")
