@@ -117,9 +117,9 @@ def threshold_note(df: pd.DataFrame) -> str | None:
         return None
     from .conformal import min_calibration_size
 
-    return (f"{' and '.join(blank)}: nan, because {int(df['n_id'].iloc[0])} ID test images are too few to split "
-            f"into two halves of {min_calibration_size(0.95)} for a threshold at 0.95 (cross-calibrated on the ID "
-            "test images; see oodkit.conformal.cross_calibrated_rates)")
+    return (f"{' and '.join(blank)}: nan, because {int(df['n_id'].iloc[0])} ID test image(s) are too few: a "
+            "threshold at 0.95, cross-calibrated on the ID test images, needs two halves of at least "
+            f"{min_calibration_size(0.95)} (see oodkit.conformal.cross_calibrated_rates)")
 
 
 def write_results(out: Path, rows, scores, pairs, meta: dict, plots: bool = True, clean: bool = False) -> None:

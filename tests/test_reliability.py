@@ -575,7 +575,7 @@ def test_small_things_audit_4_found(run, tmp_path, tiny_models):
             "--bootstrap", "0", "--output-dir", "b", "--quiet")
     assert r.exit_code == 0, r.output
     assert pd.read_csv(tmp_path / "b" / "results.csv")["id_accepted@0.95"].isna().all()
-    assert "too few to split into two halves of 19" in (tmp_path / "b" / "results.md").read_text()
+    assert "needs two halves of at least 19" in (tmp_path / "b" / "results.md").read_text()
 
 
 def test_what_audit_5_found_first(run, tmp_path):
@@ -615,7 +615,7 @@ def test_what_audit_5_found_next(run, tmp_path):
             "--quiet", "--device", "cpu")
     assert r.exit_code == 0 and "warm-up" in r.output and "never reaches" in r.output, r.output
     r = run(*bench[:1], "digits-0to4-vs-letters", *bench[1:], "--max-test", "20", "--output-dir", "small")
-    assert r.exit_code == 0 and "too few to split" in r.output, r.output
+    assert r.exit_code == 0 and "are too few: a threshold" in r.output, r.output
 
 
 def test_api_edges_audit_5_found():
