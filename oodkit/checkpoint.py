@@ -80,23 +80,22 @@ def check_replaceable(path) -> None:
     """Refuse to write a checkpoint over a file that is not one (a run's output may replace
     an earlier checkpoint, of any version, never a file of the user's)."""
     path = Path(path)
-    if not path.exists():
-        return
-    try:
-        with zipfile.ZipFile(path) as z:  # what torch.save writes: a zip holding a pickle of tensors
-            written_by_torch = any(n.endswith("/data.pkl") for n in z.namelist())
-    except (zipfile.BadZipFile, OSError, IsADirectoryError):
-        written_by_torch = False
-    if not written_by_torch:
+    # what torch.save writes: a zip holding a pickle of tensors
+    if path.exists() and not any(n.endswith("/data.pkl") for n in _zip_names(path)):
         raise CheckpointError(f"{path} exists and is not a checkpoint: remove it or write elsewhere")
 
 
-def _is_npz(path) -> bool:
+def _zip_names(path) -> list:
+    """The member names of a zip archive; [] for anything else."""
     try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+            return z.namelist()
     except (zipfile.BadZipFile, OSError):
-        return False
+        return []
+
+
+def _is_npz(path) -> bool:
+    names = _zip_names(path)
     return bool(names) and all(n.endswith(".npy") for n in names)
 
 

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .registry import expand_spec, load_dataset
-from .shards import TarShards, npz_files, npz_labelled, npz_shape, one_labelling, one_size
+from .shards import TarShards, npz_files, npz_header, one_labelling, one_size
 from .sources import FolderListing, ImageSet, read_npz
 
 __all__ = ["Chunk", "plan_chunks"]
@@ -91,9 +91,9 @@ def plan_chunks(spec: str, split: str = "test", root=None, download: bool = Fals
                        stamp=lambda a, b: file_stamp(listing.files[a:b]))
     if kind == "npz" and raw and path.is_dir():
         files = npz_files(path)
-        shapes = [npz_shape(p) for p in files]  # headers only: refused before any shard is read
+        shapes, labelled = zip(*(npz_header(p) for p in files))  # headers only: refused before any shard is read
         one_size(path.name, shapes)
-        one_labelling(path.name, [npz_labelled(p) for p in files])
+        one_labelling(path.name, labelled)
         return _shards([(p, s[0]) for p, s in zip(files, shapes)], size, lambda i: read_npz(files[i], path.name))
     if kind == "tar" and raw:
         plan = TarShards(path, resize)

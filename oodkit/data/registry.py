@@ -140,6 +140,11 @@ PACKAGED = {
 SYNTHETIC_N = 1000
 
 
+def data_root(root=None) -> Path:
+    """``root`` (``~`` expanded), else :func:`default_root`."""
+    return Path(root).expanduser() if root is not None else default_root()
+
+
 def default_root() -> Path:
     """``$OODKIT_DATA`` if set, else ``./data``."""
     return Path(os.environ.get("OODKIT_DATA") or "data").expanduser()  # set but empty: the default, not the working folder
@@ -178,7 +183,7 @@ def load_dataset(
         if missing:
             raise ValueError(f"{spec}: {base} ({split}) has no class {missing[0]}")
         return ds.subset(np.flatnonzero(np.isin(ds.labels, classes)), name=spec)
-    root = Path(root).expanduser() if root is not None else default_root()
+    root = data_root(root)
     from . import shards
 
     folder = functools.partial(sources.read_folder, resize=resize, num_workers=num_workers)
@@ -251,7 +256,7 @@ def sources_synthetic():
 def list_datasets(root=None) -> list[dict]:
     """Every registered name and every ``<name>_<split>.npz`` under ``root``, with the
     splits found locally ("built-in" for data that needs no files)."""
-    root = Path(root).expanduser() if root is not None else default_root()
+    root = data_root(root)
     rows = []
     npz_names: dict[str, list] = {}
     if root.is_dir():

@@ -24,8 +24,7 @@ import numpy as np
 from ..validation import regular_file
 from .sources import IMAGE_EXTS, DataNotFound, ImageSet, decode_image, first_size, read_npz, stack_pixels
 
-__all__ = ["read_npz_any", "read_tar", "concat", "npz_files", "npz_shape", "npz_labelled", "one_labelling", "one_size",
-           "TarShards"]
+__all__ = ["read_npz_any", "read_tar", "concat", "npz_files", "npz_header", "one_labelling", "one_size", "TarShards"]
 
 
 def one_size(name, shapes: list) -> None:
@@ -82,14 +81,16 @@ def npz_files(path: Path) -> list:
     return files
 
 
-def npz_shape(path: Path) -> tuple:
-    """The shape of an ``.npz`` shard's ``images`` array, from its header (nothing loaded)."""
+def npz_header(path: Path) -> tuple[tuple, bool]:
+    """The shape of an ``.npz`` shard's ``images`` array and whether it holds ``labels``,
+    from the archive's listing and the array's header (nothing loaded)."""
     try:
         with zipfile.ZipFile(path) as z, z.open("images.npy") as f:
             version = np.lib.format.read_magic(f)
             shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
                                else np.lib.format.read_array_header_2_0(f))
             stored = z.getinfo("images.npy").file_size - f.tell()  # the bytes after the header
+            labelled = "labels.npy" in z.namelist()
     except KeyError:
         raise ValueError(f"{path} has no 'images' array") from None
     except (zipfile.BadZipFile, ValueError, OSError) as e:
@@ -100,16 +101,7 @@ def npz_shape(path: Path) -> tuple:
     if int(np.prod(shape, dtype=object)) * dtype.itemsize != stored:  # a header is a claim: the bytes are the images
         raise ValueError(f"{path}: its 'images' header declares shape {shape} but the array holds {stored:,} bytes: "
                          "the file is damaged; write it again with numpy.savez")
-    return shape
-
-
-def npz_labelled(path: Path) -> bool:
-    """Whether an ``.npz`` shard holds a ``labels`` array (nothing loaded)."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            return "labels.npy" in z.namelist()
-    except (zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"cannot read {path}: not an .npz archive of images ({e})") from None
+    return shape, labelled
 
 
 def read_npz_any(path, name=None) -> ImageSet:
@@ -154,8 +146,8 @@ def _samples(path: Path) -> list:
     groups: dict = {}
     skipped = []
     for m in every:
-        base = m.name.rsplit("/", 1)[-1]
-        if base.startswith(".") or not _sample_part(m.name):
+        base, part = m.name.rsplit("/", 1)[-1], _sample_part(m.name)
+        if base.startswith(".") or not part:
             skipped += [m.name] if m.isfile() and not base.startswith(".") else []
             continue
         try:
@@ -165,9 +157,9 @@ def _samples(path: Path) -> list:
         if not m.isfile():  # a link would make a row score another member's image
             raise ValueError(f"{path}: member {m.name!r} is a {'link' if m.issym() or m.islnk() else 'special file'}; "
                              "samples must be regular files (tar them with --dereference)")
-        if m.size > MAX_MEMBER_BYTES[_sample_part(m.name)]:
+        if m.size > MAX_MEMBER_BYTES[part]:
             raise ValueError(f"{path}: member {m.name!r} holds {m.size:,} bytes, more than a sample's "
-                             f"{MAX_MEMBER_BYTES[_sample_part(m.name)]:,}")
+                             f"{MAX_MEMBER_BYTES[part]:,}")
         key = m.name[: len(m.name) - len(base)] + base.split(".", 1)[0]
         groups.setdefault(key, []).append(m)
     out = []
@@ -206,13 +198,10 @@ def _sample_part(name: str) -> str | None:
 
 
 def _label(raw: bytes, where: str) -> int:
-    try:
-        value = int(raw.decode().strip())
+    try:  # its range is the ImageSet's to check, as for every other source of labels
+        return int(raw.decode().strip())
     except (UnicodeDecodeError, ValueError):
         raise ValueError(f"{where}: a .cls member must hold one integer, got {raw[:20]!r}") from None
-    if not -2**63 <= value < 2**63:
-        raise ValueError(f"{where}: a class label must fit in 64 bits, got {value}")
-    return value
 
 
 def _read_tar_range(path: Path, samples: list, side: int, first, name: str) -> ImageSet:

@@ -1,6 +1,7 @@
 """The scikit-learn outlier-detector contract shared by every oodkit detector."""
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -29,8 +30,6 @@ class ArithmeticWarning(UserWarning):
 def _comparable(v):
     """A parameter value as compared for "changed since fit": a list is its tuple, a path
     its string (a model object stays itself: the same object or not)."""
-    import os
-
     if isinstance(v, list):
         return tuple(v)
     if isinstance(v, os.PathLike):
@@ -95,8 +94,11 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     # set_params changed one refuses until fit runs again
     _FIXED_AT_FIT: tuple = ()
 
+    def _fixed_names(self) -> tuple:
+        return self._FIXED_AT_FIT
+
     def _fixed_params(self) -> dict:
-        return {k: _comparable(getattr(self, k)) for k in self._FIXED_AT_FIT}
+        return {k: _comparable(getattr(self, k)) for k in self._fixed_names()}
 
     def _remember_fit(self) -> None:
         self._fitted_for = self._fixed_params()

@@ -310,9 +310,8 @@ class CDMDetector(BaseDetector):
     # what made the model when the detector trained its own (model=None); nothing otherwise
     _TRAINING = ("net", "steps", "T", "schedule", "image_size", "batch_size")
 
-    def _fixed_params(self) -> dict:
-        fixed = super()._fixed_params()
-        return fixed if self.model is not None else {**fixed, **{k: getattr(self, k) for k in self._TRAINING}}
+    def _fixed_names(self) -> tuple:
+        return self._FIXED_AT_FIT + (self._TRAINING if self.model is None else ())
 
     def score_representation(self, rep: Representation) -> np.ndarray:
         """Score a precomputed :class:`Representation` without running the network; an
