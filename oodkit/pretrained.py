@@ -19,6 +19,7 @@ from pathlib import Path
 from .atomic import atomic_path
 from .checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from .checkpoint import load_model as _load_path
+from .devices import resolve_device
 
 __all__ = ["load_model", "resolve_model", "list_models", "export_model", "bundled_detectors", "PRETRAINED_DIR",
            "download_verified"]
@@ -115,9 +116,17 @@ def bundled_detectors(ref, index_path=None) -> Path | None:
     return path
 
 
+def check_reference(ref, caller: str) -> None:
+    if not isinstance(ref, (str, os.PathLike)):
+        raise TypeError(f"{caller}: pass a pretrained name (oodkit models) or a file's path, got {type(ref).__name__}")
+
+
 def load_model(ref, ema: bool = True, device=None, index_path=None):
     """Load a model by checkpoint path or pretrained name (see :func:`list_models`), in
     eval mode on ``device`` (CPU by default)."""
+    check_reference(ref, "load_model")
+    if device is not None:
+        device = resolve_device(device)
     path = resolve_model(ref, index_path)
     if not path.exists():
         names = ", ".join(_index(index_path)) or "none installed"

@@ -321,3 +321,137 @@ def test_floats_on_the_8_bit_levels_score_as_the_pixels_they_are():
     want = model.log_prob(px)
     for x in (t, t.numpy(), torch.from_numpy(f32).permute(0, 3, 1, 2) * (2 / 255) - 1):
         assert torch.equal(model.log_prob(x), want)
+
+
+# -- audit 7 (the Python API fed careless input) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_px():
+    from oodkit.data import load_dataset
+
+    return load_dataset("digits-0to4", "test").images[:12]  # (N, 8, 8, 1) uint8
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_copies_of_8_bit_pixels_are_those_pixels(digits_px, dtype):
+    """float16 / bfloat16 copies of the 8-bit levels sit up to 4.9e-4 / 3.9e-3 from them
+    (a fixed 1e-5 tolerance missed them): `loglik` moved by up to 0.38 nats."""
+    want = as_images(digits_px)
+    t = torch.from_numpy(digits_px).float()
+    for x, value_range in [((t / 127.5 - 1).to(dtype), None), ((t.to(dtype) / 127.5 - 1), None),
+                           ((t / 255).to(dtype), (0, 1)), (t.to(dtype), (0, 255))]:
+        got = as_images(x, value_range=value_range)
+        assert got.dtype == torch.uint8 and torch.equal(got, want), (dtype, value_range)
+    model = load_model("digits-0to4")
+    lp = model.log_prob(digits_px)
+    x = (torch.from_numpy(digits_px).permute(0, 3, 1, 2).float() / 127.5 - 1).to(dtype)
+    assert torch.equal(model.log_prob(x), lp)  # the model's own methods read them alike
+
+
+def test_a_pixel_image_scores_the_same_beside_a_continuous_one(digits_px):
+    """Whether floats snapped to their pixels was decided for the whole batch, so one
+    continuous image beside them moved their scores (2e-4 nats): decided per image now."""
+    from oodkit.detectors import make_detector
+
+    xf = (digits_px.astype(np.float32) / 127.5 - 1)
+    other = np.random.default_rng(1).uniform(-1, 1, (1, 8, 8, 1)).astype(np.float32)
+    det = make_detector("loglik", model="digits-0to4", device="cpu").prepare()
+    alone = det.score_samples(xf)
+    np.testing.assert_array_equal(det.score_samples(np.concatenate([xf, other]))[:-1], alone)
+    np.testing.assert_array_equal(det.score_samples(np.concatenate([other, xf]))[1:], alone)
+    mixed = as_images(np.concatenate([xf, other]))
+    assert mixed.dtype == torch.float32 and torch.equal(mixed[-1], torch.from_numpy(other[0]).permute(2, 0, 1))
+    model = det.model_
+    t = torch.from_numpy(np.concatenate([xf, other])).permute(0, 3, 1, 2).contiguous()
+    assert torch.equal(model.log_prob(t)[:-1], model.log_prob(digits_px))
+
+
+def test_conform_refuses_pixels_it_would_clamp_and_converts_integers(digits_px):
+    """`oodkit.conform` clamped every non-uint8 result to [-1, 1]: float 0..255 pixels came
+    back nearly black and int64 pixels as 0 / 1, with no word."""
+    from oodkit import conform
+
+    t = torch.from_numpy(digits_px).permute(0, 3, 1, 2).contiguous()
+    want = conform(t, 16, 1)
+    assert torch.equal(conform(t.long(), 16, 1), want)  # integer pixels are pixels
+    one_line_error(ImageInputError, lambda: conform(t.float(), 16, 1), r"value_range=\(0, 255\)")
+    one_line_error(ImageInputError, lambda: conform(t.float()[:0], 16, 1), "no images")
+    one_line_error(ImageInputError, lambda: conform(t, 0, 1), "size")
+    one_line_error(ImageInputError, lambda: conform(t, 16, 2), "channels")
+    np.testing.assert_array_equal(conform(digits_px, 16, 1), want)  # an array in any layout as_images reads
+
+
+def test_model_methods_check_and_cast_what_they_are_given(digits_px):
+    """noise_posterior checked nothing ([0, 1] data and NaN gave rows); float64 / float16
+    tensors off the levels crashed inside the network (double vs float bias); eps on uint8
+    said 'only Tensors of floating point dtype can require gradients'."""
+    model = load_model("digits-0to4")
+    t = torch.from_numpy(digits_px).permute(0, 3, 1, 2).contiguous()
+    xf = t.float() / 127.5 - 1
+    np_ = model.noise_posterior(t)
+    assert torch.equal(model.noise_posterior(xf), np_) and torch.equal(model.noise_posterior(digits_px), np_)
+    one_line_error(ValueError, lambda: model.noise_posterior((xf + 1) / 2), r"value_range=\(0, 1\)")
+    one_line_error(ValueError, lambda: model.noise_posterior(torch.full((2, 1, 8, 8), float("nan"))), "NaN")
+    off = (xf * 0.999).double()  # not on the levels: a float64 tensor of continuous images
+    torch.testing.assert_close(model.log_prob(off), model.log_prob(off.float()), rtol=0, atol=1e-3)
+    assert model.bpd(off.half()).dtype == torch.float64
+    one_line_error(TypeError, lambda: model.eps(t, torch.tensor([5] * len(t))), "float")
+    one_line_error(ValueError, lambda: model.eps(torch.full((2, 1, 8, 8), float("nan")), 5), "NaN")
+    e64 = model.eps(off, 5)
+    assert e64.dtype == torch.float64 and torch.isfinite(e64).all()
+
+
+@pytest.mark.parametrize("make", [lambda: torch.empty(2, 1, 8, 8, device="meta"),
+                                  lambda: torch.zeros(2, 1, 8, 8).to_sparse()])
+def test_meta_and_sparse_tensors_are_refused_in_one_line(make):
+    from oodkit.detectors import make_detector
+
+    det = make_detector("loglik", model="digits-0to4", device="cpu").prepare()
+    one_line_error(ImageInputError, lambda: det.score_samples(make()), "dense")
+    one_line_error(ImageInputError, lambda: as_images(make()), "dense")
+
+
+def test_a_long_double_array_is_read_as_floats():
+    px = u8(5, 8, 8)
+    assert torch.equal(as_images(px.astype(np.longdouble) / 127.5 - 1), as_images(px))
+
+
+def test_loading_onto_a_device_this_machine_lacks_is_one_line():
+    import oodkit
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    one_line_error(ValueError, lambda: oodkit.load_model("digits-0to4", device="cuda"), "GPU")
+    one_line_error(ValueError, lambda: oodkit.load_model("digits-0to4", device="gpu"), "device")
+    one_line_error(ValueError, lambda: oodkit.load_detector("digits-0to4", name="loglik", device="cuda"), "GPU")
+    one_line_error(TypeError, lambda: oodkit.load_model(None), "load_model")
+    one_line_error(TypeError, lambda: oodkit.load_detector(None), "load_detector")
+
+
+def test_a_one_shot_iterator_is_read_once(digits_px):
+    """A generator handed to fit was read twice: a whole training run, then 'got no images'."""
+    from oodkit.detectors import make_detector
+
+    det = make_detector("loglik", model="digits-0to4", device="cpu")
+    want = det.fit(list(digits_px)).score_samples(digits_px)
+    det2 = make_detector("loglik", model="digits-0to4", device="cpu")
+    np.testing.assert_array_equal(det2.fit(im for im in digits_px).score_samples(digits_px), want)
+    assert make_detector("loglik", model="digits-0to4", device="cpu").fit_predict(im for im in digits_px).shape == (12,)
+
+
+def test_messages_name_what_was_handed_over(digits_px):
+    from oodkit.detectors import make_detector
+
+    det = make_detector("loglik", model="digits-0to4", device="cpu").prepare()
+    want = det.score_samples(digits_px)
+    np.testing.assert_array_equal(det.score_samples(digits_px.tolist()), want)  # a nested list is an array
+    one_line_error(ImageInputError, lambda: det.score_samples([{"image": digits_px[0], "label": 1}]), r"\['image'\]")
+    one_line_error(ImageInputError, lambda: det.score_samples([(1, digits_px[0])]), "an int")
+    one_line_error(ImageInputError, lambda: det.score_samples([digits_px[0], digits_px[1] / 127.5 - 1]), "dtype")
+    from PIL import Image
+
+    one_line_error(ImageInputError, lambda: det.score_samples(Image.fromarray(digits_px[0, ..., 0])), r"\[image\]")
+    nchw = digits_px.transpose(0, 3, 1, 2)
+    msg = one_line_error(ImageInputError, lambda: as_images(nchw, layout="nhwc"), "layout")
+    assert str(nchw.shape) in msg

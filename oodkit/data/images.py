@@ -33,7 +33,11 @@ def _from_iterable(X) -> tuple[torch.Tensor, bool]:
     batched = isinstance(X, torch.utils.data.DataLoader) and X.batch_sampler is not None
     items, any_numpy = [], False
     for item in X:
-        if isinstance(item, (tuple, list)):
+        if isinstance(item, dict):
+            raise ImageInputError(f"cannot read an image from a dict (keys {sorted(map(str, item))[:4]}); pass the "
+                                  "images, e.g. [d['image'] for d in X]")
+        pair = isinstance(item, (tuple, list))
+        if pair:
             item = item[0]  # (image, label) pairs
         if isinstance(item, Image.Image):  # CMYK, YCbCr, palette, 16-bit, ...: read as the folder reader reads files
             try:
@@ -49,13 +53,21 @@ def _from_iterable(X) -> tuple[torch.Tensor, bool]:
             any_numpy = True
             item = torch.from_numpy(item)
         if not isinstance(item, torch.Tensor):
-            raise ImageInputError(f"cannot read an image from a {type(item).__name__}")
+            what = type(item).__name__
+            what = f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
+            raise ImageInputError(f"cannot read an image from {what}" + (
+                " (the first entry of each pair is read as the image: (image, label))" if pair else ""))
         items.append(item if item.ndim == 4 or (batched and item.ndim == 3) else item[None])
     if not items:
         raise ImageInputError("got no images")
     shapes = {tuple(i.shape[1:]) for i in items}
     if len(shapes) > 1:
         raise ImageInputError(f"images differ in shape: {sorted(shapes)[:3]}; resize them to one size first")
+    kinds = {i.is_floating_point() for i in items}
+    if len(kinds) > 1:
+        dtypes = sorted({str(i.dtype).removeprefix("torch.") for i in items})
+        raise ImageInputError(f"images differ in dtype ({', '.join(dtypes)}): pass them all as uint8 pixels or all "
+                              "as floats in [-1, 1]")
     return torch.cat(items), any_numpy
 
 
@@ -136,11 +148,14 @@ def as_images(X, name: str = "X", *, layout: str | None = None, value_range: tup
     ``value_range``: ``(-1, 1)`` (accepts data that merely happen to be non-negative),
     ``(0, 1)`` or ``(0, 255)`` (both converted to [-1, 1]). Values outside the declared
     range, NaN and inf are refused. Every refusal is a one-line :class:`ImageInputError`.
-    Floats that all lie on the 256 levels of 8-bit pixels (within ``LEVEL_TOLERANCE``:
-    ``x / 127.5 - 1`` and ``x * (2/255) - 1`` differ by a float32 step) are returned as
-    those pixels, so images converted from 8-bit data score exactly as the pixels do.
+    An image whose floats all lie on the 256 levels of 8-bit pixels (within
+    :func:`level_tolerance` of its dtype: ``x / 127.5 - 1`` and ``x * (2/255) - 1`` differ
+    by a float32 step, float16 and bfloat16 copies by more) is read as those pixels, so
+    images converted from 8-bit data score exactly as the pixels do, in any batch; every
+    bfloat16 image is read as 8-bit pixels (it keeps no finer detail near +-1).
 
-    Returns uint8 (N, C, H, W) or float32 (N, C, H, W) in [-1, 1], C in 1 or 3.
+    Returns uint8 (N, C, H, W) (every image on the levels) or float32 (N, C, H, W) in
+    [-1, 1], C in 1 or 3.
     """
     value_range = _checked_range(value_range, name)
     x, is_tensor = _tensor(X, name)
@@ -172,12 +187,24 @@ def _tensor(X, name: str):
     """``X`` as a CPU tensor, and whether it came as torch (which decides ambiguous layouts)."""
     if isinstance(X, np.generic) or (isinstance(X, np.ndarray) and X.ndim == 0):
         raise ImageInputError(f"{name}: got one number ({X!r}), not images (N, H, W), (N, C, H, W) or (N, H, W, C)")
+    if isinstance(X, (list, tuple)) and X and isinstance(X[0], (list, tuple, int, float)):
+        nested = _nested_array(X)  # pixel values as nested Python lists
+        if nested is not None:
+            X = nested
     if isinstance(X, np.ndarray):
         if X.dtype.kind not in "biuf":
             raise ImageInputError(f"{name}: unsupported image dtype {X.dtype}; pass uint8 pixels or floats in [-1, 1]")
+        if X.dtype.kind == "f" and X.dtype.itemsize > 8:  # long double: torch has no such type
+            X = X.astype(np.float64)
         return torch.from_numpy(np.ascontiguousarray(X)), False
     if isinstance(X, torch.Tensor):
+        if X.is_meta or X.layout != torch.strided:
+            what = "a meta tensor" if X.is_meta else f"a {str(X.layout).removeprefix('torch.')} tensor"
+            raise ImageInputError(f"{name}: {what} holds no image data as oodkit reads it; pass a dense tensor "
+                                  "(x.to_dense()) or array")
         return X.detach().cpu(), True
+    if type(X).__module__.startswith("PIL."):
+        raise ImageInputError(f"{name}: got one PIL image; pass a list of images ([image]) or an array")
     if type(X).__name__ in ("DataFrame", "Series"):  # iterating one gives column names, not images
         raise ImageInputError(f"{name}: a pandas {type(X).__name__} is not a batch of images; pass an array "
                               "(N, H, W), (N, C, H, W) or (N, H, W, C)")
@@ -186,10 +213,24 @@ def _tensor(X, name: str):
         raise ImageInputError(f"{name}: a shuffled DataLoader (its sampler is a {type(sampler).__name__}) gives scores "
                               "in an order no one can match to its images; pass shuffle=False and no sampler, or the "
                               "Dataset itself (under torchrun oodkit shares out the images)")
+    if isinstance(X, torch.utils.data.DataLoader) and X.drop_last and X.batch_size:
+        left = len(X.dataset) % X.batch_size if hasattr(X.dataset, "__len__") else 0
+        if left:
+            raise ImageInputError(f"{name}: a DataLoader with drop_last=True leaves out its last {left} images; "
+                                  "pass drop_last=False")
     if hasattr(X, "__iter__") or hasattr(X, "__getitem__"):
         x, any_numpy = _from_iterable(X)
         return x, not any_numpy
     raise ImageInputError(f"{name}: expected an array, tensor, Dataset or DataLoader of images, got {type(X).__name__}")
+
+
+def _nested_array(X):
+    """Nested Python lists of pixel values as an array (None when they are not one)."""
+    try:
+        a = np.asarray(X)
+    except (ValueError, TypeError):  # ragged, or (image, label) pairs
+        return None
+    return a if a.dtype.kind in "biuf" and a.ndim >= 2 else None
 
 
 def _nchw(x: torch.Tensor, layout, is_tensor: bool, name: str) -> torch.Tensor:
@@ -214,10 +255,13 @@ def _nchw(x: torch.Tensor, layout, is_tensor: bool, name: str) -> torch.Tensor:
         raise ImageInputError(f"{name}: got no images (shape {tuple(x.shape)})")
     if x.numel() == 0:
         raise ImageInputError(f"{name}: images of shape {tuple(x.shape)} have an empty axis")
+    given = tuple(x.shape)
     if _layout(x, layout, is_tensor, name) == "nhwc":
         x = x.permute(0, 3, 1, 2)
     if x.shape[1] not in (1, 3, 4):
-        raise ImageInputError(f"{name}: images must have 1, 3 or 4 channels, got shape {tuple(x.shape)}")
+        how = {"nhwc": ", read with layout='nhwc' (axis 3 as the channels)",
+               "nchw": ", read with layout='nchw' (axis 1 as the channels)"}.get(layout, "")
+        raise ImageInputError(f"{name}: images must have 1, 3 or 4 channels, got shape {given}{how}")
     return x[:, :3] if x.shape[1] == 4 else x  # alpha dropped
 
 
@@ -225,9 +269,8 @@ def _pixels(x: torch.Tensor, value_range, name: str) -> torch.Tensor:
     """uint8 pixels, or float32 in [-1, 1], by the value rules of :func:`as_images`."""
     if x.is_floating_point():
         # checked in the input's own precision: float64 beyond float32's range is not "inf"
-        x = _floats(x if x.dtype == torch.float64 else x.float(), value_range, name)
-        pixels = on_levels(x)
-        return pixels if pixels is not None else x.float().contiguous()
+        tolerance = level_tolerance(x.dtype)
+        return on_levels(_floats(x if x.dtype == torch.float64 else x.float(), value_range, name), tolerance)
     if value_range not in (None, (0.0, 255.0)):
         raise ImageInputError(
             f"{name}: {x.dtype} images are pixels 0..255; value_range={value_range} applies to float images only"
@@ -244,23 +287,40 @@ def _pixels(x: torch.Tensor, value_range, name: str) -> torch.Tensor:
     raise ImageInputError(f"{name}: unsupported image dtype {x.dtype}; pass uint8 pixels or floats in [-1, 1]")
 
 
-# How far a float may sit from an 8-bit level and still be that pixel: conversions of one
-# pixel (x / 127.5 - 1, x * (2/255) - 1, x / 255 * 2 - 1, in float32) differ by a few 1e-8,
-# while the levels are 2/255 = 0.0078 apart.
+# How far a float may sit from an 8-bit level and still be that pixel, by the precision the
+# floats came in: conversions of one pixel (x / 127.5 - 1, x * (2/255) - 1, x / 255 * 2 - 1)
+# differ by a few 1e-8 in float32, and rounding to float16 / bfloat16 moves a level by up to
+# 4.9e-4 / 3.9e-3, while the levels are 2/255 = 0.0078 apart. bfloat16 keeps 8 significant
+# bits, so its tolerance is half that spacing: every bfloat16 image is read as 8-bit pixels.
 LEVEL_TOLERANCE = 1e-5
+_LEVEL_TOLERANCES = {torch.float16: 1e-3, torch.bfloat16: 0.499 * 2.0 / 255.0}
 
 
-def on_levels(x: torch.Tensor, chunk: int = 1 << 22):
-    """uint8 pixels when every value of float ``x`` in [-1, 1] lies on one of the 256
-    levels ``2k/255 - 1`` (images converted from 8-bit pixels, by whichever formula), so
-    that they score exactly as the pixels do; else None."""
-    flat = x.reshape(-1)
-    for i in range(0, flat.numel(), chunk):  # a few temporaries of one chunk, not of the whole set
-        part = flat[i : i + chunk].double()
+def level_tolerance(dtype: torch.dtype) -> float:
+    """How far (in [-1, 1] units) a float of ``dtype`` may sit from an 8-bit level and
+    still be read as that pixel."""
+    return _LEVEL_TOLERANCES.get(dtype, LEVEL_TOLERANCE)
+
+
+def on_levels(x: torch.Tensor, tolerance: float = LEVEL_TOLERANCE, chunk: int = 1 << 22) -> torch.Tensor:
+    """Float images (N, C, H, W) in [-1, 1] with every image whose values all lie on the
+    256 levels ``2k/255 - 1`` (within ``tolerance``: images converted from 8-bit pixels, by
+    whichever formula) read as those pixels, so that they score exactly as the pixels do,
+    whatever else is in the batch. uint8 pixels when every image is; else float32, the
+    images on the levels at their exact values and the others as given."""
+    rows = max(1, chunk // max(1, x[0].numel()))
+    snapped = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for i in range(0, x.shape[0], rows):  # a few temporaries of one chunk, not of the whole set
+        part = x[i : i + rows].double().flatten(1)
         k = ((part + 1) * 127.5).round()
-        if ((k * (2.0 / 255.0) - 1) - part).abs().max() > LEVEL_TOLERANCE:
-            return None
-    return to_uint8(x).contiguous()
+        snapped[i : i + rows] = ((k * (2.0 / 255.0) - 1) - part).abs().amax(1) <= tolerance
+    if snapped.all():
+        return to_uint8(x).contiguous()
+    out = x.float().contiguous()
+    if snapped.any():
+        out = out.clone() if out.data_ptr() == x.data_ptr() else out
+        out[snapped] = to_float(to_uint8(x[snapped]))
+    return out
 
 
 def check_float_images(x: torch.Tensor, name: str = "x", pixels: bool = True) -> torch.Tensor:
@@ -273,9 +333,8 @@ def check_float_images(x: torch.Tensor, name: str = "x", pixels: bool = True) ->
         x64 = x.detach() if x.dtype == torch.float64 else x.detach().float()
         if pixels:
             _check_floats(x64, None, name)
-        elif not torch.isfinite(x64).all():
-            bad = (~torch.isfinite(x64)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
-            raise ImageInputError(f"{name}: images contain NaN or inf (first at indices {bad})")
+        else:
+            _value_bounds(x64, name)
     return x
 
 
@@ -288,18 +347,31 @@ def _floats(x: torch.Tensor, value_range: tuple | None, name: str) -> torch.Tens
     return x.clamp(-1, 1)
 
 
-def _check_floats(x: torch.Tensor, value_range: tuple | None, name: str) -> None:
-    """The value rules of :func:`as_images` for float images (nothing is copied)."""
+def _value_bounds(x: torch.Tensor, name: str) -> tuple[float, float]:
+    """The lowest and highest value of finite ``x``; NaN or inf is a one-line ImageInputError."""
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
         raise ImageInputError(f"{name}: images contain NaN or inf (first at indices {bad})")
     lo, hi = (v.item() for v in torch.aminmax(x))
+    return lo, hi
+
+
+def _check_range(x: torch.Tensor, name: str, declare: str = "declare value_range=(0, 255)") -> tuple[float, float]:
+    """Finite and in [-1, 1] (a float32 step of slack), or a one-line ImageInputError; the
+    lowest and highest value."""
+    lo, hi = _value_bounds(x, name)
+    if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
+        raise ImageInputError(
+            f"{name}: float images must be scaled to [-1, 1], got values in [{lo:.4g}, {hi:.4g}]; "
+            f"pass uint8 pixels, rescale with x = 2 * x01 - 1, or {declare}"
+        )
+    return lo, hi
+
+
+def _check_floats(x: torch.Tensor, value_range: tuple | None, name: str) -> None:
+    """The value rules of :func:`as_images` for float images (nothing is copied)."""
     if value_range is None:
-        if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
-            raise ImageInputError(
-                f"{name}: float images must be scaled to [-1, 1], got values in [{lo:.4g}, {hi:.4g}]; "
-                "pass uint8 pixels, rescale with x = 2 * x01 - 1, or declare value_range=(0, 255)"
-            )
+        lo, hi = _check_range(x, name)
         if lo >= 0.0:
             msg = (
                 f"{name}: float images hold no negative value (range [{lo:.3g}, {hi:.3g}]): oodkit takes uint8 "
@@ -314,6 +386,7 @@ def _check_floats(x: torch.Tensor, value_range: tuple | None, name: str) -> None
                 stacklevel=5,
             )
         return
+    lo, hi = _value_bounds(x, name)
     a, b = value_range
     tol = 1e-4 * (b - a)
     if lo < a - tol or hi > b + tol:
@@ -344,15 +417,28 @@ def _to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     raise ImageInputError(f"cannot convert {c}-channel images to {channels} channels")
 
 
-def conform(x: torch.Tensor, size: int, channels: int, ref_size: int | None = None, chunk: int = 4096) -> torch.Tensor:
-    """Bring images (N, C, H, W) to a model's ``channels`` and square ``size``.
+def conform(x, size: int, channels: int, ref_size: int | None = None, chunk: int = 4096) -> torch.Tensor:
+    """Bring images (N, C, H, W) to a model's ``channels`` (1 or 3) and square ``size``.
 
     Grayscale becomes RGB by repeating the channel (RGB becomes grayscale by luma).
     Non-square images are centre-cropped. When ``ref_size`` (the smaller side of an OOD
     pair) is below the images' own size they are first downsampled to it, so that both
     sides of a pair carry the same detail before the common resize: resizing only one
-    side inflates AUROC (DiffPath, Table 7). Keeps the dtype (uint8 or float).
+    side inflates AUROC (DiffPath, Table 7). uint8 pixels stay uint8, float32 in [-1, 1]
+    stays float32; anything else (integer pixels, arrays, other layouts) is read by
+    :func:`as_images` first, which refuses floats outside [-1, 1] (declare their range
+    there: ``as_images(x, value_range=(0, 255))``).
     """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ImageInputError(f"conform: size must be a whole number of pixels >= 1, got {size!r}")
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise ImageInputError(f"conform: channels must be 1 or 3, got {channels!r}")
+    if not (isinstance(x, torch.Tensor) and x.ndim == 4 and x.dtype in (torch.uint8, torch.float32)):
+        x = as_images(x)
+    elif x.shape[0] == 0:
+        raise ImageInputError(f"conform: got no images (shape {tuple(x.shape)})")
+    elif x.is_floating_point():
+        _check_range(x, "conform", "read them with as_images(x, value_range=(0, 255)) first")
     h, w = x.shape[-2:]
     if h != w:
         s = min(h, w)

@@ -55,6 +55,14 @@ def check_contamination(c) -> float:
     return float(c)
 
 
+def replayable(X):
+    """``X``, or the images of a one-shot iterator (a generator) as a list, so that a
+    method that reads its input twice (training, then fitting) reads the same images."""
+    if hasattr(X, "__next__") and iter(X) is X:
+        return list(X)
+    return X
+
+
 class BaseDetector(OutlierMixin, BaseEstimator):
     """Subclasses implement ``fit`` (ending in ``self._set_offset(train_scores)`` with
     out-of-sample training scores) and ``score_samples``. Conventions: ``score_samples``
@@ -285,4 +293,5 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return -self.score_samples(X)
 
     def fit_predict(self, X, y=None):
+        X = replayable(X)
         return self.fit(X).predict(X)

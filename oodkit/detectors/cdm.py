@@ -16,7 +16,7 @@ from ..nn.unet import IMAGE_SIZES
 from ..representation import PRECISIONS, Representation, arithmetic, represent
 from ..training import TrainConfig, fit_model
 from ..validation import Any, Bool, Choice, Device, Int, Pair, PathLike, Real
-from .base import ArithmeticWarning, BaseDetector, on_device
+from .base import ArithmeticWarning, BaseDetector, on_device, replayable
 from .scores import MAX_BANK, SCORERS, Complexity, FeatureGauss, FeatureKNN, Fused, Profile, Upright, profile_levels
 
 __all__ = ["CDMDetector", "trained_on"]
@@ -226,6 +226,7 @@ class CDMDetector(BaseDetector):
         network scores its own training images too well. With too few of those, a warning
         says so; :meth:`calibrate` on held-out ID images gives the guarantee."""
         self._check_params()
+        X = replayable(X)  # read twice when the model is trained here
         self._bind_model(self._load_model(X))
         self.align_px_ = None  # fit reads X as given; a Flow records the alignment it fitted under
         x = self._model_images(X, self.model_)

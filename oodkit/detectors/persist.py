@@ -17,8 +17,12 @@ CLASSES = {cls.__name__: cls for cls in FAMILIES.values()}
 def load_detectors(path, device=None, progress: bool = False) -> dict:
     """``{name: fitted detector}`` from a detector file, ready to score; or, for the name
     of a pretrained model shipped with them (``oodkit models``), its bundled detectors."""
-    from ..pretrained import bundled_detectors
+    from ..devices import resolve_device
+    from ..pretrained import check_reference, bundled_detectors
 
+    check_reference(path, "load_detector")
+    if device is not None:
+        device = resolve_device(device)
     if not Path(path).is_file():
         path = bundled_detectors(path) or path
     try:

@@ -65,6 +65,14 @@ def bits_per_dim(log_p, d: int):
     return -log_p / (d * math.log(2)) + 7.0
 
 
+def _where(param, x=None):
+    """Where the network's inputs go: ``param``'s device (and with ``x``, (device, dtype));
+    the CPU, or ``x``'s own, for a model without parameters."""
+    if x is None:
+        return param.device if param is not None else "cpu"
+    return (param.device, param.dtype) if param is not None else (x.device, x.dtype)
+
+
 class CDM(nn.Module):
     """Classification diffusion model around any ``net``: (B, C, H, W) -> (B, T+2).
 
@@ -190,28 +198,43 @@ class CDM(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"images must be floating point in [-1, 1], got {x.dtype}: convert 8-bit pixels with "
-                            "oodkit.data.images.to_float(oodkit.as_images(x)); log_prob, bpd and log_prob_levels "
-                            "take them as they are")
+                            "oodkit.data.images.to_float(oodkit.as_images(x)); log_prob, bpd, log_prob_levels and "
+                            "noise_posterior take them as they are")
 
     def _input(self, x, value_range=None) -> torch.Tensor:
-        """Float (B, C, H, W) tensors as given (not copied), checked: finite, and for a
-        model that records its training images (a checkpoint) in [-1, 1] by the rules of
-        :func:`oodkit.as_images`; uint8 pixels, arrays and any layout it reads ((N, H, W, C)
-        included), and floats of a declared ``value_range``, become float in [-1, 1] on
-        the model's device."""
-        from ..data.images import as_images, check_float_images, on_levels, to_float
+        """Images as the network takes them, on the model's device: float (B, C, H, W)
+        tensors checked (finite, and for a model that records its training images (a
+        checkpoint) in [-1, 1] by the rules of :func:`oodkit.as_images`, each image on the
+        8-bit levels read as those pixels), in the model's dtype (not copied when they
+        already are); uint8 pixels, arrays and any layout :func:`oodkit.as_images` reads
+        ((N, H, W, C) included), and floats of a declared ``value_range``, become float32
+        in [-1, 1]."""
+        from ..data.images import as_images, check_float_images, level_tolerance, on_levels, to_float
 
+        param = next(self.parameters(), None)  # none in an analytic model: inputs stay as given
         if value_range is not None:
-            return to_float(as_images(x, value_range=value_range)).to(next(self.parameters()).device)
-        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim == 4:
+            return to_float(as_images(x, value_range=value_range)).to(_where(param))
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim == 4 and not x.is_meta \
+                and x.layout == torch.strided:
             # a model trained on images takes them in [-1, 1]; one built in code may model any
             # finite data (the analytic Gaussian of the exactness tests)
-            pixels = bool(getattr(self, "data_info", None))
-            x = check_float_images(x, pixels=pixels)
-            levels = on_levels(x) if pixels else None  # images from 8-bit pixels: exactly those pixels
-            return x if levels is None else to_float(levels)
+            if getattr(self, "data_info", None):
+                x = to_float(on_levels(check_float_images(x), level_tolerance(x.dtype)))
+            else:
+                x = check_float_images(x, pixels=False)
+            return x.to(*_where(param, x))
+        return to_float(as_images(x)).to(_where(param))
 
-        return to_float(as_images(x)).to(next(self.parameters()).device)
+    def _noisy_input(self, x_t) -> torch.Tensor:
+        """Noisy images ``x_t`` (B, C, H, W), any finite floats, in the model's dtype and on
+        its device (the same tensor when they already are)."""
+        from ..data.images import check_float_images
+
+        if not isinstance(x_t, torch.Tensor) or not x_t.is_floating_point():
+            what = x_t.dtype if isinstance(x_t, torch.Tensor) else type(x_t).__name__
+            raise TypeError(f"x_t must be noisy images, a float tensor (B, C, H, W), got {what}: convert 8-bit "
+                            "pixels with oodkit.data.images.to_float(oodkit.as_images(x))")
+        return check_float_images(x_t, "x_t", pixels=False).to(*_where(next(self.parameters(), None), x_t))
 
     # -- one forward pass ------------------------------------------------------------
     def logits(self, x: torch.Tensor, return_features: bool = False):
@@ -272,13 +295,21 @@ class CDM(nn.Module):
         return bits_per_dim(self._log_prob(x), x[0].numel())
 
     @torch.no_grad()
-    def noise_posterior(self, x: torch.Tensor) -> torch.Tensor:
-        """``p(t | x)`` under a uniform prior over levels: (B, T+2), rows sum to 1."""
-        return torch.softmax(self.inference_logits(x).double(), dim=1)
+    def noise_posterior(self, x: torch.Tensor, value_range=None) -> torch.Tensor:
+        """``p(t | x)`` under a uniform prior over levels: (B, T+2), float64, rows sum to 1
+        (input as :meth:`log_prob_levels`)."""
+        return torch.softmax(self.inference_logits(self._input(x, value_range)).double(), dim=1)
 
     # -- Theorem 3.1 ------------------------------------------------------------------
     def logits_and_eps(self, x_t: torch.Tensor, t: torch.Tensor, create_graph: bool = False):
-        """One forward and one backward pass: ``(f(x_t) (B, T+2), E[eps | x_t] (B, C, H, W))``."""
+        """One forward and one backward pass: ``(f(x_t) (B, T+2), E[eps | x_t] (B, C, H, W))``;
+        ``eps`` in the dtype of ``x_t`` (any finite floats)."""
+        given = x_t.dtype if isinstance(x_t, torch.Tensor) else None
+        f, eps = self._logits_and_eps(self._noisy_input(x_t), t, create_graph)
+        return f, eps.to(given)
+
+    def _logits_and_eps(self, x_t: torch.Tensor, t, create_graph: bool):
+        """:meth:`logits_and_eps` on ``x_t`` already checked (training's inner loop)."""
         t = torch.as_tensor(t, device=x_t.device).long()
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
@@ -363,7 +394,7 @@ class CDM(nn.Module):
         t = torch.randint(0, self.schedule.num_classes, (b,), generator=generator, device="cpu").to(x0.device)
         eps = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
         x_t = self.schedule.q_sample(x0, t, eps).requires_grad_(True)
-        f, eps_hat = self.logits_and_eps(x_t, t, create_graph=True)
+        f, eps_hat = self._logits_and_eps(x_t, t, create_graph=True)
         ce = F.cross_entropy(f.float(), t)
         per_image = ((eps - eps_hat.float()) ** 2).flatten(1).mean(1)
         mse = (per_image * (t > 0)).mean()
