@@ -143,6 +143,18 @@ def load_checkpoint(path) -> dict:
     missing = [k for k in ("kind", "net", "model", "schedule", "state_dict") if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} is an incomplete oodkit checkpoint: missing {missing}")
+    for key, optional in (("net", False), ("model", False), ("schedule", False), ("state_dict", False),
+                          ("ema_state_dict", True), ("train_state", True), ("data", True)):
+        if not isinstance(ckpt.get(key), dict) and not (optional and ckpt.get(key) is None):
+            raise CheckpointError(f"{path}: damaged checkpoint ({key} is a {type(ckpt.get(key)).__name__}, not a "
+                                  "table of values)")
+    if not isinstance(ckpt["net"].get("config"), dict):
+        raise CheckpointError(f"{path}: damaged checkpoint (net has no config table)")
+    hashes = (ckpt.get("data") or {}).get("image_hashes")
+    if hashes is not None and not (isinstance(hashes, torch.Tensor) and hashes.dtype == torch.int64
+                                   and hashes.ndim == 1):
+        raise CheckpointError(f"{path}: damaged checkpoint (data.image_hashes, the record of the images the network "
+                              "trained on, is not a list of 64-bit hashes)")
     return ckpt
 
 
@@ -156,7 +168,7 @@ def load_model(path, ema: bool = True, device=None):
         schedule = NoiseSchedule.from_dict(ckpt["schedule"])
         model = build_model(ckpt["kind"], ckpt["net"]["config"], schedule, ckpt["model"])
         weights = ckpt["ema_state_dict"] if (ema and ckpt.get("ema_state_dict")) else ckpt["state_dict"]
-        _check_weights(path, model, weights)
+        check_weights(path, model, weights)
         model.load_state_dict(weights)
     except CheckpointError:
         raise
@@ -186,6 +198,10 @@ def check_same_model(ckpt: dict, model, flag: str, path) -> None:
         raise CheckpointError(f"{flag}: {path} was trained with another noise schedule or T")
 
 
+# the parameters of the heads a fine-tune may add (--class-head, --rotation-head, --contrastive-head)
+HEADS = ("label_head.", "rotation_head.", "projection.")
+
+
 def load_initial_weights(model, path) -> dict:
     """Start ``model`` from a trained checkpoint's weights (its EMA ones when it has them):
     a fine-tune. Kind, network and noise schedule must match; parts the checkpoint lacks
@@ -194,14 +210,20 @@ def load_initial_weights(model, path) -> dict:
     ckpt = load_checkpoint(path)
     check_same_model(ckpt, model, "--init", path)
     weights = ckpt["ema_state_dict"] or ckpt["state_dict"]
+    if not all(isinstance(k, str) for k in weights):
+        raise CheckpointError(f"--init: {path}: damaged checkpoint (weights not keyed by name)")
     expected = model.state_dict()
     for key, head, flag in (("label_head.", "class", "--class-head"), ("rotation_head.", "rotation", "--rotation-head"),
                             ("projection.", "contrastive", "--contrastive-head")):
         if any(k.startswith(key) and k not in expected for k in weights):
             raise CheckpointError(f"--init: {path} has a {head} head and this model has none: add {flag}")
     fresh = [k for k in expected if k not in weights]
+    core = [k for k in fresh if not k.startswith(HEADS)]
+    if core:  # only a head this run adds may start fresh
+        more = f" and {len(core) - 1} more" if len(core) > 1 else ""
+        raise CheckpointError(f"--init: {path} does not hold this network's weights (missing key {core[0]}{more})")
     partial = {**{k: v for k, v in expected.items() if k in fresh}, **weights}
-    _check_weights(path, model, partial)
+    check_weights(path, model, partial)
     model.load_state_dict(partial)
     return {"path": str(path), "sha256": file_sha256(path), "steps": (ckpt.get("train_state") or {}).get("step"),
             "fresh": fresh}
@@ -214,7 +236,7 @@ def _reason(e: OSError) -> str:
     return text[:120]
 
 
-def _check_weights(path, model, weights) -> None:
+def check_weights(path, model, weights) -> None:
     """One-line errors for weights that do not fit ``model`` (naming the first bad key)
     or that hold NaN/inf."""
     if not isinstance(weights, dict):
@@ -230,6 +252,12 @@ def _check_weights(path, model, weights) -> None:
                 f"{path}: checkpoint does not match its model (key {k}: checkpoint shape {tuple(v.shape)}, "
                 f"model shape {tuple(expected[k].shape)})"
             )
+        want = expected[k].dtype
+        real_float = v.is_floating_point() and not v.is_complex()
+        if (real_float != want.is_floating_point) or (not real_float and v.dtype != want):
+            raise CheckpointError(f"{path}: checkpoint does not match its model (key {k} holds "
+                                  f"{str(v.dtype).removeprefix('torch.')} values, the model's are "
+                                  f"{str(want).removeprefix('torch.')})")
     missing = [k for k in expected if k not in weights]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""

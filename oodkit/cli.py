@@ -674,13 +674,18 @@ def _calibration_set(full, keep, data_spec, spec, split, limit, data_root, downl
 @click.option("--detectors", default=None, help=DETECTORS_HELP)
 @click.option("--calibrate-on", default=None,
               help="Held-out ID data to set each threshold on (conformal: fresh images like it are accepted "
-                   "with probability >= --tpr).")
+                   "with probability >= --tpr, on average over the draw of these images; see --confidence).")
 @click.option("--calibrate-split", type=click.Choice(["test", "train"]), default="test", show_default=True,
               help="Split of --calibrate-on. train with --calibrate-on = --data: the training images that "
                    "--max-train left out (a held-out part, never the fitting images); train needs a model that "
                    "records the images it trained on.")
 @click.option("--max-calibrate", type=POS, default=None, help="Calibrate on at most this many images (seeded).")
-@click.option("--tpr", type=Finite(0, 1, min_open=True, max_open=True), default=0.95, show_default=True)
+@click.option("--tpr", type=Finite(0, 1, min_open=True, max_open=True), default=None,
+              help="With --calibrate-on: the share of fresh ID images each threshold accepts (default 0.95).")
+@click.option("--confidence", type=Finite(0, 1, min_open=True, max_open=True), default=None,
+              help="With --calibrate-on: each threshold accepts at least --tpr of fresh ID images with this "
+                   "probability over the draw of the calibration images (default: --tpr on average, which one "
+                   "threshold misses about half the time); needs more images (45 for 0.95 at 0.9).")
 @click.option("--max-train", type=POS, default=None, help="Fit on at most this many images (seeded subsample).")
 @click.option("--max-bank", type=NONNEG, default=None,
               help="kNN scores search at most this many training images (seeded subsample; default 100,000; 0: "
@@ -702,8 +707,8 @@ def _calibration_set(full, keep, data_spec, spec, split, limit, data_root, downl
 @config_option
 @_friendly
 @_locks("out", "detector file")
-def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrate, tpr, max_train, max_bank, align_px,
-        out, embed_model, precision, data_root, download, batch_size, seed, device, quiet):
+def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrate, tpr, confidence, max_train, max_bank,
+        align_px, out, embed_model, precision, data_root, download, batch_size, seed, device, quiet):
     """Fit detectors once and save them, to score later with `oodkit score --detector`."""
     import numpy as np
 
@@ -713,7 +718,8 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
     from .pipeline import Flow, align
     from .pretrained import load_model
 
-    from .bench import check_once_each
+    from .bench import assign_detectors
+    from .detectors.base import OptimisticThresholdWarning
     from .detectors.cdm import records_training_images
     from .detectors.fileformat import check_detector_name
 
@@ -725,6 +731,11 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
         check_detector_name(out)
     except ValueError as e:
         raise UserError(f"--out {e}") from None
+    if (tpr is not None or confidence is not None) and not calibrate_on:
+        raise UserError(f"--{'tpr' if tpr is not None else 'confidence'} sets the thresholds on held-out ID images: "
+                        "pass them with --calibrate-on (without it the thresholds come from the fitting images at "
+                        "tpr 0.95)")
+    tpr = 0.95 if tpr is None else tpr
     device = _device(device)
     if detectors is not None and not _split_list(detectors):
         raise UserError(f"--detectors {detectors!r} names no detector")
@@ -735,7 +746,7 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
                         "images may be among them, and thresholds set on images the network saw accept fewer fresh "
                         "images than --tpr (0.929 for 0.95 measured on fashionmnist): use --calibrate-split test")
     names = _split_list(detectors) or model_default_detectors([m])
-    check_once_each([(n, m) for n in names])
+    assign_detectors(names, [(m, model)])  # each runs on this model's kind, and once
     flow = Flow(batch_size, device, seed, progress=not quiet, precision=precision)
     if max_bank is not None:
         from .detectors import CDMDetector
@@ -753,15 +764,30 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
     if max_train is not None and len(full) > max_train:
         keep = np.sort(np.random.default_rng(seed).choice(len(full), max_train, replace=False))
         ds = full.subset(keep)
-    dets = flow.fit({n: m for n in names}, align(ds.tensor(), m, align_px), align_px=align_px)
+    cal = None
+    if calibrate_on:  # read, and counted against --tpr, before the fitting pass
+        from .conformal import min_calibration_size
+
+        cal = _calibration_set(full, keep, data_spec, calibrate_on, calibrate_split, max_calibrate, data_root,
+                               download, seed)
+        need = min_calibration_size(tpr, confidence)
+        if len(cal) < need:
+            raise UserError(f"--calibrate-on {calibrate_on}: tpr={tpr:g}"
+                            + (f" with confidence {confidence:g}" if confidence is not None else "")
+                            + f" needs at least {need} held-out ID images for its guarantee, got {len(cal)}")
+    with warnings.catch_warnings():
+        if calibrate_on:  # the thresholds the fitting images set are replaced below
+            warnings.simplefilter("ignore", OptimisticThresholdWarning)
+        dets = flow.fit({n: m for n in names}, align(ds.tensor(), m, align_px), align_px=align_px)
     x_val = None
     if calibrate_on:
-        x_val = align(_calibration_set(full, keep, data_spec, calibrate_on, calibrate_split, max_calibrate,
-                                       data_root, download, seed).tensor(), m, align_px)
-        flow.calibrate(dets, x_val, tpr)
+        x_val = align(cal.tensor(), m, align_px)
+        flow.calibrate(dets, x_val, tpr, confidence)
     save_detectors(out, dets, embed_model=embed_model)
     used = min(len(d.calibration_scores_) for d in dets.values()) if calibrate_on else 0
-    how = (f"conformal thresholds accept at least {tpr:g} of fresh images like {calibrate_on} ({calibrate_split} "
+    kept = (f"with probability {confidence:g} each threshold accepts at least {tpr:g} of fresh images"
+            if confidence is not None else f"conformal thresholds accept {tpr:g} of fresh images on average")
+    how = (f"{kept} like {calibrate_on} ({calibrate_split} "
            f"split, {used} images" + (f"; {len(x_val) - used} the network trained on were left out)"
                                      if used < len(x_val) else ")")
            if calibrate_on else "thresholds: conformal at 0.95 on out-of-sample training scores (optimistic when "
@@ -821,12 +847,9 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
     if fit_data is not None and detector_file is not None:
         raise UserError("--fit-data fits a --model's ID statistics; a --detector file carries its own")
     if fdr is not None and detector_file is None:
-        from .pretrained import bundled_detectors
-
-        shipped = fit_data is None and bundled_detectors(model) is not None
-        raise UserError("--fdr screens against a detector file's calibration scores: "
-                        + (f"pass --detector {model} (the detectors shipped with it carry them)" if shipped else
-                           "fit one with `oodkit fit` and pass it with --detector"))
+        raise UserError("--fdr screens against a detector file's calibration scores on held-out ID images: fit one "
+                        f"with `oodkit fit --model {model} --data ID --calibrate-on HELD_OUT_ID --out d.npz` and pass "
+                        "--detector d.npz")
     _data_options_apply(data_spec, resize, num_workers)
     _writable_file(out, "--out")
     _not_an_input(out, "--out", ("--model checkpoint", model), ("--detector file", detector_file),
@@ -839,6 +862,11 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
     if detector_file is not None:
         scorer, note = detector_scorer(detector_file, device, not quiet), ""
         precision = scorer.scoring_precision(precision)
+        if fdr is not None:
+            try:
+                scorer.check_screen(fdr)
+            except ValueError as e:
+                raise UserError(str(e)) from None
     else:
         precision = precision or "fp32"
         scorer = model_scorer(model, fit_data, data_root, download, batch_size, device, not quiet, precision)
@@ -850,6 +878,8 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
     n, columns = score_in_chunks(scorer, chunks, out, batch_size, device, fdr=fdr, progress=not quiet,
                                  echo=functools.partial(click.echo, err=True), precision=precision)
     if rank == 0:  # under torchrun every process scored its share of the batches; one writes
+        if scorer.threshold_warning():
+            click.echo(f"Warning: {scorer.threshold_warning()}", err=True)
         click.echo(f"wrote {out}: {n} rows, columns {', '.join(columns)}{note}")
 
 

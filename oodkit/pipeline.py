@@ -75,19 +75,21 @@ class Flow:
                              progress=self.progress, max_bank=self.max_bank, precision=self.precision)
 
     def fit(self, assignment: dict, x_train: torch.Tensor, align_px: int | None = None, desc: str = "train",
-            leave_out_seen: bool = True) -> dict:
+            leave_out_seen: bool = True, seen=None) -> dict:
         """``{name: fitted detector}`` for ``assignment`` (``{detector name: model}``), fitted
         on aligned ID training images ``x_train``. With ``leave_out_seen``, images the model
         recorded training on are left out of the default thresholds (a benchmark, which
         reports no threshold, turns it off). ``align_px`` is recorded on each detector
-        (``align_px_``) so that a detector file scores new images as it was fitted."""
+        (``align_px_``) so that a detector file scores new images as it was fitted. ``seen``:
+        (N,) bool, which images the network trained on, where the caller knows better than
+        the model's record (a model exported without one)."""
         made = {name: self.make(name, model) for name, model in assignment.items()}  # every refusal before any pass
         dets = {}
         for name, det in made.items():
             model = assignment[name]
             if det.reads_representation:
-                seen = self._trained_on(model, x_train) if leave_out_seen else None
-                det.fit_representation(self.representation(model, x_train, desc), seen=seen)
+                known = seen if seen is not None else self._trained_on(model, x_train) if leave_out_seen else None
+                det.fit_representation(self.representation(model, x_train, desc), seen=known)
             else:
                 det.fit(x_train)
             det.align_px_ = align_px
@@ -111,10 +113,13 @@ class Flow:
                 out[name] = np.asarray(det.score_images(x, shard=self.shard), dtype=np.float64)
         return out
 
-    def calibrate(self, detectors: dict, x_val: torch.Tensor, tpr: float) -> None:
+    def calibrate(self, detectors: dict, x_val: torch.Tensor, tpr: float, confidence: float | None = None) -> None:
         """Set every detector's threshold on held-out aligned ID images ``x_val``
-        (split-conformal, :meth:`BaseDetector.calibrate`), from one pass over them."""
+        (split-conformal, :meth:`BaseDetector.calibrate`; ``confidence`` as there), from
+        one pass over them."""
+        for det in detectors.values():
+            det._threshold_replaced()
         for name, s in self.score(detectors, x_val, "calibration").items():
             det = detectors[name]
             seen = self._trained_on(det.model_, x_val) if det.reads_representation else None
-            det.calibrate_scores(s, tpr, seen=seen)
+            det.calibrate_scores(s, tpr, seen=seen, confidence=confidence)

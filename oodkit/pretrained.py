@@ -28,10 +28,23 @@ PRETRAINED_DIR = Path(__file__).parent / "weights"
 
 
 def _index(index_path: Path | None = None) -> dict:
+    """``{name: record}`` of the model index; a damaged index is a one-line CheckpointError."""
     path = Path(index_path or PRETRAINED_DIR / "index.json")
     if not path.exists():
         return {}
-    return json.loads(path.read_text())
+    try:
+        index = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise CheckpointError(f"the model index {path} is damaged ({type(e).__name__}): reinstall oodkit") from None
+    bad = [n for n, rec in index.items() if not isinstance(rec, dict)] if isinstance(index, dict) else ["(all)"]
+    if bad:
+        raise CheckpointError(f"the model index {path} is damaged (entry {bad[0]!r}): reinstall oodkit")
+    unsigned = [n for n, rec in index.items() if not isinstance(rec.get("sha256"), str)
+                or not isinstance(rec.get("detectors", {}), dict)]
+    if unsigned:
+        raise CheckpointError(f"the model index {path} is damaged (entry {unsigned[0]!r} has no sha256 or a bad "
+                              "detectors record): reinstall oodkit")
+    return index
 
 
 def list_models(index_path=None) -> list[dict]:
@@ -111,7 +124,7 @@ def bundled_detectors(ref, index_path=None) -> Path | None:
     if not path.is_file():
         return None
     if file_sha256(path) != rec["detectors"]["sha256"]:
-        raise CheckpointError(f"the detectors bundled with {ref!r} ({path}) do not match their recorded SHA-256: "
+        raise CheckpointError(f"the detectors bundled with {str(ref)!r} ({path}) do not match their recorded SHA-256: "
                               "the installation is damaged; reinstall oodkit")
     return path
 

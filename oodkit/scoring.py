@@ -70,6 +70,48 @@ class Scorer:
         in (their thresholds hold there), else fp32."""
         return asked or self.precision or "fp32"
 
+    def _guarantees(self) -> dict:
+        """``{name: threshold_guarantee()}`` of the detectors whose thresholds or p-values
+        the scores carry."""
+        if not (self.thresholds or self.with_pvalues):
+            return {}
+        return {n: d.threshold_guarantee() for n, d in self.detectors.items() if hasattr(d, "offset_")}
+
+    def threshold_warning(self) -> str | None:
+        """One line for thresholds and p-values that promise more than they keep (set on
+        images the network trained on, or may have); None when every one was set on
+        held-out ID images."""
+        found = self._guarantees()
+        what = self.identity.get("detector") or self.identity.get("model") or "these detectors"
+        fix = ("for a guarantee set them on held-out ID images: `oodkit fit --model MODEL --data ID "
+               "--calibrate-on HELD_OUT_ID --out d.npz`, then --detector d.npz")
+        if "trained-on" in found.values():
+            return (f"the thresholds and p-values of {what} were set on images its network trained on: they accept "
+                    f"fewer fresh ID images than their tpr and the p-values run small; {fix}")
+        if "unknown" in found.values():
+            return (f"the thresholds and p-values of {what} were set on its fitting images, which the network may "
+                    f"have trained on (the model does not record them): if it did, they accept fewer fresh ID images "
+                    f"than their tpr; {fix}")
+        return None
+
+    def check_screen(self, fdr: float) -> None:
+        """A ValueError when ``fdr`` screening would rest on p-values known to be too small
+        (calibration scores of images the network trained on)."""
+        from .conformal import check_screen
+
+        for name, det in self.detectors.items():
+            try:
+                check_screen(fdr, len(det.calibration_scores_))
+            except ValueError as e:
+                raise ValueError(f"--fdr: {name}: {e}") from None
+        bad = [n for n, g in self._guarantees().items() if g == "trained-on"]
+        if bad:
+            what = self.identity.get("detector") or "these detectors"
+            raise ValueError(f"--fdr needs p-values against held-out ID images, and the calibration scores of {what} "
+                             f"({', '.join(bad)}) come from images its network trained on: fit detectors with "
+                             "`oodkit fit --model MODEL --data ID --calibrate-on HELD_OUT_ID --out d.npz` and pass "
+                             "--detector d.npz")
+
     def _rewarn(self, caught) -> None:
         """Warnings met while scoring, shown again; the detectors' ArithmeticWarnings once,
         with what to do in this command, and only where a threshold or p-value reads them."""

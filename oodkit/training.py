@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from .distributed import maybe_init, rank_world
 from .train_config import TrainConfig
-from .checkpoint import CheckpointError, build_model, check_replaceable, check_same_model, load_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, build_model, check_replaceable, check_same_model, check_weights,
+                         load_checkpoint, save_checkpoint)
 from .data.images import image_hashes, to_float
 from .devices import default_device
 from .schedules import NoiseSchedule
@@ -174,10 +175,21 @@ def _resume_from(out, model, opt, cfg: TrainConfig, data: dict, device):
     state = ckpt.get("train_state") or {}
     if "optimizer" not in state:
         raise CheckpointError(f"{out} holds no training state to resume from")
+    step = state.get("step")
+    if type(step) is not int or step < 0:
+        raise CheckpointError(f"--resume: {out}: damaged training state (step {step!r}; a whole number >= 0 is "
+                              "needed)")
     _check_resume(out, ckpt, model, cfg, data)
+    ema = ckpt.get("ema_state_dict") or ckpt["state_dict"]
+    check_weights(out, model, ckpt["state_dict"])
+    check_weights(out, model, ema)
     model.load_state_dict(ckpt["state_dict"])
-    opt.load_state_dict(state["optimizer"])
-    return {k: v.to(device) for k, v in ckpt["ema_state_dict"].items()}, int(state["step"]), ckpt
+    try:
+        opt.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError, IndexError) as e:
+        raise CheckpointError(f"--resume: {out}: damaged optimizer state ({type(e).__name__}); start afresh with "
+                              "--overwrite") from None
+    return {k: v.to(device) for k, v in ema.items()}, step, ckpt
 
 
 def _step(objective, model, opt, images, labels, cfg: TrainConfig, step: int, rank: int, local: int, device,
@@ -302,6 +314,11 @@ def train(
     def save(step):
         if out is None or rank != 0:
             return
+        bad = next((k for k, v in [*model.state_dict().items(), *ema.items()]
+                    if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad is not None:  # never written over the last good checkpoint
+            raise TrainingDiverged(f"weights are not finite at step {step} ({bad}): lower --lr (now {cfg.lr:g}) or "
+                                   "--grad-clip" + (f"; the last good checkpoint is {out}" if out.exists() else ""))
         state = {"step": step, "optimizer": opt.state_dict(), "config": asdict(cfg), "world_size": world}
         save_checkpoint(out, model, ema_state_dict=ema, train_state=state, data=info)
 

@@ -289,3 +289,111 @@ def test_pvalues_keep_one_per_score():
     with pytest.raises(ValueError, match="one score per image"):
         pvalues(np.array([1.0, 2.0, 3.0]), np.ones((2, 2)))
     np.testing.assert_array_equal(pvalues(np.array([1.0, 2.0, 3.0]), [0.5, 2.0, 9.0]), [0.25, 0.75, 1.0])
+
+
+# -- audit 7: thresholds and their guarantees -----------------------------------------------
+
+
+def test_a_threshold_with_confidence_holds_for_the_stated_share_of_calibrations():
+    """A conformal threshold accepts tpr of fresh ID images on average over calibration
+    sets; one threshold accepts fewer than tpr about 45 % of the time (Beta(n+1-k, k)).
+    With ``confidence``, at most 1 - confidence of thresholds fall short."""
+    rng, n, tpr = np.random.default_rng(3), 300, 0.95
+    short = {None: 0, 0.9: 0}
+    for _ in range(2000):
+        cal = rng.standard_normal(n)
+        for conf in short:
+            cut = conformal_threshold(cal, tpr, confidence=conf)
+            short[conf] += stats.norm.sf(cut) < tpr  # the exact share of fresh N(0, 1) scores accepted
+    assert 0.40 < short[None] / 2000 < 0.52  # the marginal guarantee: about half fall short
+    assert short[0.9] / 2000 <= 0.10 + 3 * np.sqrt(0.1 * 0.9 / 2000)
+    assert short[0.9] / 2000 > 0.05  # and not far more conservative than asked
+    det = _Scores().fit(rng.standard_normal(50)).calibrate(np.arange(300.0), tpr, confidence=0.9)
+    assert det.offset_ == conformal_threshold(np.arange(300.0), tpr, confidence=0.9) == 9.0  # k = 10 of 300
+    assert "confidence 0.9" in det.threshold_source_
+    assert min_calibration_size(0.95, confidence=0.9) == 45  # 0.95^45 <= 0.1 < 0.95^44
+    with pytest.raises(ValueError, match="needs at least 45"):
+        conformal_threshold(np.arange(44.0), 0.95, confidence=0.9)
+    for bad in (1.0, 0, "0.9", True):
+        with pytest.raises(ValueError, match="confidence must"):
+            conformal_threshold(np.arange(300.0), tpr, confidence=bad)
+
+
+def test_the_fewest_calibration_scores_agree_with_the_rank_rule():
+    from oodkit.conformal import conformal_rank
+
+    for tpr in (0.5, 0.9, 0.95, 0.99, 0.999, 0.9999, 0.99999, 1 / 3, 0.123):
+        n = min_calibration_size(tpr)
+        assert conformal_rank(n, tpr) >= 1 and conformal_rank(n - 1, tpr) < 1, tpr
+    assert conformal_threshold(np.arange(9999.0), 0.9999) == 0.0
+
+
+def test_calibration_scores_must_be_one_number_per_image():
+    det = _Scores().fit(np.random.default_rng(0).standard_normal(50))
+    with pytest.raises(ValueError, match=r"one score per image, shape \(m,\); got shape \(100, 1\)"):
+        det.calibrate_scores(np.zeros((100, 1)), 0.95)
+    with pytest.raises(ValueError, match=r"seen must hold one entry per calibration score: 3 for 40"):
+        det.calibrate_scores(np.arange(40.0), 0.9, seen=np.ones(3, bool))
+    with pytest.raises(ValueError, match="calibration scores must be real numbers"):
+        conformal_threshold(["a", "b"], 0.5)
+    with pytest.raises(ValueError, match="calibration scores must be real numbers"):
+        conformal_threshold(np.arange(30) + 1j, 0.9)
+
+
+def test_screening_that_can_flag_nothing_is_refused():
+    det = _Scores().fit(np.arange(30.0)).calibrate(np.arange(30.0), 0.9)
+    with pytest.raises(ValueError, match=r"fdr=0.01 with 30 calibration scores can flag nothing"):
+        det.predict(np.arange(5.0) - 100, fdr=0.01)
+
+
+def test_calibrating_after_contamination_changed_is_allowed():
+    x = load_dataset("digits-0to4", "test").images
+    det = make_detector("loglik", model=fixed_model()).fit(x[:100]).set_params(contamination=0.1)
+    det.calibrate(x[100:200], 0.9)  # calibrate replaces the threshold contamination set
+    assert det.predict(x[200:]).shape == (len(x) - 200,)
+
+
+def test_thresholds_set_on_images_the_network_trained_on_say_so(tmp_path, monkeypatch):
+    """The shipped digits-0to4 detectors' thresholds come from images the network trained
+    on: they accepted 0.52-0.74 of fresh ID test images against a printed 0.95, and their
+    p-values flagged ID images at --fdr. Scoring with them warns; screening is refused."""
+    from oodkit.cli import main
+    from oodkit.detectors.persist import load_detectors
+
+    dets = load_detectors("digits-0to4")
+    assert {d.threshold_guarantee() for d in dets.values()} == {"trained-on"}
+    assert {d.threshold_guarantee() for d in load_detectors("fashionmnist").values()} == {"trained-on"}
+    x = load_dataset("digits-0to4", "test").images[:40]
+    with pytest.raises(ValueError, match="trained on"):
+        dets["fused"].predict(x, fdr=0.1)
+    with pytest.warns(UserWarning, match="trained on"):
+        dets["fused"].pvalues(x)
+    dets["fused"].calibrate(x, 0.9)
+    assert dets["fused"].threshold_guarantee() == "held-out"
+    dets["fused"].predict(x, fdr=0.1)
+    monkeypatch.chdir(tmp_path)
+    run = lambda *a: CliRunner().invoke(main, [str(v) for v in a])
+    r = run("score", "--detector", "digits-0to4", "--data", "digits-0to4", "--out", "s.csv", "--quiet")
+    assert r.exit_code == 0 and "Warning:" in r.output and "trained on" in r.output and "--calibrate-on" in r.output
+    r = run("score", "--detector", "digits-0to4", "--data", "digits-0to4", "--out", "t.csv", "--fdr", "0.1")
+    assert r.exit_code == 2 and "--calibrate-on" in r.output and len(r.output.strip().splitlines()) == 1
+    r = run("score", "--model", "digits-0to4", "--data", "digits-0to4", "--out", "t.csv", "--fdr", "0.1")
+    assert r.exit_code == 2 and "--calibrate-on" in r.output
+
+
+def test_fit_tpr_needs_calibration_images_and_counts_them_before_fitting(tmp_path, monkeypatch):
+    from oodkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    run = lambda *a: CliRunner().invoke(main, [str(v) for v in a])
+    r = run("fit", "--model", "digits-0to4", "--data", "digits-0to4", "--detectors", "loglik", "--tpr", "0.99",
+            "--out", "d.npz")
+    assert r.exit_code == 2 and "--calibrate-on" in r.output and not (tmp_path / "d.npz").exists()
+    r = run("fit", "--model", "digits-0to4", "--data", "digits-0to4", "--detectors", "loglik", "--calibrate-on",
+            "digits-0to4", "--max-calibrate", "10", "--out", "d.npz")  # refused before the fitting pass
+    assert r.exit_code == 2 and "needs at least 19" in r.output and "forward" not in r.output
+    r = run("fit", "--model", "digits-0to4", "--data", "digits-0to4", "--detectors", "loglik", "--calibrate-on",
+            "digits-0to4", "--confidence", "0.9", "--out", "d.npz", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "Warning" not in r.output and "confidence 0.9" in load_detector("d.npz").threshold_source_
+    assert "with probability 0.9" in r.output

@@ -455,3 +455,9 @@ def test_messages_name_what_was_handed_over(digits_px):
     nchw = digits_px.transpose(0, 3, 1, 2)
     msg = one_line_error(ImageInputError, lambda: as_images(nchw, layout="nhwc"), "layout")
     assert str(nchw.shape) in msg
+
+
+def test_a_channels_last_float_tensor_gets_the_permute_in_its_message(digits_px):
+    model = load_model("digits-0to4")
+    nhwc = torch.from_numpy(digits_px).float() / 127.5 - 1
+    one_line_error(ValueError, lambda: model.log_prob(nhwc), r"x.permute\(0, 3, 1, 2\)")

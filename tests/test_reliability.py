@@ -500,14 +500,14 @@ def test_scoring_in_another_arithmetic_than_the_fit_warns(tmp_path, monkeypatch)
     args = ["score", "--model", "digits-0to4", "--data", "digits-5to9", "--out", "s.csv", "--quiet", "--device", "cpu"]
     r = CliRunner().invoke(main, args + ["--precision", "bf16"])
     assert r.exit_code == 0, r.output
-    warnings = [line for line in r.output.splitlines() if line.startswith("Warning:")]
+    warnings = [line for line in r.output.splitlines() if line.startswith("Warning:") and "arithmetic" in line]
     assert len(warnings) == 1 and "fitted in fp32" in warnings[0] and "--fit-data" in warnings[0], r.output
     r = CliRunner().invoke(main, args + ["--precision", "bf16", "--fit-data", "digits-0to4"])
     assert r.exit_code == 0 and "fitted in" not in r.output, r.output  # (it warns that the net saw these images)
-    r = CliRunner().invoke(main, args)
-    assert r.exit_code == 0 and "Warning:" not in r.output, r.output
+    r = CliRunner().invoke(main, args)  # (the shipped thresholds' other warning: set on training images)
+    assert r.exit_code == 0 and "arithmetic" not in r.output, r.output
     r = CliRunner().invoke(main, args + ["--precision", "tf32"])  # a CUDA setting: fp32 on the CPU
-    assert r.exit_code == 0 and "Warning:" not in r.output, r.output
+    assert r.exit_code == 0 and "arithmetic" not in r.output, r.output
     # fitted here in bf16 whatever the fitting file is called (it once went by the word "shipped")
     np.savez("shipped_fit.npz", images=load_dataset("digits-0to4", "train").images)
     r = CliRunner().invoke(main, args + ["--precision", "bf16", "--fit-data", "npz:shipped_fit.npz"])

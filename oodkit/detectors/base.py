@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..data import ImageInputError, as_images, conform
-from ..conformal import bh_screen, conformal_threshold, min_calibration_size, pvalues
+from ..conformal import bh_screen, check_screen, conformal_threshold, min_calibration_size, one_per_image, pvalues
 from ..validation import check_params
 
 __all__ = ["BaseDetector", "ArithmeticWarning", "on_device"]
@@ -53,6 +53,17 @@ def check_contamination(c) -> float:
     if isinstance(c, bool) or not isinstance(c, (int, float, np.integer, np.floating)) or not 0.0 <= c < 0.5:
         raise ValueError(f"contamination must be a number in [0, 0.5), got {c!r}")
     return float(c)
+
+
+class OptimisticThresholdWarning(UserWarning):
+    """A threshold or p-values set on images the network trained on: they accept fewer
+    fresh ID images than they say."""
+
+
+# How a threshold_source_ ends says what its threshold promises (threshold_guarantee)
+TRAINED_ON = "which the network trained on (optimistic)"
+NOT_TRAINED_ON = "the network did not train on"
+CALIBRATED = "calibrated:"
 
 
 def replayable(X):
@@ -169,55 +180,89 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def _set_offset_unseen(self, train_scores: np.ndarray, seen) -> None:
         """``_set_offset`` on the fitting images the network did not train on (``seen``:
         (N,) bool or None = unknown)."""
-        if seen is None or not np.any(seen):
+        if seen is None:
             self._set_offset(train_scores)
             return
         seen = np.asarray(seen, dtype=bool)
+        if not seen.any():
+            self._set_offset(train_scores, f"fitting images {NOT_TRAINED_ON} (out-of-sample scores)")
+            return
         unseen, c = int((~seen).sum()), check_contamination(self.contamination)
         if c and unseen >= min_calibration_size(1.0 - c):
-            self._set_offset(train_scores[~seen], f"fitting images the network did not train on ({int(seen.sum())} "
+            self._set_offset(train_scores[~seen], f"fitting images {NOT_TRAINED_ON} ({int(seen.sum())} "
                              "it did were left out)")
             return
         warnings.warn(f"the network was trained on {int(seen.sum())} of these {len(seen)} images: their scores are "
                       f"optimistic, so the default threshold accepts fewer than {100 * (1 - c):g} % of fresh ID "
-                      "images; set it with calibrate() on held-out ID images (oodkit fit --calibrate-on)", stacklevel=3)
-        self._set_offset(train_scores, "fitting images, which the network trained on (optimistic)")
+                      "images; set it with calibrate() on held-out ID images (oodkit fit --calibrate-on)",
+                      OptimisticThresholdWarning, stacklevel=3)
+        self._set_offset(train_scores, f"fitting images, {TRAINED_ON}")
 
-    def calibrate(self, X_val, tpr: float = 0.95):
+    def threshold_guarantee(self) -> str:
+        """What the threshold ``offset_`` and the p-values promise, from where they were set:
+        ``"held-out"`` (calibrated on held-out ID images, or fitted on images the network
+        did not train on: the conformal guarantee holds), ``"trained-on"`` (set on images
+        the network trained on: fresh ID images are accepted less often than the tpr, and
+        p-values are too small) or ``"unknown"`` (fitting images the network may have
+        trained on: a model that does not record them)."""
+        check_is_fitted(self, "offset_")
+        source = getattr(self, "threshold_source_", "")
+        if source.startswith(CALIBRATED) or NOT_TRAINED_ON in source:
+            return "held-out"
+        return "trained-on" if source.endswith(TRAINED_ON) else "unknown"
+
+    def calibrate(self, X_val, tpr: float = 0.95, confidence: float | None = None):
         """Set the threshold ``offset_`` on held-out ID images ``X_val`` (unseen by the
         network and by :meth:`fit`): split-conformal, so that a fresh ID image exchangeable
         with them is accepted (``predict`` = +1) with probability at least ``tpr`` and at
-        most ``tpr + 1/(n+1)`` (n = len(X_val), continuous scores). Refuses a ``tpr`` that n
-        images cannot support (it needs ``ceil(1/(1-tpr)) - 1``: 19 for 0.95, 99 for 0.99).
-        Their scores become ``calibration_scores_``, which :meth:`pvalues` reads. Images the
-        network recorded training on are left out (its scores of them are optimistic); if
-        too few others remain, a ValueError says so."""
+        most ``tpr + 1/(n+1)`` (n = len(X_val), continuous scores), on average over the
+        draw of ``X_val``; with ``confidence``, one threshold accepts at least ``tpr`` of
+        fresh ID images with probability ``confidence`` (:mod:`oodkit.conformal`). Refuses
+        a ``tpr`` that n images cannot support (it needs ``ceil(1/(1-tpr)) - 1``: 19 for
+        0.95, 99 for 0.99; 45 for 0.95 with confidence 0.9). Their scores become
+        ``calibration_scores_``, which :meth:`pvalues` reads. Images the network recorded
+        training on are left out (its scores of them are optimistic); if too few others
+        remain, a ValueError says so."""
         check_is_fitted(self, "offset_")
-        return self.calibrate_scores(self.score_samples(X_val), tpr, seen=self._seen_by_network(X_val))
+        self._threshold_replaced()
+        return self.calibrate_scores(self.score_samples(X_val), tpr, seen=self._seen_by_network(X_val),
+                                     confidence=confidence)
+
+    def _threshold_replaced(self) -> None:
+        """``contamination`` set only the threshold that calibration replaces: a change of it
+        since fit no longer stands in the way."""
+        fitted = getattr(self, "_fitted_for", None)
+        if isinstance(fitted, dict) and "contamination" in fitted and hasattr(self, "contamination"):
+            fitted["contamination"] = _comparable(self.contamination)
 
     def _seen_by_network(self, X):
         """(N,) bool: which of ``X`` the network trained on; None where that is unknown."""
         return None
 
-    def calibrate_scores(self, scores, tpr: float = 0.95, seen=None):
+    def calibrate_scores(self, scores, tpr: float = 0.95, seen=None, confidence: float | None = None):
         """:meth:`calibrate` on the scores of held-out ID images already computed
         (float (n,), this detector's ``score_samples``); ``seen``: (n,) bool, the images
         the network trained on, which are left out."""
-        s = np.asarray(scores, dtype=np.float64)
+        s = one_per_image(scores, "scores", "score")
+        conformal_threshold(s, tpr, confidence)  # an invalid tpr or confidence is named before anything else
         left_out = ""
-        if seen is not None and np.any(seen):
-            seen = np.asarray(seen, dtype=bool)
+        if seen is not None:
+            seen = np.asarray(seen, dtype=bool).ravel()
+            if len(seen) != len(s):
+                raise ValueError(f"seen must hold one entry per calibration score: {len(seen)} for {len(s)}")
+        if seen is not None and seen.any():
             unseen = s[~seen]
-            conformal_threshold(s, tpr)  # an invalid tpr is named before the count below
-            if len(unseen) < min_calibration_size(tpr):
+            if len(unseen) < min_calibration_size(tpr, confidence):
                 raise ValueError(f"the network was trained on {int(seen.sum())} of these {len(s)} calibration images "
                                  f"(its scores of them are optimistic) and tpr={float(tpr):g} needs at least "
-                                 f"{min_calibration_size(tpr)} others, got {len(unseen)}: calibrate on ID images it "
-                                 "did not train on")
+                                 f"{min_calibration_size(tpr, confidence)} others, got {len(unseen)}: calibrate on ID "
+                                 "images it did not train on")
             s, left_out = unseen, f" ({int(seen.sum())} the network trained on were left out)"
-        self.offset_ = conformal_threshold(s, tpr)
+        self._threshold_replaced()
+        self.offset_ = conformal_threshold(s, tpr, confidence)
         self.calibration_scores_ = np.sort(s)
-        self.threshold_source_ = f"calibrated: conformal, tpr {float(tpr):g}, {len(s)} held-out ID images{left_out}"
+        conf = f", confidence {float(confidence):g}" if confidence is not None else ""
+        self.threshold_source_ = f"{CALIBRATED} conformal, tpr {float(tpr):g}{conf}, {len(s)} held-out ID images{left_out}"
         return self
 
     def pvalues(self, X) -> np.ndarray:
@@ -225,6 +270,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         ``(1 + #{calibration scores <= s}) / (n_cal + 1)``. Under exchangeability a fresh
         ID image has ``P(p <= a) <= a``; small p = unlike the ID images."""
         check_is_fitted(self, "calibration_scores_")
+        if self.threshold_guarantee() == "trained-on":
+            warnings.warn("these p-values are against calibration scores of images the network trained on: they are "
+                          "too small for fresh ID images; calibrate() on held-out ID images for valid ones",
+                          OptimisticThresholdWarning, stacklevel=2)
         return pvalues(self.calibration_scores_, self.score_samples(X))
 
     # -- what fit learned, as plain arrays (detector files) ------------------------------
@@ -285,7 +334,14 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         ``fdr``, as a screened batch: Benjamini-Hochberg on :meth:`pvalues` flags images so
         that the expected share of ID images among the flagged is at most ``fdr``."""
         if fdr is not None:
-            return np.where(bh_screen(self.pvalues(X), fdr), -1, 1)
+            check_is_fitted(self, "calibration_scores_")
+            check_screen(fdr, len(self.calibration_scores_))
+            if self.threshold_guarantee() == "trained-on":
+                raise ValueError("fdr screening needs p-values from held-out ID images, and these calibration scores "
+                                 "come from images the network trained on: calibrate() on held-out ID images first")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OptimisticThresholdWarning)
+                return np.where(bh_screen(self.pvalues(X), fdr), -1, 1)
         return np.where(self.decision_function(X) >= 0, 1, -1)
 
     def ood_score(self, X) -> np.ndarray:

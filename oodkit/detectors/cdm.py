@@ -298,13 +298,14 @@ class CDMDetector(BaseDetector):
         """float64 (N,), higher = more in-distribution."""
         return self.score_representation(self.representation(X))
 
-    def calibrate(self, X_val, tpr: float = 0.95):
+    def calibrate(self, X_val, tpr: float = 0.95, confidence: float | None = None):
         """:meth:`BaseDetector.calibrate`, converting ``X_val`` once for the pass and the
         check of which images the network trained on."""
         check_is_fitted(self, "offset_")
+        self._threshold_replaced()
         x = self._model_images(X_val, self.model_)
         return self.calibrate_scores(self.score_representation(self._pass(x, "forward (calibration)")), tpr,
-                                     seen=trained_on(self.model_, x))
+                                     seen=trained_on(self.model_, x), confidence=confidence)
 
     _FIXED_AT_FIT = ("score", "n_levels", "density", "n_neighbors", "n_components", "seed", "max_bank", "model",
                      "device", "contamination", "precision")

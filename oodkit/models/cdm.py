@@ -193,8 +193,10 @@ class CDM(nn.Module):
             shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
             raise ValueError(f"expected images of shape (B, C, H, W), got {shape}")
         if self.image_shape is not None and tuple(x.shape[1:]) != self.image_shape:
+            c, h, w = self.image_shape
+            hint = ": channels last? pass x.permute(0, 3, 1, 2)" if tuple(x.shape[1:]) == (h, w, c) else ""
             raise ValueError(
-                f"this model takes images of shape {self.image_shape} (C, H, W), got {tuple(x.shape[1:])}"
+                f"this model takes images of shape {self.image_shape} (C, H, W), got {tuple(x.shape[1:])}{hint}"
             )
         if not x.is_floating_point():
             raise TypeError(f"images must be floating point in [-1, 1], got {x.dtype}: convert 8-bit pixels with "
