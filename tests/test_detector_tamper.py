@@ -176,3 +176,28 @@ def test_a_model_entry_re_pointed_at_another_valid_model_is_refused(saved):
                                      sha256=file_sha256(root / "other.pt"))
 
     _refused(_edited(saved, repoint), r"does not match its SHA-256: the file was edited or damaged")
+
+
+def test_members_the_header_does_not_name_are_refused_unread(saved):
+    """A 4 KB member nothing refers to was read whole (a zero member of 4 GiB compresses
+    to 4 MB and took 4.9 GB of memory)."""
+    path = _edited(saved, lambda h, a: a.update(extra=np.zeros(1000)))
+    _refused(path, r"does not name \('extra'\)")
+
+
+def test_a_member_whose_header_claims_more_than_it_holds_is_one_line(saved, tmp_path):
+    """A member declaring 10^12 floats ran out of memory with advice about --batch-size."""
+    import io
+    import zipfile
+
+    root, header, arrays, _, _ = saved
+    path = _write(root, header, arrays, "huge.npz")
+    key = next(k for k in arrays if k.endswith("__calibration__"))
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    member.write(arrays[key].astype("<f8").tobytes())
+    out = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, member.getvalue() if name == f"{key}.npy" else src.read(name))
+    _refused(out, "declares")

@@ -84,12 +84,11 @@ def npz_files(path: Path) -> list:
 def npz_header(path: Path) -> tuple[tuple, bool]:
     """The shape of an ``.npz`` shard's ``images`` array and whether it holds ``labels``,
     from the archive's listing and the array's header (nothing loaded)."""
+    from .sources import npy_member
+
     try:
-        with zipfile.ZipFile(path) as z, z.open("images.npy") as f:
-            version = np.lib.format.read_magic(f)
-            shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0(f))
-            stored = z.getinfo("images.npy").file_size - f.tell()  # the bytes after the header
+        with zipfile.ZipFile(path) as z:
+            shape, dtype, stored = npy_member(z, "images.npy")
             labelled = "labels.npy" in z.namelist()
     except KeyError:
         raise ValueError(f"{path} has no 'images' array") from None
@@ -97,7 +96,6 @@ def npz_header(path: Path) -> tuple[tuple, bool]:
         raise ValueError(f"cannot read {path}: not an .npz archive of images ({e})") from None
     if not shape:
         raise ValueError(f"{path}: 'images' must be (N, H, W[, C]), got a scalar")
-    shape = tuple(int(n) for n in shape)
     if int(np.prod(shape, dtype=object)) * dtype.itemsize != stored:  # a header is a claim: the bytes are the images
         raise ValueError(f"{path}: its 'images' header declares shape {shape} but the array holds {stored:,} bytes: "
                          "the file is damaged; write it again with numpy.savez")

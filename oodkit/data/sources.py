@@ -94,10 +94,26 @@ class ImageSet:
         return ImageSet(self.images[idx], None if self.labels is None else self.labels[idx], name or self.name, paths)
 
 
+def npy_member(archive, member: str) -> tuple[tuple, np.dtype, int]:
+    """``(shape, dtype, bytes stored after the header)`` of the ``.npy`` member ``member``
+    of an open zip ``archive``, from its header alone (nothing else is read)."""
+    with archive.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0(f))
+        return tuple(int(n) for n in shape), dtype, archive.getinfo(member).file_size - f.tell()
+
+
+def _declared_bytes(shape, dtype) -> int:
+    return int(np.prod(shape, dtype=object)) * dtype.itemsize
+
+
 def load_plain_npz(path, error=ValueError, what: str = "an .npz archive", keys=None) -> dict:
-    """Every array of an ``.npz`` file, read with ``allow_pickle=False``: a file that is
-    not a zip archive, is damaged, or holds pickled objects raises ``error`` in one line
-    (nothing in it is unpickled). ``what`` names the expected file in the message."""
+    """The arrays of an ``.npz`` file (only ``keys`` when given; the others are never
+    read), read with ``allow_pickle=False``: a file that is not a zip archive, is
+    damaged, holds pickled objects or a member whose header declares more (or less) than
+    its bytes raises ``error`` in one line (nothing in it is unpickled, nothing is
+    allocated for a claim). ``what`` names the expected file in the message."""
     import zipfile
     import zlib
 
@@ -107,11 +123,15 @@ def load_plain_npz(path, error=ValueError, what: str = "an .npz archive", keys=N
     if not zipfile.is_zipfile(path):
         raise error(f"cannot read {path}: not {what}")
     try:
-        with zipfile.ZipFile(path) as archive:  # numpy would read the last of two members of one name
-            names = archive.namelist()
-        if len(set(names)) < len(names):
-            raise error(f"cannot read {path}: member {next(n for n in names if names.count(n) > 1)!r} appears twice")
-        with np.load(path, allow_pickle=False) as z:  # ``keys``: only those are read (others may be any size)
+        with zipfile.ZipFile(path) as archive:
+            problem = _npz_problem(archive, keys)
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError) as e:
+        raise error(f"cannot read {path}: damaged archive ({type(e).__name__}: {str(e).splitlines()[0][:120]})") \
+            from None
+    if problem:
+        raise error(f"cannot read {path}: {problem}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files if keys is None or k in keys}
     except (zipfile.BadZipFile, zlib.error) as e:
         raise error(f"cannot read {path}: damaged archive ({e})") from None
@@ -121,6 +141,23 @@ def load_plain_npz(path, error=ValueError, what: str = "an .npz archive", keys=N
         raise error(f"cannot read {path}: {str(e).splitlines()[0]}") from None
     except (OSError, EOFError) as e:
         raise error(f"cannot read {path}: {what} expected ({type(e).__name__}: {e})") from None
+
+
+def _npz_problem(archive, keys) -> str | None:
+    """What is wrong with an open ``.npz`` archive before any array is read: a member
+    given twice (numpy would read the last), or one to be read whose header declares
+    other than its bytes; None when nothing is."""
+    names = archive.namelist()
+    if len(set(names)) < len(names):
+        return f"member {next(n for n in names if names.count(n) > 1)!r} appears twice"
+    for member in names:
+        key = member.removesuffix(".npy")
+        if keys is not None and key not in keys:
+            continue
+        shape, dtype, stored = npy_member(archive, member)
+        if not dtype.hasobject and _declared_bytes(shape, dtype) != stored:
+            return f"member {key!r} declares shape {shape} ({dtype}) but holds {stored:,} bytes: the file is damaged"
+    return None
 
 
 def read_npz(path, name=None) -> ImageSet:

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -105,10 +106,13 @@ def read_file(path) -> tuple[dict, dict]:
 
     from ..data.sources import load_plain_npz
 
-    arrays = load_plain_npz(path, DetectorFileError, "a detector file (not an .npz archive)")
+    what = "a detector file (not an .npz archive)"
     try:
-        header = json.loads(arrays.pop("__header__").tobytes().decode())
-    except (KeyError, UnicodeDecodeError, ValueError, RecursionError, AttributeError, MemoryError):
+        header = json.loads(load_plain_npz(path, DetectorFileError, what, keys=("__header__",))["__header__"]
+                            .tobytes().decode())
+    except (KeyError, UnicodeDecodeError, ValueError, RecursionError, AttributeError, MemoryError) as e:
+        if isinstance(e, DetectorFileError):
+            raise
         raise DetectorFileError(f"{path} is not an oodkit detector file (no valid header)") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise DetectorFileError(f"{path} is not an oodkit detector file")
@@ -119,7 +123,33 @@ def read_file(path) -> tuple[dict, dict]:
     if version not in READABLE:
         raise DetectorFileError(f"{path} has detector format version {version!r}; this oodkit reads "
                                 f"{sorted(READABLE)}: refit it with `oodkit fit`")
+    named, complete = _named_members(header)
+    with zipfile.ZipFile(path) as archive:
+        others = sorted(n.removesuffix(".npy") for n in archive.namelist() if n.removesuffix(".npy") not in named)
+    if others and complete:  # never read, whatever their size (a malformed entry is named by the checks after)
+        raise DetectorFileError(f"{path} holds members its header does not name ({', '.join(map(repr, others[:3]))}"
+                                f"{', ...' if len(others) > 3 else ''}): not a file oodkit wrote; refit it with "
+                                "`oodkit fit`")
+    arrays = load_plain_npz(path, DetectorFileError, what, keys=named - {"__header__"})
     return header, arrays
+
+
+def _named_members(header: dict) -> tuple[set, bool]:
+    """The archive members a header refers to (the header, each detector's state arrays and
+    calibration scores, embedded models), and whether every entry was well-formed enough
+    to name its own (a malformed one names none and is refused by the checks after)."""
+    named, complete = {"__header__"}, True
+    dets, models = header.get("detectors"), header.get("models")
+    for e in dets.values() if isinstance(dets, dict) else ():
+        ok = isinstance(e, dict) and isinstance(e.get("key"), str) and isinstance(e.get("state"), list)
+        complete = complete and ok
+        if ok:
+            named.add(f"{e['key']}/__calibration__")
+            named.update(f"{e['key']}/{k}" for k in e["state"] if isinstance(k, str))
+    for m in models.values() if isinstance(models, dict) else ():
+        if isinstance(m, dict) and isinstance(m.get("embedded"), str):
+            named.add(m["embedded"])
+    return named, complete and isinstance(dets, dict) and isinstance(models, dict)
 
 
 def _digest(entry: dict, arrays: dict, model_entry: dict) -> str:
@@ -183,15 +213,21 @@ def check_digest(path, name: str, e: dict, arrays: dict, model_entry: dict) -> N
                                 "damaged; refit it with `oodkit fit`")
 
 
-def load_model_entry(entry: dict, arrays: dict, base: Path, device):
-    from ..checkpoint import file_sha256
+def load_model_entry(entry: dict, arrays: dict, base: Path, device, path=None):
+    """The model a detector file's model ``entry`` names: embedded in the file, or a
+    checkpoint found by path or name and checked against its SHA-256."""
+    from ..checkpoint import CheckpointError, file_sha256
     from ..pretrained import load_model, resolve_model
 
     if "embedded" in entry:
         with tempfile.TemporaryDirectory() as tmp:
             p = Path(tmp) / "m.pt"
             p.write_bytes(arrays[entry["embedded"]].tobytes())
-            m = load_model(p, device=device)
+            try:
+                m = load_model(p, device=device)
+            except CheckpointError as e:  # named as the user knows it, not by the temporary file
+                raise DetectorFileError(str(e).replace(str(p), f"{path or 'the detector file'}: the embedded model "
+                                                                f"{entry['embedded']}")) from None
             m.checkpoint_path = None
             return m
     def candidates():

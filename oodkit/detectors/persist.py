@@ -46,7 +46,8 @@ def _load_detectors(path, device, progress) -> dict:
         if not isinstance(header["models"].get(e["model"]), dict):
             raise DetectorFileError(f"{path}: detector {name!r} refers to model {e['model']!r}, which the file lacks")
         if e["model"] not in models:
-            models[e["model"]] = load_model_entry(header["models"][e["model"]], arrays, Path(path).parent, device)
+            models[e["model"]] = load_model_entry(header["models"][e["model"]], arrays, Path(path).parent, device,
+                                                   path)
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in e["params"].items()}
         unknown = set(params) - set(cls().get_params())
         if unknown:
