@@ -29,6 +29,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .conformal import cross_calibrated_rates
 from .pretrained import cache_root, list_models, load_model
 from .data import DataNotFound, as_images, conform, load_dataset
+from .data.registry import did_you_mean
 from .data.images import fingerprint, image_hashes, jpeg_roundtrip
 from .data.registry import ood_group, path_kind, selection, source_of
 from .data.sources import ImageSet
@@ -260,7 +261,8 @@ def check_detectors(names, model_given: bool):
         raise ValueError(f"detector(s) {twice} named twice")
     unknown = [d for d in names if d.partition("@")[0] not in TABLE]
     if unknown:
-        raise ValueError(f"unknown detector(s) {unknown}; choose from {', '.join(TABLE)}")
+        hint = did_you_mean(unknown[0].partition("@")[0], TABLE)
+        raise ValueError(f"unknown detector(s) {unknown}{hint}; choose from {', '.join(TABLE)}")
     for name in names:
         kinds, need = detector_kinds(name), head_requirement(name)
         if not model_given and ("cdm" not in kinds or need):
@@ -477,6 +479,8 @@ def run_bench(spec: str, progress: bool = False, echo=print, **options) -> pd.Da
     and every OOD set, and write results.csv / .md / .json, scores.npz, roc.png and
     histograms.png to ``output_dir``. ``options`` are the fields of :class:`BenchPlan`.
     Returns the long-form results table, with ``bootstrap``-sample 95 % intervals."""
+    if isinstance(options.get("detectors"), str):  # "fused,loglik", as the command line takes them
+        options["detectors"] = [d.strip() for d in options["detectors"].split(",") if d.strip()]
     if options.get("detectors") is not None:
         options["detectors"] = tuple(options["detectors"])
     return run_plan(BenchPlan(spec, **options), progress, echo)

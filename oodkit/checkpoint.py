@@ -130,7 +130,10 @@ def load_checkpoint(path) -> dict:
             f"cannot read {path}: truncated or not a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an oodkit checkpoint (no 'format': 'oodkit' entry)")
+        bare = isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values())
+        raise CheckpointError(f"{path} is not an oodkit checkpoint (no 'format': 'oodkit' entry)" + (
+            ": it holds bare weights (torch.save(model.state_dict())); save the model with "
+            "oodkit.save_checkpoint(path, model)" if bare else ""))
     version = ckpt.get("format_version")
     if type(version) is not int or version < 1:  # bools are not versions
         raise CheckpointError(
@@ -191,8 +194,16 @@ def check_same_model(ckpt: dict, model, flag: str, path) -> None:
     want, have = model.net.config.to_dict(), ckpt["net"].get("config", {})
     for k in sorted(set(want) | set(have)):
         if want.get(k) != have.get(k):
+            from .nn.unet import PRESETS
+
+            def same(a, b):
+                return list(a) == list(b) if isinstance(a, (list, tuple)) else a == b
+
+            preset = next((n for n, cfg in PRESETS.items() if all(same(v, have.get(f)) for f, v in cfg.items())), None)
+            hint = f"it is a {preset} net: pass --net {preset}" if preset and k in PRESETS[preset] else \
+                "another --net, --image-size or data?"
             raise CheckpointError(f"{flag}: {path} has network {k}={have.get(k)!r}, this run asks {want.get(k)!r} "
-                                  "(another --net, --image-size or data?)")
+                                  f"({hint})")
     theirs = NoiseSchedule.from_dict(ckpt["schedule"])
     if theirs.T != model.schedule.T or not torch.allclose(theirs.alpha_bar, model.schedule.alpha_bar, rtol=0, atol=1e-12):
         raise CheckpointError(f"{flag}: {path} was trained with another noise schedule or T")

@@ -253,7 +253,7 @@ def _load_config(ctx, param, value):
         raise click.BadParameter(f"{value} is not a file")
     try:
         with open(value, "rb") as f:
-            data = tomllib.load(f)
+            data = tomllib.loads(f.read().decode("utf-8").removeprefix("\ufeff"))  # Notepad's byte-order mark
     except OSError as e:
         raise click.BadParameter(f"cannot read {value}: {e.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -325,6 +325,8 @@ class UserPath(click.Path):
     quotes (``--out='~/s.csv'``), and a config file never expands it."""
 
     def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty: give a path", param, ctx)
         return super().convert(os.path.expanduser(value) if isinstance(value, str) else value, param, ctx)
 
 
@@ -348,6 +350,7 @@ POS = click.IntRange(min=1)
 # sizes beyond these cannot be allocated on any machine oodkit runs on: refused before any work
 BATCH = click.IntRange(1, 1_000_000)
 SIZE = click.IntRange(1, 4096)
+ALIGN = click.IntRange(8, 4096)  # below the smallest input the nets take, nothing of an image is left to score
 NET_SIZE = click.IntRange(8, 64)  # nn.unet.IMAGE_SIZES, the input sides the nets take (a test checks the copy)
 LEVELS = click.IntRange(2, 100_000)  # one level is no diffusion: Eq. 10 and itd need T >= 2
 NONNEG = click.IntRange(min=0)
@@ -385,7 +388,29 @@ class _OneLineGroup(click.Group):
         words = [*held, *ctx.args]
         sub = next((w for w in words if w in self.commands), None)
         with _one_line_usage(f"{ctx.command_path} {sub}" if sub else ctx.command_path):
+            if sub:
+                _once_each(self.commands[sub], words[words.index(sub) + 1:])
             return super().invoke(ctx)
+
+
+def _once_each(command: click.Command, words: list) -> None:
+    """Refuse an option given twice (click keeps the last without a word: `--model a
+    --model b` scored with b)."""
+    names = {}
+    for p in command.params:
+        if isinstance(p, click.Option) and not p.multiple and not p.count:
+            for o in p.opts:
+                names[o] = p.opts[0]
+    seen = set()
+    for w in words:
+        if w == "--":
+            break
+        opt = names.get(w.split("=", 1)[0])
+        if opt is None:
+            continue
+        if opt in seen:
+            raise click.UsageError(f"{opt} given twice: give it once")
+        seen.add(opt)
 
 
 @click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -494,6 +519,10 @@ def train(kind, data_spec, data_root, download, net, image_size, channels, sched
         raise UserError("--resume and --overwrite contradict each other")
     if init is not None and resume:
         raise UserError("--init starts a run from another checkpoint; --resume continues --out: pass one of them")
+    ctx = click.get_current_context()
+    for name, flag in (("var_type", "--var-type"), ("cdl_weight", "--cdl-weight")):
+        if kind == "cdm" and ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+            raise UserError(f"{flag} sets a ddpm / joint model's training; a cdm has none: drop it")
     if kind != "cdm" and (class_head or rotation_head or contrastive_head or noise_batch is not None):
         raise UserError(f"--class-head, --rotation-head, --contrastive-head and --noise-batch are for cdm models, "
                         f"not {kind}")
@@ -675,10 +704,10 @@ def _calibration_set(full, keep, data_spec, spec, split, limit, data_root, downl
 @click.option("--calibrate-on", default=None,
               help="Held-out ID data to set each threshold on (conformal: fresh images like it are accepted "
                    "with probability >= --tpr, on average over the draw of these images; see --confidence).")
-@click.option("--calibrate-split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+@click.option("--calibrate-split", type=click.Choice(["test", "train"]), default=None,
               help="Split of --calibrate-on. train with --calibrate-on = --data: the training images that "
                    "--max-train left out (a held-out part, never the fitting images); train needs a model that "
-                   "records the images it trained on.")
+                   "records the images it trained on. Default: test.")
 @click.option("--max-calibrate", type=POS, default=None, help="Calibrate on at most this many images (seeded).")
 @click.option("--tpr", type=Finite(0, 1, min_open=True, max_open=True), default=None,
               help="With --calibrate-on: the share of fresh ID images each threshold accepts (default 0.95).")
@@ -690,7 +719,7 @@ def _calibration_set(full, keep, data_spec, spec, split, limit, data_root, downl
 @click.option("--max-bank", type=NONNEG, default=None,
               help="kNN scores search at most this many training images (seeded subsample; default 100,000; 0: "
                    "all). Fitting costs images x bank; every image still sets the threshold.")
-@click.option("--align-px", type=SIZE, default=None,
+@click.option("--align-px", type=ALIGN, default=None,
               help="Bring images through this size first (the smaller side of an OOD pair, as `oodkit bench` "
                    "does); recorded in the file and applied by `score --detector`.")
 @click.option("--out", type=UserPath(path_type=Path), required=True, help="Detector file to write (.npz).")
@@ -731,11 +760,13 @@ def fit(model, data_spec, detectors, calibrate_on, calibrate_split, max_calibrat
         check_detector_name(out)
     except ValueError as e:
         raise UserError(f"--out {e}") from None
-    if (tpr is not None or confidence is not None) and not calibrate_on:
-        raise UserError(f"--{'tpr' if tpr is not None else 'confidence'} sets the thresholds on held-out ID images: "
-                        "pass them with --calibrate-on (without it the thresholds come from the fitting images at "
-                        "tpr 0.95)")
+    given = [f for f, v in (("--tpr", tpr), ("--confidence", confidence), ("--calibrate-split", calibrate_split),
+                            ("--max-calibrate", max_calibrate)) if v is not None]
+    if given and not calibrate_on:
+        raise UserError(f"{given[0]} applies to the held-out ID images the thresholds are set on: pass them with "
+                        "--calibrate-on (without it the thresholds come from the fitting images at tpr 0.95)")
     tpr = 0.95 if tpr is None else tpr
+    calibrate_split = calibrate_split or "test"
     device = _device(device)
     if detectors is not None and not _split_list(detectors):
         raise UserError(f"--detectors {detectors!r} names no detector")

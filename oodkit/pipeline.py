@@ -121,5 +121,4 @@ class Flow:
             det._threshold_replaced()
         for name, s in self.score(detectors, x_val, "calibration").items():
             det = detectors[name]
-            seen = self._trained_on(det.model_, x_val) if det.reads_representation else None
-            det.calibrate_scores(s, tpr, seen=seen, confidence=confidence)
+            det.calibrate_scores(s, tpr, seen=self._trained_on(det.model_, x_val), confidence=confidence)

@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import urllib.request
+import warnings
 from pathlib import Path
 
 from .atomic import atomic_path
@@ -97,6 +98,9 @@ def resolve_model(ref, index_path=None) -> Path:
     path = Path(ref).expanduser()
     rec = _index(index_path).get(str(ref))
     if path.is_file() or rec is None:  # a file wins; a folder of the same name does not hide a model
+        if rec is not None and path.parent == Path("."):
+            warnings.warn(f"./{path} is a file here and {ref!r} also names a pretrained model: the file is used "
+                          f"(write ./{path} to say so, or move it to use the pretrained one)", stacklevel=2)
         return path
     if rec.get("file") and (PRETRAINED_DIR / rec["file"]).exists():
         local = PRETRAINED_DIR / rec["file"]
@@ -132,6 +136,8 @@ def bundled_detectors(ref, index_path=None) -> Path | None:
 def check_reference(ref, caller: str) -> None:
     if not isinstance(ref, (str, os.PathLike)):
         raise TypeError(f"{caller}: pass a pretrained name (oodkit models) or a file's path, got {type(ref).__name__}")
+    if not str(ref).strip():
+        raise CheckpointError(f"{caller}: got an empty name; pass a pretrained name (oodkit models) or a file's path")
 
 
 def load_model(ref, ema: bool = True, device=None, index_path=None):

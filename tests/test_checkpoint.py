@@ -239,3 +239,24 @@ def test_fit_refuses_detectors_the_models_kind_cannot_run(tmp_path, monkeypatch)
     r = CliRunner().invoke(main, ["fit", "--model", "d.pt", "--data", "digits-0to4", "--detectors", "loglik",
                                   "--out", "x.npz"])
     assert r.exit_code == 2 and "needs a cdm" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_files_handed_to_the_wrong_reader_say_which_reader(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from oodkit.cli import main
+    from oodkit.detectors.persist import DetectorFileError, load_detector
+
+    path = save_checkpoint(tmp_path / "m.pt", tiny_model())
+    with pytest.raises(DetectorFileError, match="pass it with --model"):
+        load_detector(path)
+    torch.save(tiny_model().state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match=r"bare weights .*save_checkpoint"):
+        load_model(tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="empty name"):
+        load_model("")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_bytes("\ufeffsplit = 'test'\n".encode())  # a byte-order mark, as Notepad writes
+    r = CliRunner().invoke(main, ["score", "--model", "", "--data", "digits-0to4", "--out", "s.csv", "--config",
+                                  "c.toml"])
+    assert r.exit_code == 2 and "empty name" in r.output and "TOML" not in r.output, r.output

@@ -285,3 +285,76 @@ def test_partial_results_are_written_while_a_bench_runs(tmp_path, monkeypatch):
     bench.run_bench("digits-0to4-vs-noise,constant", model="digits-0to4", detectors=["loglik"], bootstrap=0,
                     output_dir=tmp_path / "r", progress=False, echo=lambda m: None)
     assert seen[-2:] == [1, 2]  # the first pair written before the second was scored, then both
+
+
+# -- audit 7: the command line as a new user meets it ----------------------------------------
+
+
+def _one_error(r, *words):
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    for w in words:
+        assert w in r.output, r.output
+
+
+def test_diffusion_detectors_leave_out_the_images_the_network_trained_on(run, tmp_path):
+    """`fit --detectors itd --calibrate-split train` printed a 0.95 guarantee on images the
+    network trained on (0.353 of fresh images accepted); without --calibrate-on, no warning."""
+    from oodkit.training import TrainConfig, fit_model
+    from oodkit.data import as_images, load_dataset
+
+    x = as_images(load_dataset("digits-0to4", "train").images)
+    fit_model(x, kind="ddpm", net="tiny", T=10, config=TrainConfig(steps=1, batch_size=8, save_every=0),
+              out=tmp_path / "d.pt")
+    r = run("fit", "--model", "d.pt", "--data", "digits-0to4", "--detectors", "itd", "--max-train", "100",
+            "--calibrate-on", "digits-0to4", "--calibrate-split", "train", "--max-calibrate", "200", "--out", "i.npz",
+            "--quiet")
+    _one_error(r, "trained on")
+    r = run("fit", "--model", "d.pt", "--data", "digits-0to4", "--detectors", "itd", "--max-train", "60", "--out",
+            "i.npz", "--quiet")
+    assert r.exit_code == 0 and "trained on" in r.output, r.output
+    from oodkit.detectors.persist import load_detector
+
+    assert load_detector(tmp_path / "i.npz").threshold_guarantee() == "trained-on"
+
+
+def test_options_that_would_be_ignored_are_refused(run):
+    base = ("fit", "--model", "digits-0to4", "--data", "digits-0to4", "--detectors", "loglik", "--out", "d.npz")
+    _one_error(run(*base, "--max-calibrate", "50"), "--calibrate-on")
+    _one_error(run(*base, "--calibrate-split", "train"), "--calibrate-on")
+    _one_error(run(*base, "--align-px", "1"), "--align-px")
+    t = ("train", "--data", "digits-0to4", "--net", "tiny", "--steps", "2", "--out", "c.pt")
+    _one_error(run(*t, "--cdl-weight", "1"), "--cdl-weight", "ddpm")
+    _one_error(run(*t, "--var-type", "posterior"), "--var-type", "ddpm")
+    _one_error(run("score", "--model", "digits-0to4", "--model", "mnist", "--data", "digits-0to4", "--out", "s.csv"),
+               "--model", "once")
+
+
+def test_a_file_named_like_a_pretrained_model_says_it_is_used(run, tmp_path):
+    import shutil
+    import warnings
+
+    from oodkit.pretrained import PRETRAINED_DIR, resolve_model
+
+    shutil.copy(PRETRAINED_DIR / "digits-0to4.pt", tmp_path / "digits-0to4")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resolve_model("digits-0to4")
+    assert any("pretrained" in str(w.message) and "./digits-0to4" in str(w.message) for w in caught)
+
+
+def test_names_get_a_suggestion(run):
+    _one_error(run("score", "--model", "digits-0to4", "--data", "mnsit", "--out", "s.csv"), "did you mean 'mnist'")
+    _one_error(run("bench", "digits-0to4-vs-noise", "--detectors", "fusd"), "did you mean 'fused'")
+    _one_error(run("score", "--model", "digits-0to4", "--data", "digits-0to4", "--out", ""), "--out", "empty")
+    r = run("train", "--data", "digits-0to4", "--init", "digits-0to4", "--steps", "1", "--out", "c.pt")
+    assert r.exit_code == 2 and "it is a tiny net: pass --net tiny" in r.output, r.output
+
+
+def test_the_python_bench_takes_a_comma_list_and_noise_takes_a_set_name():
+    import numpy as np
+    from oodkit import run_bench
+    from oodkit.data import load_dataset
+
+    assert load_dataset("noise", "test", like="digits-0to4").images.shape[1:] == (8, 8, 1)
+    with pytest.raises(ValueError, match="did you mean"):
+        run_bench("digits-0to4-vs-noise", detectors="fusd")

@@ -161,14 +161,14 @@ def load_dataset(
     split: str = "test",
     root=None,
     download: bool = False,
-    like: ImageSet | None = None,
+    like: ImageSet | str | None = None,
     holdout: bool = False,
     resize: int | None = None,
     num_workers: int = 0,
 ) -> ImageSet:
     """Load ``split`` ("train" or "test") of the data set named by ``spec`` as uint8
-    (N, H, W, C). ``like`` gives synthetic sets their size and channels (default 32x32
-    RGB). ``holdout``: split a single-file generic spec 80/20 into train / test.
+    (N, H, W, C). ``like`` (a set, or a set's name) gives synthetic sets their size and
+    channels (default 32x32 RGB). ``holdout``: split a single-file generic spec 80/20 into train / test.
     ``resize``: bring every image of a ``folder:`` set to this square size (a folder of
     mixed sizes is refused without it); ``num_workers``: DataLoader workers decoding it."""
     if split not in ("train", "test"):
@@ -192,6 +192,8 @@ def load_dataset(
         if spec.startswith(prefix):
             return _from_path(spec[len(prefix):], prefix, reader, split, holdout)
     if spec in sources_synthetic():
+        if isinstance(like, str):
+            like = load_dataset(like, split, root, download)
         size, channels = (like.size, like.channels) if like is not None else (32, 3)
         return sources.synthetic(spec, split, SYNTHETIC_N, size, channels)
     if spec in PACKAGED:
@@ -231,8 +233,22 @@ def _from_root(spec: str, split: str, root: Path, download: bool) -> ImageSet:
                 f"./data); {how}, or save its images there as "
                 f"{npz.name} with numpy.savez (images: uint8 (N, H, W, C), labels: int (N,))"
             ) from None
-    raise DataNotFound(f"unknown data set {spec!r}: not registered (see `oodkit datasets`) and no {npz}; "
-                       + _path_hint(spec))
+    raise DataNotFound(f"unknown data set {spec!r}{did_you_mean(spec, REGISTRY)}: not registered (see `oodkit "
+                       f"datasets`) and no {npz}; " + _path_hint(spec))
+
+
+def did_you_mean(word: str, choices) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``word`` (case and
+    spaces aside), or ""."""
+    import difflib
+
+    choices = list(choices)
+    by_key = {c.lower().replace("-", "").replace("_", ""): c for c in choices}
+    key = word.strip().lower().replace("-", "").replace("_", "")
+    if key in by_key and by_key[key] != word:
+        return f" (did you mean {by_key[key]!r}?)"
+    close = difflib.get_close_matches(word.strip().lower(), choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _path_hint(spec: str) -> str:

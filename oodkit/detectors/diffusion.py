@@ -19,6 +19,7 @@ from ..itd import discrete_denoiser, itd_nll
 from ..representation import full_fp32
 from ..validation import Any, Bool, Choice, Device, Int, Pair, Real
 from .base import BaseDetector, on_device
+from .cdm import trained_on
 from .scores import class_score
 from .table import family_kinds
 
@@ -116,8 +117,11 @@ class DiffusionDetector(BaseDetector):
         if x.shape[0] > self.n_offset:
             keep = np.sort(np.random.default_rng(self.seed).choice(x.shape[0], self.n_offset, replace=False))
             x = x[torch.from_numpy(keep)]
-        self._set_offset(self.score_images(x))
+        self._set_offset_unseen(self.score_images(x), trained_on(self.model_, x))
         return self
+
+    def _seen_by_network(self, X):
+        return trained_on(self.model_, self._model_images(X, self.model_))
 
     _FIXED_AT_FIT = ("model", "score", "n_terms", "n_points", "recon_levels", "clip_denoised", "n_offset", "seed",
                      "contamination", "device")

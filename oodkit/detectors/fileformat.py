@@ -107,6 +107,11 @@ def read_file(path) -> tuple[dict, dict]:
     from ..data.sources import load_plain_npz
 
     what = "a detector file (not an .npz archive)"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(n.endswith("/data.pkl") for n in archive.namelist()):  # torch.save's archive
+                raise DetectorFileError(f"{path} is a model checkpoint, not a detector file: pass it with --model "
+                                        "(oodkit.load_model)")
     try:
         header = json.loads(load_plain_npz(path, DetectorFileError, what, keys=("__header__",))["__header__"]
                             .tobytes().decode())
@@ -117,6 +122,8 @@ def read_file(path) -> tuple[dict, dict]:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise DetectorFileError(f"{path} is not an oodkit detector file")
     version = header.get("version")
+    if isinstance(version, bool):  # True == 1: not a version
+        version = repr(version)
     if version in (1, 2, 3):
         raise DetectorFileError(f"{path} has detector format version {version}, which holds no calibration scores "
                                 "(conformal thresholds and p-values need them): refit it with `oodkit fit`")

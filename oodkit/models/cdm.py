@@ -66,8 +66,9 @@ def bits_per_dim(log_p, d: int):
 
 
 def _where(param, x=None):
-    """Where the network's inputs go: ``param``'s device (and with ``x``, (device, dtype));
-    the CPU, or ``x``'s own, for a model without parameters."""
+    """Where the network's inputs go: ``param`` (the net's first parameter)'s device, and
+    with ``x``, (device, dtype); the CPU, or ``x``'s own, for a net without parameters
+    (an analytic density keeps the precision it is given)."""
     if x is None:
         return param.device if param is not None else "cpu"
     return (param.device, param.dtype) if param is not None else (x.device, x.dtype)
@@ -213,7 +214,7 @@ class CDM(nn.Module):
         in [-1, 1]."""
         from ..data.images import as_images, check_float_images, level_tolerance, on_levels, to_float
 
-        param = next(self.parameters(), None)  # none in an analytic model: inputs stay as given
+        param = next(self.net.parameters(), None)  # none in an analytic net: inputs stay as given
         if value_range is not None:
             return to_float(as_images(x, value_range=value_range)).to(_where(param))
         if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim == 4 and not x.is_meta \
@@ -236,7 +237,7 @@ class CDM(nn.Module):
             what = x_t.dtype if isinstance(x_t, torch.Tensor) else type(x_t).__name__
             raise TypeError(f"x_t must be noisy images, a float tensor (B, C, H, W), got {what}: convert 8-bit "
                             "pixels with oodkit.data.images.to_float(oodkit.as_images(x))")
-        return check_float_images(x_t, "x_t", pixels=False).to(*_where(next(self.parameters(), None), x_t))
+        return check_float_images(x_t, "x_t", pixels=False).to(*_where(next(self.net.parameters(), None), x_t))
 
     # -- one forward pass ------------------------------------------------------------
     def logits(self, x: torch.Tensor, return_features: bool = False):
