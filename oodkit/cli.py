@@ -89,7 +89,10 @@ def _friendly(fn):
                 raise
             raise UserError("out of memory: use a smaller --batch-size, --image-size or data set") from None
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            ctx = click.get_current_context(silent=True)
+            out = ctx.params.get("out") if ctx is not None and ctx.command.name == "score" else None
+            click.echo("interrupted" + (f": the finished chunks are kept in {out}.parts; run the same command again "
+                                        "to resume" if out is not None else ""), err=True)
             sys.exit(130)
 
     return wrapper
@@ -350,7 +353,7 @@ POS = click.IntRange(min=1)
 # sizes beyond these cannot be allocated on any machine oodkit runs on: refused before any work
 BATCH = click.IntRange(1, 1_000_000)
 SIZE = click.IntRange(1, 4096)
-ALIGN = click.IntRange(8, 4096)  # below the smallest input the nets take, nothing of an image is left to score
+ALIGN = click.IntRange(4, 4096)  # a side of 1-3 pixels leaves nothing of an image to score (1 made fused 0.64)
 NET_SIZE = click.IntRange(8, 64)  # nn.unet.IMAGE_SIZES, the input sides the nets take (a test checks the copy)
 LEVELS = click.IntRange(2, 100_000)  # one level is no diffusion: Eq. 10 and itd need T >= 2
 NONNEG = click.IntRange(min=0)
@@ -388,29 +391,8 @@ class _OneLineGroup(click.Group):
         words = [*held, *ctx.args]
         sub = next((w for w in words if w in self.commands), None)
         with _one_line_usage(f"{ctx.command_path} {sub}" if sub else ctx.command_path):
-            if sub:
-                _once_each(self.commands[sub], words[words.index(sub) + 1:])
             return super().invoke(ctx)
 
-
-def _once_each(command: click.Command, words: list) -> None:
-    """Refuse an option given twice (click keeps the last without a word: `--model a
-    --model b` scored with b)."""
-    names = {}
-    for p in command.params:
-        if isinstance(p, click.Option) and not p.multiple and not p.count:
-            for o in p.opts:
-                names[o] = p.opts[0]
-    seen = set()
-    for w in words:
-        if w == "--":
-            break
-        opt = names.get(w.split("=", 1)[0])
-        if opt is None:
-            continue
-        if opt in seen:
-            raise click.UsageError(f"{opt} given twice: give it once")
-        seen.add(opt)
 
 
 @click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -260,3 +260,16 @@ def test_files_handed_to_the_wrong_reader_say_which_reader(tmp_path, monkeypatch
     r = CliRunner().invoke(main, ["score", "--model", "", "--data", "digits-0to4", "--out", "s.csv", "--config",
                                   "c.toml"])
     assert r.exit_code == 2 and "empty name" in r.output and "TOML" not in r.output, r.output
+
+
+@pytest.mark.parametrize("edit,match", [({"num_classes": 10**9}, "beyond what oodkit builds"),
+                                        ({"ch": 16384}, "beyond what oodkit builds"),
+                                        ({"dropout": float("nan")}, "dropout")])
+def test_a_net_config_is_checked_before_its_layers_are_built(tmp_path, edit, match):
+    """A 370 KB checkpoint with num_classes = 10**9 asked for 64 GB before failing; dropout
+    NaN loaded and crashed at scoring."""
+    def change(c):
+        c["net"]["config"].update(edit)
+
+    with pytest.raises(CheckpointError, match=match):
+        load_model(_edited(tmp_path, "big.pt", change))

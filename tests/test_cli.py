@@ -325,8 +325,6 @@ def test_options_that_would_be_ignored_are_refused(run):
     t = ("train", "--data", "digits-0to4", "--net", "tiny", "--steps", "2", "--out", "c.pt")
     _one_error(run(*t, "--cdl-weight", "1"), "--cdl-weight", "ddpm")
     _one_error(run(*t, "--var-type", "posterior"), "--var-type", "ddpm")
-    _one_error(run("score", "--model", "digits-0to4", "--model", "mnist", "--data", "digits-0to4", "--out", "s.csv"),
-               "--model", "once")
 
 
 def test_a_file_named_like_a_pretrained_model_says_it_is_used(run, tmp_path):
@@ -358,3 +356,23 @@ def test_the_python_bench_takes_a_comma_list_and_noise_takes_a_set_name():
     assert load_dataset("noise", "test", like="digits-0to4").images.shape[1:] == (8, 8, 1)
     with pytest.raises(ValueError, match="did you mean"):
         run_bench("digits-0to4-vs-noise", detectors="fusd")
+
+
+def test_an_interrupted_score_says_how_to_resume(run, monkeypatch, capsys):
+    import oodkit.streaming
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(oodkit.streaming, "score_in_chunks", stop)
+    with pytest.raises(SystemExit) as e:
+        from oodkit.cli import main
+
+        main(["score", "--model", "digits-0to4", "--data", "digits-0to4", "--out", "s.csv", "--quiet"],
+             standalone_mode=False)
+    assert e.value.code == 130 and "s.csv.parts; run the same command again" in capsys.readouterr().err
+
+
+def test_a_missing_detector_file_lists_the_pretrained_names(run):
+    _one_error(run("score", "--detector", "fashionmnis", "--data", "digits-0to4", "--out", "s.csv"),
+               "did you mean 'fashionmnist'", "pretrained name")

@@ -24,7 +24,15 @@ def load_detectors(path, device=None, progress: bool = False) -> dict:
     if device is not None:
         device = resolve_device(device)
     if not Path(path).is_file():
-        path = bundled_detectors(path) or path
+        shipped = bundled_detectors(path)
+        if shipped is None and not Path(path).expanduser().exists():
+            from ..data.registry import did_you_mean
+            from ..pretrained import list_models
+
+            names = [m["name"] for m in list_models() if m.get("detectors")]
+            raise DetectorFileError(f"detector file not found: {path}{did_you_mean(str(path), names)} (a file from "
+                                    f"`oodkit fit`, or a pretrained name: {', '.join(names)})")
+        path = shipped or path
     try:
         return _load_detectors(path, device, progress)
     except (KeyError, TypeError, AttributeError, IndexError) as e:

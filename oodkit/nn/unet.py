@@ -19,6 +19,9 @@ from torch import nn
 __all__ = ["UNet", "UNetConfig", "PRESETS", "unet_from_preset"]
 
 
+MAX_WIDTH, MAX_CLASSES = 4096, 100_002  # a CDM's outputs are T + 2 levels
+
+
 @dataclass
 class UNetConfig:
     in_channels: int = 3
@@ -32,6 +35,18 @@ class UNetConfig:
     num_classes: int | None = None  # classification head when set
     out_channels: int | None = None  # dense head otherwise (defaults to in_channels)
     num_heads: int = 1
+
+    def __post_init__(self):
+        # bounds far above any net here, so that a damaged or hostile config is refused before
+        # its layers are allocated (num_classes = 10**9 asked for 64 GB)
+        import math
+
+        if not (isinstance(self.dropout, (int, float)) and math.isfinite(self.dropout) and 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        widths = [self.ch * m for m in self.ch_mult] if self.ch_mult else [self.ch]
+        if max(widths, default=0) > MAX_WIDTH or (self.num_classes or 0) > MAX_CLASSES:
+            raise ValueError(f"a net of width {max(widths)} or {self.num_classes} outputs is beyond what oodkit builds "
+                             f"(at most {MAX_WIDTH} channels and {MAX_CLASSES:,} outputs)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
