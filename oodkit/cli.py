@@ -394,7 +394,6 @@ class _OneLineGroup(click.Group):
             return super().invoke(ctx)
 
 
-
 @click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="oodkit")
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
