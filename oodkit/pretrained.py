@@ -137,7 +137,7 @@ def check_reference(ref, caller: str) -> None:
     if not isinstance(ref, (str, os.PathLike)):
         raise TypeError(f"{caller}: pass a pretrained name (oodkit models) or a file's path, got {type(ref).__name__}")
     if not str(ref).strip():
-        raise CheckpointError(f"{caller}: got an empty name; pass a pretrained name (oodkit models) or a file's path")
+        raise CheckpointError("got an empty model name: pass a pretrained name (oodkit models) or a file's path")
 
 
 def load_model(ref, ema: bool = True, device=None, index_path=None):

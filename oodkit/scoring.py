@@ -86,8 +86,9 @@ class Scorer:
         fix = ("for a guarantee set them on held-out ID images: `oodkit fit --model MODEL --data ID "
                "--calibrate-on HELD_OUT_ID --out d.npz`, then --detector d.npz")
         if "trained-on" in found.values():
-            return (f"the thresholds and p-values of {what} were set on images its network trained on: they accept "
-                    f"fewer fresh ID images than their tpr and the p-values run small; {fix}")
+            return (f"the thresholds and p-values of {what} were set on images its network trained on: nothing "
+                    f"guarantees their tpr on fresh ID images (a network that knows its training images well "
+                    f"accepts far fewer) and the p-values may run small; {fix}")
         if "unknown" in found.values():
             return (f"the thresholds and p-values of {what} were set on its fitting images, which the network may "
                     f"have trained on (the model does not record them): if it did, they accept fewer fresh ID images "
