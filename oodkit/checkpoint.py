@@ -224,8 +224,8 @@ def load_initial_weights(model, path) -> dict:
     if not all(isinstance(k, str) for k in weights):
         raise CheckpointError(f"--init: {path}: damaged checkpoint (weights not keyed by name)")
     expected = model.state_dict()
-    for key, head, flag in (("label_head.", "class", "--class-head"), ("rotation_head.", "rotation", "--rotation-head"),
-                            ("projection.", "contrastive", "--contrastive-head")):
+    for key, (head, flag) in zip(HEADS, (("class", "--class-head"), ("rotation", "--rotation-head"),
+                                         ("contrastive", "--contrastive-head"))):
         if any(k.startswith(key) and k not in expected for k in weights):
             raise CheckpointError(f"--init: {path} has a {head} head and this model has none: add {flag}")
     fresh = [k for k in expected if k not in weights]

@@ -89,10 +89,13 @@ def _friendly(fn):
                 raise
             raise UserError("out of memory: use a smaller --batch-size, --image-size or data set") from None
         except KeyboardInterrupt:
+            from .streaming import parts_dir
+
             ctx = click.get_current_context(silent=True)
             out = ctx.params.get("out") if ctx is not None and ctx.command.name == "score" else None
-            click.echo("interrupted" + (f": the finished chunks are kept in {out}.parts; run the same command again "
-                                        "to resume" if out is not None else ""), err=True)
+            kept = out is not None and parts_dir(out).is_dir()
+            click.echo("interrupted" + (f": the finished chunks are kept in {parts_dir(out)}; run the same command "
+                                        "again to resume" if kept else ""), err=True)
             sys.exit(130)
 
     return wrapper

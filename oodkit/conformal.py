@@ -40,8 +40,10 @@ _EPS = 1e-9
 def conformal_rank(n: int, tpr: float, confidence: float | None = None) -> int:
     """The rank k (1-based, from the lowest) of the calibration score that serves as
     threshold; 0 when n is too small for ``tpr`` (and ``confidence``). Without
-    ``confidence``: ``k = floor((n+1)(1-tpr))``; with it, the largest k whose threshold
-    accepts at least ``tpr`` of fresh ID images with probability >= ``confidence``."""
+    ``confidence``: ``k = floor((n+1)(1-tpr))``; with it, the largest k up to that one
+    whose threshold accepts at least ``tpr`` of fresh ID images with probability >=
+    ``confidence`` (never above the marginal rank: a confidence below about 0.5 changes
+    nothing)."""
     k = int(math.floor((n + 1) * (1.0 - tpr) + _EPS))
     if confidence is None or k < 1:
         return k

@@ -14,6 +14,7 @@ the same three steps, so a detector file from ``oodkit fit`` scores exactly what
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,10 +65,10 @@ class Flow:
             self._reps[key] = (model, x, rep)
         return self._reps[key][2]
 
-    def _trained_on(self, model, x):
-        key = (id(model), id(x))
+    def _trained_on(self, model, x, align_px: int | None = None):
+        key = (id(model), id(x), align_px)
         if key not in self._seen:
-            self._seen[key] = (model, x, trained_on(model, x))
+            self._seen[key] = (model, x, trained_on(model, x, align_px))
         return self._seen[key][2]
 
     def make(self, name: str, model):
@@ -88,7 +89,8 @@ class Flow:
         for name, det in made.items():
             model = assignment[name]
             if det.reads_representation:
-                known = seen if seen is not None else self._trained_on(model, x_train) if leave_out_seen else None
+                known = seen if seen is not None else self._trained_on(model, x_train, align_px) if leave_out_seen \
+                    else None
                 det.fit_representation(self.representation(model, x_train, desc), seen=known)
             else:
                 det.fit(x_train)
@@ -117,8 +119,10 @@ class Flow:
         """Set every detector's threshold on held-out aligned ID images ``x_val``
         (split-conformal, :meth:`BaseDetector.calibrate`; ``confidence`` as there), from
         one pass over them."""
-        for det in detectors.values():
-            det._threshold_replaced()
-        for name, s in self.score(detectors, x_val, "calibration").items():
-            det = detectors[name]
-            det.calibrate_scores(s, tpr, seen=self._trained_on(det.model_, x_val), confidence=confidence)
+        with contextlib.ExitStack() as replacing:
+            for det in detectors.values():
+                replacing.enter_context(det._replacing_threshold())
+            for name, s in self.score(detectors, x_val, "calibration").items():
+                det = detectors[name]
+                det.calibrate_scores(s, tpr, seen=self._trained_on(det.model_, x_val, getattr(det, "align_px_", None)),
+                                     confidence=confidence)

@@ -26,6 +26,11 @@ from .pretrained import bundled_detectors, load_model
 __all__ = ["Scorer", "detector_scorer", "model_scorer", "screen", "score_dataset", "score_with_detectors"]
 
 
+# how to get thresholds and p-values with a guarantee, in the command line's words
+FIX = ("fit detectors with `oodkit fit --model MODEL --data ID --calibrate-on HELD_OUT_ID --out d.npz` and pass "
+       "--detector d.npz")
+
+
 @dataclass
 class Scorer:
     """Fitted detectors ready to score images.
@@ -83,8 +88,7 @@ class Scorer:
         held-out ID images."""
         found = self._guarantees()
         what = self.identity.get("detector") or self.identity.get("model") or "these detectors"
-        fix = ("for a guarantee set them on held-out ID images: `oodkit fit --model MODEL --data ID "
-               "--calibrate-on HELD_OUT_ID --out d.npz`, then --detector d.npz")
+        fix = f"for a guarantee set them on held-out ID images: {FIX}"
         if "trained-on" in found.values():
             return (f"the thresholds and p-values of {what} were set on images its network trained on: nothing "
                     f"guarantees their tpr on fresh ID images (a network that knows its training images well "
@@ -96,22 +100,18 @@ class Scorer:
         return None
 
     def check_screen(self, fdr: float) -> None:
-        """A ValueError when ``fdr`` screening would rest on p-values known to be too small
-        (calibration scores of images the network trained on)."""
-        from .conformal import check_screen
-
-        for name, det in self.detectors.items():
-            try:
-                check_screen(fdr, len(det.calibration_scores_))
-            except ValueError as e:
-                raise ValueError(f"--fdr: {name}: {e}") from None
+        """A ValueError when ``fdr`` screening cannot keep its promise with these detectors
+        (:meth:`BaseDetector.check_screen`), in the command line's words."""
         bad = [n for n, g in self._guarantees().items() if g == "trained-on"]
         if bad:
             what = self.identity.get("detector") or "these detectors"
             raise ValueError(f"--fdr needs p-values against held-out ID images, and the calibration scores of {what} "
-                             f"({', '.join(bad)}) come from images its network trained on: fit detectors with "
-                             "`oodkit fit --model MODEL --data ID --calibrate-on HELD_OUT_ID --out d.npz` and pass "
-                             "--detector d.npz")
+                             f"({', '.join(bad)}) come from images its network trained on: {FIX}")
+        for name, det in self.detectors.items():
+            try:
+                det.check_screen(fdr)
+            except ValueError as e:
+                raise ValueError(f"--fdr: {name}: {e}") from None
 
     def _rewarn(self, caught) -> None:
         """Warnings met while scoring, shown again; the detectors' ArithmeticWarnings once,
@@ -236,6 +236,8 @@ def score_with_detectors(path, data_spec, split="test", data_root=None, download
     arithmetic they were fitted in unless ``precision`` says otherwise."""
     scorer = detector_scorer(path, device, progress)
     precision = scorer.scoring_precision(precision)
+    if fdr is not None:
+        scorer.check_screen(fdr)
     ds = load_dataset(data_spec, split, data_root, download, resize=resize, num_workers=num_workers)
     frame = scorer.frame(Flow(batch_size, device, progress=progress, precision=precision), ds)
     return screen(frame, fdr) if fdr is not None else frame

@@ -253,13 +253,13 @@ def test_files_handed_to_the_wrong_reader_say_which_reader(tmp_path, monkeypatch
     torch.save(tiny_model().state_dict(), tmp_path / "bare.pt")
     with pytest.raises(CheckpointError, match=r"bare weights .*save_checkpoint"):
         load_model(tmp_path / "bare.pt")
-    with pytest.raises(CheckpointError, match="empty name"):
+    with pytest.raises(CheckpointError, match="empty model name"):
         load_model("")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.toml").write_bytes("\ufeffsplit = 'test'\n".encode())  # a byte-order mark, as Notepad writes
     r = CliRunner().invoke(main, ["score", "--model", "", "--data", "digits-0to4", "--out", "s.csv", "--config",
                                   "c.toml"])
-    assert r.exit_code == 2 and "empty name" in r.output and "TOML" not in r.output, r.output
+    assert r.exit_code == 2 and "empty model name" in r.output and "TOML" not in r.output, r.output
 
 
 @pytest.mark.parametrize("edit,match", [({"num_classes": 10**9}, "beyond what oodkit builds"),

@@ -1,6 +1,6 @@
 """The oodkit command end to end on tiny data, error paths included."""
 import json
-
+import os
 
 import numpy as np
 import pandas as pd
@@ -362,6 +362,7 @@ def test_an_interrupted_score_says_how_to_resume(run, monkeypatch, capsys):
     import oodkit.streaming
 
     def stop(*a, **k):
+        os.makedirs("s.csv.parts")  # one chunk had been written
         raise KeyboardInterrupt
 
     monkeypatch.setattr(oodkit.streaming, "score_in_chunks", stop)

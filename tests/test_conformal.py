@@ -397,3 +397,61 @@ def test_fit_tpr_needs_calibration_images_and_counts_them_before_fitting(tmp_pat
     assert r.exit_code == 0, r.output
     assert "Warning" not in r.output and "confidence 0.9" in load_detector("d.npz").threshold_source_
     assert "with probability 0.9" in r.output
+
+
+# -- the review of audit 7 ------------------------------------------------------------------
+
+
+def test_an_alignment_that_resamples_makes_the_training_record_unknown_not_held_out(tmp_path):
+    """Hashes of images brought through --align-px match nothing the network trained on:
+    all-False read as "held-out" and let --fdr through on training images."""
+    from oodkit.pipeline import Flow, align
+    from oodkit.pretrained import load_model
+    from oodkit.training import TrainConfig, fit_model
+
+    x = as_images(load_dataset("digits-0to4", "train").images)[:120]
+    fit_model(x, net="tiny", T=10, config=TrainConfig(steps=1, batch_size=8, save_every=0), out=tmp_path / "m.pt")
+    model = load_model(tmp_path / "m.pt")
+    clear_cache()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dets = Flow(progress=False).fit({"loglik": model}, align(x, model, 4), align_px=4)
+        assert dets["loglik"].threshold_guarantee() == "unknown"
+        det = make_detector("loglik", model=model).fit(x)
+    assert det.threshold_guarantee() == "trained-on"
+    det.align_px_ = 4
+    det.calibrate(x[:100], 0.9)  # the record cannot tell: nothing is left out, and nothing claimed
+    assert "were left out" not in det.threshold_source_
+
+
+def test_diffusion_calibrate_reads_its_images_once(tmp_path):
+    from oodkit.models.ddpm import DDPM
+    from oodkit.nn.unet import unet_from_preset
+    from oodkit.schedules import NoiseSchedule
+
+    s = NoiseSchedule.linear(10)
+    ddpm = DDPM(unet_from_preset("tiny", in_channels=1, image_size=8, time_conditioning=True), s).eval()
+    x = load_dataset("digits-0to4", "test").images
+    det = make_detector("itd", model=ddpm, n_points=2, n_offset=30).fit(x[:40])
+    det.calibrate((im for im in x[40:80]), 0.9)
+    assert len(det.calibration_scores_) == 40
+
+
+def test_screening_is_refused_alike_in_every_path(tmp_path):
+    from oodkit.scoring import score_with_detectors
+
+    with pytest.raises(ValueError, match="trained on"):
+        score_with_detectors("digits-0to4", "digits-0to4", fdr=0.1)
+
+
+def test_a_failed_calibration_keeps_the_changed_contamination_refused():
+    x = load_dataset("digits-0to4", "test").images
+    det = make_detector("loglik", model=fixed_model()).fit(x[:100]).set_params(contamination=0.2)
+    with pytest.raises(ValueError, match="needs at least"):
+        det.calibrate(x[100:105], 0.95)
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="contamination"):
+        det.predict(x[:3])

@@ -461,3 +461,15 @@ def test_a_channels_last_float_tensor_gets_the_permute_in_its_message(digits_px)
     model = load_model("digits-0to4")
     nhwc = torch.from_numpy(digits_px).float() / 127.5 - 1
     one_line_error(ValueError, lambda: model.log_prob(nhwc), r"x.permute\(0, 3, 1, 2\)")
+
+
+def test_every_bfloat16_image_is_read_as_pixels_zero_included():
+    x = torch.full((2, 1, 8, 8), -0.5, dtype=torch.bfloat16)
+    x[:, :, 0, 0] = 0.0  # 0.0 sits halfway between levels 127 and 128
+    assert as_images(x).dtype == torch.uint8
+
+
+def test_a_half_precision_model_takes_pixels_too(digits_px):
+    model = load_model("digits-0to4").to(torch.bfloat16)
+    t = torch.from_numpy(digits_px).permute(0, 3, 1, 2).contiguous()
+    assert model.log_prob(t).shape == (len(t),)

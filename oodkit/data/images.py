@@ -291,9 +291,10 @@ def _pixels(x: torch.Tensor, value_range, name: str) -> torch.Tensor:
 # floats came in: conversions of one pixel (x / 127.5 - 1, x * (2/255) - 1, x / 255 * 2 - 1)
 # differ by a few 1e-8 in float32, and rounding to float16 / bfloat16 moves a level by up to
 # 4.9e-4 / 3.9e-3, while the levels are 2/255 = 0.0078 apart. bfloat16 keeps 8 significant
-# bits, so its tolerance is half that spacing: every bfloat16 image is read as 8-bit pixels.
+# bits, so its tolerance is half that spacing (0.0 lies exactly there): every bfloat16 image is
+# read as 8-bit pixels.
 LEVEL_TOLERANCE = 1e-5
-_LEVEL_TOLERANCES = {torch.float16: 1e-3, torch.bfloat16: 0.499 * 2.0 / 255.0}
+_LEVEL_TOLERANCES = {torch.float16: 1e-3, torch.bfloat16: 1.001 / 255.0}  # bfloat16: half a spacing, ties included
 
 
 def level_tolerance(dtype: torch.dtype) -> float:

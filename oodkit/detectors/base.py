@@ -1,6 +1,7 @@
 """The scikit-learn outlier-detector contract shared by every oodkit detector."""
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -217,23 +218,34 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         with them is accepted (``predict`` = +1) with probability at least ``tpr`` and at
         most ``tpr + 1/(n+1)`` (n = len(X_val), continuous scores), on average over the
         draw of ``X_val``; with ``confidence``, one threshold accepts at least ``tpr`` of
-        fresh ID images with probability ``confidence`` (:mod:`oodkit.conformal`). Refuses
+        fresh ID images with probability ``confidence`` (:mod:`oodkit.conformal`; the upper
+        bound then no longer holds: the threshold is lower). Refuses
         a ``tpr`` that n images cannot support (it needs ``ceil(1/(1-tpr)) - 1``: 19 for
         0.95, 99 for 0.99; 45 for 0.95 with confidence 0.9). Their scores become
         ``calibration_scores_``, which :meth:`pvalues` reads. Images the network recorded
         training on are left out (its scores of them are optimistic); if too few others
         remain, a ValueError says so."""
         check_is_fitted(self, "offset_")
-        self._threshold_replaced()
-        return self.calibrate_scores(self.score_samples(X_val), tpr, seen=self._seen_by_network(X_val),
-                                     confidence=confidence)
+        with self._replacing_threshold():
+            return self.calibrate_scores(self.score_samples(X_val), tpr, seen=self._seen_by_network(X_val),
+                                         confidence=confidence)
 
-    def _threshold_replaced(self) -> None:
+    @contextlib.contextmanager
+    def _replacing_threshold(self):
         """``contamination`` set only the threshold that calibration replaces: a change of it
-        since fit no longer stands in the way."""
+        since fit does not stand in the way of the calibration, and stands again if the
+        calibration fails."""
         fitted = getattr(self, "_fitted_for", None)
-        if isinstance(fitted, dict) and "contamination" in fitted and hasattr(self, "contamination"):
-            fitted["contamination"] = _comparable(self.contamination)
+        if not (isinstance(fitted, dict) and "contamination" in fitted and hasattr(self, "contamination")):
+            yield
+            return
+        before = fitted["contamination"]
+        fitted["contamination"] = _comparable(self.contamination)
+        try:
+            yield
+        except BaseException:
+            fitted["contamination"] = before
+            raise
 
     def _seen_by_network(self, X):
         """(N,) bool: which of ``X`` the network trained on; None where that is unknown."""
@@ -258,8 +270,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                                  f"{min_calibration_size(tpr, confidence)} others, got {len(unseen)}: calibrate on ID "
                                  "images it did not train on")
             s, left_out = unseen, f" ({int(seen.sum())} the network trained on were left out)"
-        self._threshold_replaced()
-        self.offset_ = conformal_threshold(s, tpr, confidence)
+        with self._replacing_threshold():
+            self.offset_ = conformal_threshold(s, tpr, confidence)
         self.calibration_scores_ = np.sort(s)
         conf = f", confidence {float(confidence):g}" if confidence is not None else ""
         self.threshold_source_ = f"{CALIBRATED} conformal, tpr {float(tpr):g}{conf}, {len(s)} held-out ID images{left_out}"
@@ -334,15 +346,21 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         ``fdr``, as a screened batch: Benjamini-Hochberg on :meth:`pvalues` flags images so
         that the expected share of ID images among the flagged is at most ``fdr``."""
         if fdr is not None:
-            check_is_fitted(self, "calibration_scores_")
-            check_screen(fdr, len(self.calibration_scores_))
-            if self.threshold_guarantee() == "trained-on":
-                raise ValueError("fdr screening needs p-values from held-out ID images, and these calibration scores "
-                                 "come from images the network trained on: calibrate() on held-out ID images first")
+            self.check_screen(fdr)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OptimisticThresholdWarning)
                 return np.where(bh_screen(self.pvalues(X), fdr), -1, 1)
         return np.where(self.decision_function(X) >= 0, 1, -1)
+
+    def check_screen(self, fdr: float) -> None:
+        """A one-line ValueError when screening at ``fdr`` cannot keep its promise: the
+        calibration scores are too few to flag anything, or come from images the network
+        trained on (their p-values run small)."""
+        check_is_fitted(self, "calibration_scores_")
+        check_screen(fdr, len(self.calibration_scores_))
+        if self.threshold_guarantee() == "trained-on":
+            raise ValueError("fdr screening needs p-values from held-out ID images, and these calibration scores "
+                             "come from images the network trained on: calibrate() on held-out ID images first")
 
     def ood_score(self, X) -> np.ndarray:
         """Higher = more out-of-distribution (the convention of most OOD papers)."""

@@ -32,13 +32,15 @@ def records_training_images(model) -> bool:
     return _training_hashes(model) is not None
 
 
-def trained_on(model, x) -> np.ndarray | None:
+def trained_on(model, x, align_px: int | None = None) -> np.ndarray | None:
     """(N,) bool: which images of ``x`` (at the model's size) the model recorded training
-    on; None when it recorded nothing (models trained before oodkit 0.3)."""
+    on; None when it recorded nothing (models trained before oodkit 0.3), or when ``x``
+    came through an alignment below the model's size (``align_px``): resampled pixels
+    match no recorded image, whether the network saw it or not."""
     from ..data.images import image_hashes
 
     known = _training_hashes(model)
-    if known is None:
+    if known is None or (align_px is not None and align_px < model.image_shape[-1]):
         return None
     return np.isin(image_hashes(x), np.asarray(known))
 
@@ -302,10 +304,10 @@ class CDMDetector(BaseDetector):
         """:meth:`BaseDetector.calibrate`, converting ``X_val`` once for the pass and the
         check of which images the network trained on."""
         check_is_fitted(self, "offset_")
-        self._threshold_replaced()
-        x = self._model_images(X_val, self.model_)
-        return self.calibrate_scores(self.score_representation(self._pass(x, "forward (calibration)")), tpr,
-                                     seen=trained_on(self.model_, x), confidence=confidence)
+        with self._replacing_threshold():
+            x = self._model_images(X_val, self.model_)
+            return self.calibrate_scores(self.score_representation(self._pass(x, "forward (calibration)")), tpr,
+                                         seen=trained_on(self.model_, x, self.align_px_), confidence=confidence)
 
     _FIXED_AT_FIT = ("score", "n_levels", "density", "n_neighbors", "n_components", "seed", "max_bank", "model",
                      "device", "contamination", "precision")

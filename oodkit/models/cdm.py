@@ -65,15 +65,6 @@ def bits_per_dim(log_p, d: int):
     return -log_p / (d * math.log(2)) + 7.0
 
 
-def _where(param, x=None):
-    """Where the network's inputs go: ``param`` (the net's first parameter)'s device, and
-    with ``x``, (device, dtype); the CPU, or ``x``'s own, for a net without parameters
-    (an analytic density keeps the precision it is given)."""
-    if x is None:
-        return param.device if param is not None else "cpu"
-    return (param.device, param.dtype) if param is not None else (x.device, x.dtype)
-
-
 class CDM(nn.Module):
     """Classification diffusion model around any ``net``: (B, C, H, W) -> (B, T+2).
 
@@ -205,39 +196,45 @@ class CDM(nn.Module):
                             "noise_posterior take them as they are")
 
     def _input(self, x, value_range=None) -> torch.Tensor:
-        """Images as the network takes them, on the model's device: float (B, C, H, W)
+        """Images for the network, on the model's device, in float32 or wider (the likelihood
+        is computed in it; :meth:`logits` hands the net its own precision): float (B, C, H, W)
         tensors checked (finite, and for a model that records its training images (a
         checkpoint) in [-1, 1] by the rules of :func:`oodkit.as_images`, each image on the
-        8-bit levels read as those pixels), in the model's dtype (not copied when they
-        already are); uint8 pixels, arrays and any layout :func:`oodkit.as_images` reads
-        ((N, H, W, C) included), and floats of a declared ``value_range``, become float32
-        in [-1, 1]."""
+        8-bit levels read as those pixels); uint8 pixels, arrays and any layout
+        :func:`oodkit.as_images` reads ((N, H, W, C) included), and floats of a declared
+        ``value_range``, become float32 in [-1, 1]."""
         from ..data.images import as_images, check_float_images, level_tolerance, on_levels, to_float
 
-        param = next(self.net.parameters(), None)  # none in an analytic net: inputs stay as given
+        device = self._device()
         if value_range is not None:
-            return to_float(as_images(x, value_range=value_range)).to(_where(param))
+            return to_float(as_images(x, value_range=value_range)).to(device)
         if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim == 4 and not x.is_meta \
                 and x.layout == torch.strided:
             # a model trained on images takes them in [-1, 1]; one built in code may model any
-            # finite data (the analytic Gaussian of the exactness tests)
+            # finite data (the analytic Gaussian of the exactness tests) in its own precision
             if getattr(self, "data_info", None):
-                x = to_float(on_levels(check_float_images(x), level_tolerance(x.dtype)))
-            else:
-                x = check_float_images(x, pixels=False)
-            return x.to(*_where(param, x))
-        return to_float(as_images(x)).to(_where(param))
+                return to_float(on_levels(check_float_images(x), level_tolerance(x.dtype))).to(device)
+            x = check_float_images(x, pixels=False)
+            return x.to(device, torch.promote_types(x.dtype, torch.float32))
+        return to_float(as_images(x)).to(device)
+
+    def _device(self) -> torch.device:
+        """Where the network's inputs go: its parameters' device (the CPU for an analytic
+        net without parameters)."""
+        param = next(self.net.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
 
     def _noisy_input(self, x_t) -> torch.Tensor:
-        """Noisy images ``x_t`` (B, C, H, W), any finite floats, in the model's dtype and on
-        its device (the same tensor when they already are)."""
+        """Noisy images ``x_t`` (B, C, H, W), any finite floats, on the model's device, in
+        float32 or wider (the same tensor when they already are)."""
         from ..data.images import check_float_images
 
         if not isinstance(x_t, torch.Tensor) or not x_t.is_floating_point():
             what = x_t.dtype if isinstance(x_t, torch.Tensor) else type(x_t).__name__
             raise TypeError(f"x_t must be noisy images, a float tensor (B, C, H, W), got {what}: convert 8-bit "
                             "pixels with oodkit.data.images.to_float(oodkit.as_images(x))")
-        return check_float_images(x_t, "x_t", pixels=False).to(*_where(next(self.net.parameters(), None), x_t))
+        x_t = check_float_images(x_t, "x_t", pixels=False)
+        return x_t.to(self._device(), torch.promote_types(x_t.dtype, torch.float32))
 
     # -- one forward pass ------------------------------------------------------------
     def logits(self, x: torch.Tensor, return_features: bool = False):
@@ -246,10 +243,12 @@ class CDM(nn.Module):
         from the same forward pass (nets that cannot give them raise TypeError)."""
         self._check(x)
         feats = None
+        param = next(self.net.parameters(), None)
+        net_x = x if param is None or not param.is_floating_point() or x.dtype == param.dtype else x.to(param.dtype)
         if return_features:
-            raw, feats = self.net(x, return_features=True)
+            raw, feats = self.net(net_x, return_features=True)
         else:
-            raw = self.net(x)
+            raw = self.net(net_x)
         if raw.shape != (x.shape[0], self.schedule.num_classes):
             raise ValueError(
                 f"net returned shape {tuple(raw.shape)}, expected ({x.shape[0]}, {self.schedule.num_classes})"
