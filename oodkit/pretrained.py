@@ -116,6 +116,16 @@ def resolve_model(ref, index_path=None) -> Path:
     raise CheckpointError(f"pretrained model {ref!r} is registered but neither bundled nor downloadable")
 
 
+def pretrained_name(path, index_path=None) -> str | None:
+    """The registered name of the pretrained model whose checkpoint ``path`` holds byte for
+    byte (a copy of a shipped model), or None."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return None
+    sha = file_sha256(path)
+    return next((name for name, rec in _index(index_path).items() if rec.get("sha256") == sha), None)
+
+
 def bundled_detectors(ref, index_path=None) -> Path | None:
     """The detector file shipped with pretrained model ``ref``: its default detectors fitted
     on a seeded subsample of its training images (``benchmarks/export_detectors.py``),

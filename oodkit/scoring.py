@@ -21,7 +21,7 @@ from .detectors import TABLE, model_default_detectors
 from .detectors.base import ArithmeticWarning
 from .detectors.persist import load_detectors
 from .pipeline import Flow, align
-from .pretrained import bundled_detectors, load_model
+from .pretrained import bundled_detectors, load_model, pretrained_name
 
 __all__ = ["Scorer", "detector_scorer", "model_scorer", "screen", "score_dataset", "score_with_detectors"]
 
@@ -279,7 +279,8 @@ def _detectors(flow: Flow, model, model_path, fit_data, data_root, download):
     no statistics (``fitted_on`` None). Shipped statistics were fitted in fp32 (their
     detectors' ``precision``); the others are fitted in ``flow.precision``."""
     names = model_default_detectors([model])
-    bundled = bundled_detectors(model_path) if fit_data is None else None
+    # a copy of a shipped model's file has its shipped statistics too
+    bundled = bundled_detectors(pretrained_name(model_path) or model_path) if fit_data is None else None
     if bundled is not None:
         dets = load_detectors(bundled, device=flow.device, progress=flow.progress)
         if list(dets) == names:  # shipped for this very model: its SHA-256 was checked on load
