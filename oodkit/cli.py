@@ -148,6 +148,9 @@ def _data_options_apply(data_spec: str, resize, num_workers: int) -> None:
     if num_workers and kind != "folder":
         raise UserError(f"--num-workers applies to folder: data (image files decoded in parallel); {data_spec} is "
                         "not decoded file by file")
+    most = 4 * (os.cpu_count() or 1)  # more processes than that only wait for the cores (500 took 35 s for 40 images)
+    if num_workers > most:
+        raise UserError(f"--num-workers {num_workers}: this machine has {os.cpu_count()} CPU cores; use at most {most}")
     source = click.get_current_context().get_parameter_source("split")
     given = source in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.DEFAULT_MAP)
     if given and kind is not None and "{split}" not in data_spec:

@@ -393,3 +393,9 @@ def test_a_copy_of_a_shipped_model_scores_with_its_shipped_statistics(run, tmp_p
     assert want.exit_code == 0
     a, b = pd.read_csv(tmp_path / "s.csv"), pd.read_csv(tmp_path / "t.csv")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_more_decoding_workers_than_the_cores_can_serve_are_refused(run, tmp_path):
+    (tmp_path / "imgs").mkdir()
+    _one_error(run("score", "--model", "digits-0to4", "--data", "folder:imgs", "--num-workers", str(10**4),
+                   "--out", "s.csv"), "--num-workers", "CPU cores")

@@ -374,3 +374,18 @@ def test_names_and_members_that_hide_what_they_are(tmp_path, monkeypatch):
         warnings.simplefilter("always")
         assert len(read_tar("t.tar")) == 1
     assert any("skipped 1 member" in str(w.message) and "0.txt" in str(w.message) for w in caught)
+
+
+def test_a_download_without_a_network_names_the_set_and_the_offline_fix(tmp_path, monkeypatch):
+    """`--download` with no network said only `<urlopen error [Errno -2] Name or service not known>`."""
+    import urllib.error
+
+    import torchvision.datasets as tvd
+
+    def offline(*a, **k):
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(tvd, "MNIST", offline)
+    with pytest.raises(DataNotFound, match=r"mnist \(test\) not found.*the download failed \(is there a network\?\)"
+                                           r".*mnist_test.npz"):
+        load_dataset("mnist", "test", tmp_path, download=True)

@@ -453,6 +453,15 @@ def torchvision_set(name: str, split: str, root, download: bool = False) -> Imag
     def reader(cls):
         return cls if download else _present_only(cls)
 
+    try:
+        return _torchvision_set(name, split, root, download, tvd, T, train, reader)
+    except OSError as e:  # a download that could not reach its server (URLError, timeouts)
+        if not download or isinstance(e, (FileNotFoundError, PermissionError)):
+            raise
+        raise DataNotFound(f"{name} ({split}): the download failed ({getattr(e, 'reason', e)})") from None
+
+
+def _torchvision_set(name, split, root, download, tvd, T, train, reader) -> ImageSet:
     if name in ("cifar10", "cifar100"):
         return read_cifar(name, split, root, download)
     try:
