@@ -39,7 +39,7 @@ from .detectors.fileformat import VERSION as DETECTOR_FORMAT
 from .distributed import rank_world
 from .pipeline import Flow
 from .metrics import bootstrap_intervals, check_bootstrap, ood_metrics
-from .report import console_table, threshold_note, write_results
+from .report import console_table, foreign_results, threshold_note, write_results
 from .training import TrainConfig, fit_model
 
 __all__ = ["SUITES", "BenchSpec", "BenchPlan", "parse_spec", "run_bench", "run_plan", "model_cache_dir", "load_sets", "resolve_models",
@@ -428,6 +428,10 @@ class BenchPlan:
         out.mkdir(parents=True, exist_ok=True)
         if not os.access(out, os.W_OK):
             raise ValueError(f"--output-dir {out} is not writable")
+        foreign = foreign_results(out)
+        if foreign:  # a run replaces its own results only
+            raise ValueError(f"--output-dir {out} holds {', '.join(foreign)}, which oodkit bench did not write: name "
+                             "another folder, or move them")
         return bs
 
 

@@ -29,6 +29,21 @@ def _columns(df: pd.DataFrame) -> list:
 RESULT_FILES = ("results.csv", "results.md", "results.json", "scores.npz", "roc.png", "histograms.png")
 
 
+def foreign_results(out: Path) -> list:
+    """The files of ``out`` named like bench's results that no bench run wrote (its
+    results.json is missing, or is not one of bench's): a run would replace them."""
+    present = [f for f in RESULT_FILES if (out / f).exists()]
+    if not present:
+        return []
+    try:
+        meta = json.loads((out / "results.json").read_text()).get("meta")
+        if isinstance(meta, dict) and "spec" in meta:
+            return []
+    except (OSError, ValueError, AttributeError):
+        pass
+    return present
+
+
 def _means(df: pd.DataFrame, cols) -> pd.DataFrame:
     """The rows, then "mean (real)" over near + far sets and "mean (all)"."""
     rows = df[["ood", *cols]].reset_index(drop=True)

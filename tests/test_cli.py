@@ -399,3 +399,15 @@ def test_more_decoding_workers_than_the_cores_can_serve_are_refused(run, tmp_pat
     (tmp_path / "imgs").mkdir()
     _one_error(run("score", "--model", "digits-0to4", "--data", "folder:imgs", "--num-workers", str(10**4),
                    "--out", "s.csv"), "--num-workers", "CPU cores")
+
+
+def test_bench_never_replaces_results_it_did_not_write(run, tmp_path):
+    """A folder holding someone's own results.csv lost it to the run's clean-up."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "results.csv").write_text("my,own\n1,2\n")
+    _one_error(run("bench", "digits-0to4-vs-noise", "--detectors", "loglik", "--output-dir", "mine"), "did not write")
+    assert (tmp_path / "mine" / "results.csv").read_text() == "my,own\n1,2\n"
+    r = run("bench", "digits-0to4-vs-noise", "--detectors", "loglik", "--output-dir", "ours", "--bootstrap", "0")
+    assert r.exit_code == 0, r.output
+    r = run("bench", "digits-0to4-vs-noise", "--detectors", "loglik", "--output-dir", "ours", "--bootstrap", "0")
+    assert r.exit_code == 0, r.output  # its own results it replaces
