@@ -620,7 +620,9 @@ def _command_line() -> str:
 @download_option
 @click.option("--detectors", default=None, help=DETECTORS_HELP)
 @click.option("--output-dir", type=UserPath(), default="oodkit-results", show_default=True,
-              callback=lambda ctx, param, v: _named_folder(v))
+              callback=lambda ctx, param, v: _named_folder(v),
+              help="Folder for the tables, scores and plots; an earlier bench run's are replaced, files bench did "
+                   "not write never are.")
 @click.option("--net", default=None, help="Preset for a model trained here (the digits suite: tiny, others: small).")
 @click.option("--steps", type=POS, default=None, help="Training steps for a model trained here.")
 @click.option("-T", "--T", "T", type=LEVELS, default=None, help="Noise levels for a model trained here (1000).")
