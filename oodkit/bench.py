@@ -29,7 +29,6 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .conformal import cross_calibrated_rates
 from .pretrained import cache_root, list_models, load_model
 from .data import DataNotFound, as_images, conform, load_dataset
-from .data.registry import did_you_mean
 from .data.images import fingerprint, image_hashes, jpeg_roundtrip
 from .data.registry import ood_group, path_kind, selection, source_of
 from .data.sources import ImageSet
@@ -41,6 +40,7 @@ from .pipeline import Flow
 from .metrics import bootstrap_intervals, check_bootstrap, ood_metrics
 from .report import console_table, foreign_results, threshold_note, write_results
 from .training import TrainConfig, fit_model
+from .validation import did_you_mean
 
 __all__ = ["SUITES", "BenchSpec", "BenchPlan", "parse_spec", "run_bench", "run_plan", "model_cache_dir", "load_sets", "resolve_models",
            "assign_detectors", "aligned_groups", "score_pairs"]

@@ -867,9 +867,10 @@ def score(model, detector_file, data_spec, split, resize, num_workers, fit_data,
     if fit_data is not None and detector_file is not None:
         raise UserError("--fit-data fits a --model's ID statistics; a --detector file carries its own")
     if fdr is not None and detector_file is None:
-        raise UserError("--fdr screens against a detector file's calibration scores on held-out ID images: fit one "
-                        f"with `oodkit fit --model {model} --data ID --calibrate-on HELD_OUT_ID --out d.npz` and pass "
-                        "--detector d.npz")
+        from .scoring import FIX
+
+        raise UserError("--fdr screens against a detector file's calibration scores on held-out ID images: "
+                        + FIX.replace("MODEL", str(model)))
     _data_options_apply(data_spec, resize, num_workers)
     _writable_file(out, "--out")
     _not_an_input(out, "--out", ("--model checkpoint", model), ("--detector file", detector_file),

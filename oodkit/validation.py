@@ -159,3 +159,17 @@ def regular_file(path, what: str, error=ValueError):
     if not os.access(path, os.R_OK):
         raise error(f"{what} {path}: permission denied")
     return path
+
+
+def did_you_mean(word: str, choices) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``word`` (case and
+    spaces aside), or ""."""
+    import difflib
+
+    choices = list(choices)
+    by_key = {c.lower().replace("-", "").replace("_", ""): c for c in choices}
+    key = word.strip().lower().replace("-", "").replace("_", "")
+    if key in by_key and by_key[key] != word:
+        return f" (did you mean {by_key[key]!r}?)"
+    close = difflib.get_close_matches(word.strip().lower(), choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

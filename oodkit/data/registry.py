@@ -23,6 +23,7 @@ import numpy as np
 
 from . import sources
 from .sources import DataNotFound, ImageSet
+from ..validation import did_you_mean
 
 __all__ = ["load_dataset", "list_datasets", "default_root", "REGISTRY", "ood_group", "GROUPS"]
 
@@ -235,20 +236,6 @@ def _from_root(spec: str, split: str, root: Path, download: bool) -> ImageSet:
             ) from None
     raise DataNotFound(f"unknown data set {spec!r}{did_you_mean(spec, REGISTRY)}: not registered (see `oodkit "
                        f"datasets`) and no {npz}; " + _path_hint(spec))
-
-
-def did_you_mean(word: str, choices) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``word`` (case and
-    spaces aside), or ""."""
-    import difflib
-
-    choices = list(choices)
-    by_key = {c.lower().replace("-", "").replace("_", ""): c for c in choices}
-    key = word.strip().lower().replace("-", "").replace("_", "")
-    if key in by_key and by_key[key] != word:
-        return f" (did you mean {by_key[key]!r}?)"
-    close = difflib.get_close_matches(word.strip().lower(), choices, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _path_hint(spec: str) -> str:

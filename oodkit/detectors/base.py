@@ -227,8 +227,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         remain, a ValueError says so."""
         check_is_fitted(self, "offset_")
         with self._replacing_threshold():
-            return self.calibrate_scores(self.score_samples(X_val), tpr, seen=self._seen_by_network(X_val),
-                                         confidence=confidence)
+            scores, seen = self._calibration_scores(X_val)
+            return self.calibrate_scores(scores, tpr, seen=seen, confidence=confidence)
 
     @contextlib.contextmanager
     def _replacing_threshold(self):
@@ -247,9 +247,11 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             fitted["contamination"] = before
             raise
 
-    def _seen_by_network(self, X):
-        """(N,) bool: which of ``X`` the network trained on; None where that is unknown."""
-        return None
+    def _calibration_scores(self, X):
+        """``(scores (N,), seen)`` of held-out images ``X``: this detector's scores, and which
+        of them the network trained on ((N,) bool; None where that is unknown), from one
+        reading of ``X``."""
+        return self.score_samples(X), None
 
     def calibrate_scores(self, scores, tpr: float = 0.95, seen=None, confidence: float | None = None):
         """:meth:`calibrate` on the scores of held-out ID images already computed

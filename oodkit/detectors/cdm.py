@@ -300,14 +300,10 @@ class CDMDetector(BaseDetector):
         """float64 (N,), higher = more in-distribution."""
         return self.score_representation(self.representation(X))
 
-    def calibrate(self, X_val, tpr: float = 0.95, confidence: float | None = None):
-        """:meth:`BaseDetector.calibrate`, converting ``X_val`` once for the pass and the
-        check of which images the network trained on."""
-        check_is_fitted(self, "offset_")
-        with self._replacing_threshold():
-            x = self._model_images(X_val, self.model_)
-            return self.calibrate_scores(self.score_representation(self._pass(x, "forward (calibration)")), tpr,
-                                         seen=trained_on(self.model_, x, self.align_px_), confidence=confidence)
+    def _calibration_scores(self, X):
+        x = self._model_images(X, self.model_)
+        return (self.score_representation(self._pass(x, "forward (calibration)")),
+                trained_on(self.model_, x, self.align_px_))
 
     _FIXED_AT_FIT = ("score", "n_levels", "density", "n_neighbors", "n_components", "seed", "max_bank", "model",
                      "device", "contamination", "precision")

@@ -120,14 +120,9 @@ class DiffusionDetector(BaseDetector):
         self._set_offset_unseen(self.score_images(x), trained_on(self.model_, x))
         return self
 
-    def calibrate(self, X_val, tpr: float = 0.95, confidence: float | None = None):
-        """:meth:`BaseDetector.calibrate`, converting ``X_val`` once for the passes and the
-        check of which images the network trained on."""
-        check_is_fitted(self, "offset_")
-        with self._replacing_threshold():
-            x = self._model_images(X_val, self.model_)
-            return self.calibrate_scores(self.score_images(x), tpr, seen=trained_on(self.model_, x, self.align_px_),
-                                         confidence=confidence)
+    def _calibration_scores(self, X):
+        x = self._model_images(X, self.model_)
+        return self.score_images(x), trained_on(self.model_, x, self.align_px_)
 
     _FIXED_AT_FIT = ("model", "score", "n_terms", "n_points", "recon_levels", "clip_denoised", "n_offset", "seed",
                      "contamination", "device")

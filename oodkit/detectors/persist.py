@@ -26,7 +26,7 @@ def load_detectors(path, device=None, progress: bool = False) -> dict:
     if not Path(path).is_file():
         shipped = bundled_detectors(path)
         if shipped is None and not Path(path).expanduser().exists():
-            from ..data.registry import did_you_mean
+            from ..validation import did_you_mean
             from ..pretrained import list_models
 
             names = [m["name"] for m in list_models() if m.get("detectors")]
